@@ -1,0 +1,196 @@
+"""Typed, validated EMO configuration.
+
+Two layers, validated in one place before any model is built:
+
+* ``EmoRouterConfig`` holds the EMO method's own knobs (pool sizes, shared experts, loss coefficients).
+* ``EmoTransformerConfig`` is Megatron's ``TransformerConfig`` with an ``emo`` field. Its ``__post_init__``
+  checks the EMO fields, refuses Megatron options that would silently drop the document ids on their way to
+  the router, and derives the Megatron fields EMO fixes (shared-expert width, z-loss coefficient).
+
+Vocabulary used throughout: ``num_moe_experts`` = routed experts R seen by Megatron's router (shared experts
+run as Megatron's shared-expert module and are *not* counted); ``moe_router_topk`` = routed experts per token
+(k − S in the paper's notation, where k counts the shared experts too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+LoadBalancingScope = Literal["micro_batch", "global_batch"]
+
+
+class EmoConfigError(ValueError):
+    """An EMO configuration that cannot train correctly; the message names the field and the fix."""
+
+
+@dataclass(kw_only=True)
+class EmoRouterConfig:
+    """EMO document-pool routing. Defaults are those of AI2's released EMO-1B/14B (emo_method.md §2)."""
+
+    pool_min: int = 8
+    """Smallest per-document expert pool drawn in training (routed experts). Must be ≥ moe_router_topk."""
+    pool_max: int = 128
+    """Largest pool drawn in training; a pool ≥ the number of routed experts means 'unrestricted'."""
+    pool_eval: int = 32
+    """Fixed pool size in evaluation (``model.eval()``)."""
+    num_shared_experts: int = 1
+    """Always-active experts with gate weight 1, run as Megatron's shared-expert module."""
+    num_inert_experts: int = 0
+    """Trailing routed slots that can never be selected (zero probability, no load). They pad the routed
+    expert count to a multiple of the expert-parallel size when importing e.g. AI2's 127 routed experts."""
+    lb_coeff: float = 0.1
+    """Coefficient of the global (data-parallel) Switch load-balancing loss."""
+    z_loss_coeff: float = 0.001
+    """Coefficient of the router z-loss on the pool-masked logits (0 disables it)."""
+    lb_scope: LoadBalancingScope = "micro_batch"
+    """Expert counts for the load-balancing loss: summed over data-parallel ranks per micro-batch (AI2), or
+    also accumulated over the micro-batches of one optimizer step ("global_batch")."""
+    max_documents_per_sequence: int = 256
+    """Static bound on document segments per sequence: it sizes the per-document score buffer so routing
+    has no data-dependent shapes. Exceeding it is reported when routing ids are built."""
+    seed: int = 1234
+    """Seed that, with each document's salt, makes random pool sizes reproducible on every rank."""
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> EmoConfigError:
+            return EmoConfigError(f"emo.{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("pool_min", "pool_max", "pool_eval", "max_documents_per_sequence"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("num_shared_experts", "num_inert_experts"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be ≥ 0")
+        if self.pool_max < self.pool_min:
+            raise bad("pool_max", f"must be ≥ emo.pool_min={self.pool_min}")
+        for name in ("lb_coeff", "z_loss_coeff"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be ≥ 0")
+        if self.lb_scope not in ("micro_batch", "global_batch"):
+            raise bad("lb_scope", "expected 'micro_batch' or 'global_batch'")
+
+
+@dataclass
+class EmoTransformerConfig(TransformerConfig):
+    """Megatron ``TransformerConfig`` + EMO routing. Build EMO models only from this class."""
+
+    emo: EmoRouterConfig = field(default_factory=EmoRouterConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.emo, dict):
+            self.emo = EmoRouterConfig(**self.emo)
+        self.emo.validate()
+        self._check_moe_shape()
+        self._derive_megatron_fields()
+        self._refuse_options_that_drop_document_ids()
+        super().__post_init__()
+
+    @property
+    def num_selectable_experts(self) -> int:
+        """Routed experts a token may choose (the router's slots minus inert padding slots)."""
+        return self.num_moe_experts - self.emo.num_inert_experts
+
+    def _check_moe_shape(self) -> None:
+        emo = self.emo
+        if not self.num_moe_experts:
+            raise EmoConfigError("num_moe_experts must be set: EMO routes over mixture-of-experts layers")
+        if emo.num_inert_experts >= self.num_moe_experts:
+            raise EmoConfigError(
+                f"emo.num_inert_experts={emo.num_inert_experts} leaves no selectable expert out of "
+                f"num_moe_experts={self.num_moe_experts}"
+            )
+        if self.moe_router_topk > self.num_selectable_experts:
+            raise EmoConfigError(
+                f"moe_router_topk={self.moe_router_topk} exceeds the {self.num_selectable_experts} selectable "
+                "routed experts"
+            )
+        if emo.pool_min < self.moe_router_topk:
+            raise EmoConfigError(
+                f"emo.pool_min={emo.pool_min} must be ≥ moe_router_topk={self.moe_router_topk} (routed experts "
+                "per token, k − shared): every token must find that many experts in its document's pool"
+            )
+        if emo.pool_eval < self.moe_router_topk:
+            raise EmoConfigError(f"emo.pool_eval={emo.pool_eval} must be ≥ moe_router_topk={self.moe_router_topk}")
+        if self.num_moe_experts % self.expert_model_parallel_size:
+            raise EmoConfigError(
+                f"expert_model_parallel_size={self.expert_model_parallel_size} does not divide "
+                f"num_moe_experts={self.num_moe_experts}; pad with emo.num_inert_experts to a multiple"
+            )
+
+    def _derive_megatron_fields(self) -> None:
+        emo = self.emo
+        ffn = self.moe_ffn_hidden_size or self.ffn_hidden_size
+        shared_width = emo.num_shared_experts * ffn if emo.num_shared_experts else None
+        if self.moe_shared_expert_intermediate_size not in (None, shared_width):
+            raise EmoConfigError(
+                f"moe_shared_expert_intermediate_size={self.moe_shared_expert_intermediate_size} disagrees with "
+                f"emo.num_shared_experts={emo.num_shared_experts} × expert FFN {ffn} = {shared_width}; "
+                "leave it unset, EMO derives it"
+            )
+        self.moe_shared_expert_intermediate_size = shared_width
+        if self.moe_shared_expert_gate:
+            raise EmoConfigError("moe_shared_expert_gate=True: EMO's shared experts have a fixed gate weight of 1")
+        z_coeff = emo.z_loss_coeff or None
+        if self.moe_z_loss_coeff not in (None, z_coeff):
+            raise EmoConfigError(
+                f"moe_z_loss_coeff={self.moe_z_loss_coeff}: set emo.z_loss_coeff instead (EMO applies the "
+                "z-loss to the pool-masked logits)"
+            )
+        self.moe_z_loss_coeff = z_coeff
+        if self.moe_router_score_function != "softmax":
+            raise EmoConfigError(
+                f"moe_router_score_function={self.moe_router_score_function!r}: EMO gates are the softmax over "
+                "the document pool; only 'softmax' is supported"
+            )
+        self.moe_router_pre_softmax = True
+        aux = self.moe_aux_loss_coeff
+        if (any(aux) if isinstance(aux, list) else aux) or self.moe_router_load_balancing_type in (
+            "sinkhorn",
+            "quantile_balancing",
+        ):
+            raise EmoConfigError(
+                f"moe_router_load_balancing_type={self.moe_router_load_balancing_type!r} with "
+                f"moe_aux_loss_coeff={aux}: EMO owns load balancing; set emo.lb_coeff instead"
+            )
+        # "global_aux_loss" (coefficient 0) makes finalize_model_grads call our reset hook once per step.
+        self.moe_router_load_balancing_type = "global_aux_loss" if emo.lb_scope == "global_batch" else "none"
+        self.moe_aux_loss_coeff = 0.0
+
+    def _refuse_options_that_drop_document_ids(self) -> None:
+        refusals = {
+            "mlp_chunks_for_training": (self.mlp_chunks_for_training != 1, "chunked MLP drops the padding_mask"),
+            "overlap_moe_expert_parallel_comm": (
+                self.overlap_moe_expert_parallel_comm,
+                "the fine-grained EP-overlap schedule routes without the padding_mask",
+            ),
+            "cuda_graph_impl": (
+                self.cuda_graph_impl != "none",
+                "CUDA-graph replay does not carry the per-micro-batch document ids",
+            ),
+            "moe_router_enable_expert_bias": (
+                self.moe_router_enable_expert_bias,
+                "expert bias is broken with padding masks in megatron-core 0.19.2 and not part of EMO",
+            ),
+            "moe_expert_capacity_factor": (
+                self.moe_expert_capacity_factor is not None,
+                "token dropping breaks the 'exactly k experts per token' contract",
+            ),
+            "moe_router_num_groups": (self.moe_router_num_groups is not None, "group-limited routing conflicts with pools"),
+            "moe_input_jitter_eps": (self.moe_input_jitter_eps is not None, "input jitter is not part of EMO"),
+            "calculate_per_token_loss": (
+                self.calculate_per_token_loss,
+                "EMO's load-balancing gradient is scaled for Megatron's per-micro-batch mean loss",
+            ),
+        }
+        for name, (refused, why) in refusals.items():
+            if refused:
+                raise EmoConfigError(f"{name}={getattr(self, name)!r} is not supported with EMO: {why}")
+
+
+def replace_emo(config: EmoTransformerConfig, **emo_changes) -> EmoTransformerConfig:
+    """A copy of ``config`` with some EMO fields changed, re-validated."""
+    return dataclasses.replace(config, emo=dataclasses.replace(config.emo, **emo_changes))

@@ -1,0 +1,366 @@
+"""EMO mixture-of-experts decoder for Hugging Face transformers (`trust_remote_code` modelling file).
+
+The layout and weight names are those of AI2's released EMO checkpoints (OLMoE names, pre-norm blocks, no
+QK-norm). The routing is written to match emo_plugin's Megatron training model numerically in fp32:
+
+- Router logits are computed in fp32. Routed experts are slots [0, R), shared experts the last S slots.
+- Routed gate weights are softmax(logits[:, :R]) at the chosen top-(k - S) experts, NOT renormalised over the
+  chosen ones (`norm_topk_prob=False`, the released setting).
+- Shared experts are always active with weight exactly 1.0. For S = 1 this equals AI2's "softmax over the shared
+  logits alone"; the shared rows of the gate are kept in the checkpoint but do not affect the output.
+- Masking experts (`EmoForCausalLM.set_expert_mask`) and EMO document pools (`emo_inference_pool_size`) set
+  logits to -inf BEFORE the softmax, so probabilities renormalise over the remaining experts exactly as they
+  do in a physically pruned model.
+
+This file is copied next to `config.json`; it imports only torch, transformers' stable public classes and the
+config, and writes its own rotary/attention helpers because those moved between transformers 4.57 and 5.x.
+Attention is plain causal (plus padding) attention over the whole sequence, as in AI2's HF code.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .configuration_emo import EmoConfig
+
+
+class EmoRMSNorm(nn.Module):
+    """RMSNorm computed in fp32 whatever the activation dtype."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_fp32 = x.float()
+        normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * normed).to(x.dtype)
+
+
+def rotary_cos_sin(position_ids_BT, head_dim, theta, dtype):
+    """cos/sin tables [B, T, head_dim] of standard (rotate-half, non-interleaved) RoPE.
+
+    Computed from the config on every call instead of a cached buffer: it is cheap, and a non-persistent buffer
+    would need special re-initialisation when transformers 5.x builds the model on the meta device.
+    """
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids_BT.device) / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    freqs_BTF = position_ids_BT.float()[..., None] * inv_freq
+    angles_BTD = torch.cat((freqs_BTF, freqs_BTF), dim=-1)
+    return angles_BTD.cos().to(dtype), angles_BTD.sin().to(dtype)
+
+
+def rotate_half(x):
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x_BHTD, cos_BTD, sin_BTD):
+    cos_B1TD, sin_B1TD = cos_BTD[:, None], sin_BTD[:, None]
+    return x_BHTD * cos_B1TD + rotate_half(x_BHTD) * sin_B1TD
+
+
+def document_ids_from_eos(input_ids_BT, eos_token_id):
+    """Ids of the documents of a packed batch, unique across the whole batch, shape [B, T].
+
+    A document is a maximal run of tokens within one sequence ending with (and including) an eos token, or cut
+    by the sequence end. Row b uses ids in [b*T, (b+1)*T), so ids never collide between sequences.
+    """
+    eos_ids = torch.tensor(eos_token_id, device=input_ids_BT.device).reshape(-1)
+    is_eos_BT = torch.isin(input_ids_BT, eos_ids).long()
+    doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT
+    batch_size, seq_len = input_ids_BT.shape
+    row_offset_B1 = torch.arange(batch_size, device=input_ids_BT.device)[:, None] * seq_len
+    return doc_in_row_BT + row_offset_B1
+
+
+@torch.no_grad()
+def restrict_to_document_pools(logits_NR, document_ids_N, token_valid_N, pool_size):
+    """Set to -inf the routed logits outside each token's document pool (EMO evaluation routing).
+
+    The pool of a document is the `pool_size` experts with the largest sum over its valid tokens of
+    softmax(logits); ties go to the lower expert index. The pool is a choice, so no gradient flows through it.
+    Document ids must lie in [0, N).
+    """
+    probs_NR = torch.softmax(logits_NR, dim=-1)
+    if token_valid_N is not None:
+        probs_NR = probs_NR * token_valid_N[:, None]
+    scores_DR = torch.zeros_like(probs_NR).index_add_(0, document_ids_N, probs_NR)
+    ranked_DR = torch.sort(scores_DR, dim=-1, descending=True, stable=True).indices
+    in_pool_DR = torch.zeros_like(scores_DR, dtype=torch.bool).scatter_(1, ranked_DR[:, :pool_size], True)
+    return logits_NR.masked_fill(~in_pool_DR[document_ids_N], float("-inf"))
+
+
+class EmoAttention(nn.Module):
+    """Causal multi-head / grouped-query attention with RoPE, no biases and no QK-norm."""
+
+    def __init__(self, config: EmoConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values):
+        batch_size, seq_len, _ = x_BTH.shape
+        q = self.q_proj(x_BTH).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x_BTH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x_BTH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos_BTD, sin_BTD), apply_rotary(k, cos_BTD, sin_BTD)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        group_size = self.num_heads // self.num_kv_heads
+        k, v = k.repeat_interleave(group_size, dim=1), v.repeat_interleave(group_size, dim=1)
+        out_BHTD = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed_B1QK)
+        return self.o_proj(out_BHTD.transpose(1, 2).reshape(batch_size, seq_len, -1))
+
+
+class EmoExpert(nn.Module):
+    """SwiGLU feed-forward expert: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: EmoConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class EmoSparseMoeBlock(nn.Module):
+    """MoE layer with `n_slots` experts, the last `n_shared` of them shared (always on, weight 1)."""
+
+    def __init__(self, config: EmoConfig, n_slots: int, n_shared: int):
+        super().__init__()
+        self.n_routed = n_slots - n_shared
+        self.n_shared = n_shared
+        self.routed_per_token = config.num_experts_per_tok - n_shared
+        self.norm_topk_prob = config.norm_topk_prob
+        self.pool_size = config.emo_inference_pool_size
+        self.gate = nn.Linear(config.hidden_size, n_slots, bias=False)
+        self.experts = nn.ModuleList(EmoExpert(config) for _ in range(n_slots))
+        self.kept_routed_experts_R = None
+
+    def set_kept_routed_experts(self, kept_R):
+        """Keep only the routed experts where `kept_R` (bool [n_routed]) is True; None keeps all."""
+        if kept_R is not None:
+            kept_R = torch.as_tensor(kept_R, dtype=torch.bool)
+            if kept_R.shape != (self.n_routed,) or int(kept_R.sum()) < self.routed_per_token:
+                raise ValueError(f"need a bool mask over {self.n_routed} routed experts keeping >= {self.routed_per_token}")
+        self.kept_routed_experts_R = kept_R
+
+    def route(self, x_NH, document_ids_N=None, token_valid_N=None):
+        """Gate weights [N, k - S] (fp32) and indices [N, k - S] of each token's routed experts."""
+        logits_NR = F.linear(x_NH.float(), self.gate.weight.float())[:, : self.n_routed]
+        if self.kept_routed_experts_R is not None:
+            logits_NR = logits_NR.masked_fill(~self.kept_routed_experts_R.to(logits_NR.device), float("-inf"))
+        if self.pool_size is not None and self.pool_size < self.n_routed:
+            logits_NR = restrict_to_document_pools(logits_NR, document_ids_N, token_valid_N, self.pool_size)
+        probs_NR = torch.softmax(logits_NR, dim=-1)
+        gate_weights_NK, expert_idx_NK = torch.topk(probs_NR, self.routed_per_token, dim=-1)
+        if self.norm_topk_prob:
+            gate_weights_NK = gate_weights_NK / gate_weights_NK.sum(dim=-1, keepdim=True)
+        return gate_weights_NK, expert_idx_NK
+
+    def forward(self, x_BTH, document_ids_BT=None, token_valid_BT=None):
+        x_NH = x_BTH.reshape(-1, x_BTH.shape[-1])
+        gate_weights_NK, expert_idx_NK = self.route(
+            x_NH,
+            None if document_ids_BT is None else document_ids_BT.reshape(-1),
+            None if token_valid_BT is None else token_valid_BT.reshape(-1),
+        )
+        out_NH = torch.zeros_like(x_NH)
+        for expert_idx in range(self.n_routed):
+            token_idx, choice_idx = torch.where(expert_idx_NK == expert_idx)
+            gate_weight = gate_weights_NK[token_idx, choice_idx, None].to(x_NH.dtype)
+            out_NH.index_add_(0, token_idx, self.experts[expert_idx](x_NH[token_idx]) * gate_weight)
+        for shared_expert in self.experts[self.n_routed :]:
+            out_NH = out_NH + shared_expert(x_NH)
+        return out_NH.view_as(x_BTH)
+
+
+class EmoDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + moe(norm(x))."""
+
+    def __init__(self, config: EmoConfig, layer_idx: int):
+        super().__init__()
+        n_slots, n_shared = config.expert_slots(layer_idx)
+        self.pre_attention_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = EmoAttention(config, layer_idx)
+        self.pre_feedforward_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = EmoSparseMoeBlock(config, n_slots, n_shared)
+
+    def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT):
+        x_BTH = x_BTH + self.self_attn(self.pre_attention_layernorm(x_BTH), cos_BTD, sin_BTD, allowed_B1QK, past_key_values)
+        return x_BTH + self.mlp(self.pre_feedforward_layernorm(x_BTH), document_ids_BT, token_valid_BT)
+
+
+class EmoPreTrainedModel(PreTrainedModel):
+    """Shared transformers plumbing; weight init is transformers' default (normal(initializer_range), norms 1)."""
+
+    config_class = EmoConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["EmoDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+
+
+class EmoModel(EmoPreTrainedModel):
+    """Embeddings, decoder layers and final norm; returns the last hidden state."""
+
+    def __init__(self, config: EmoConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(EmoDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_hidden_states=None,
+        **kwargs,
+    ):
+        """`attention_mask` is the usual 2-D padding mask over past + current tokens (1 = real token).
+
+        With `emo_inference_pool_size` set, document pools are computed from the tokens of THIS call only:
+        exact for a full forward pass (scoring, prefill), but during cached decoding each new token forms its
+        own pool. Other transformers keyword arguments (e.g. `cache_position`, `return_dict`) are accepted and
+        not needed: positions come from the cache length.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+
+        batch_size, seq_len, _ = inputs_embeds.shape
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        query_pos_Q = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device)
+        if position_ids is None:
+            position_ids = query_pos_Q[None].expand(batch_size, -1)
+        allowed_B1QK = self._attention_allowed(query_pos_Q, attention_mask, batch_size)
+        cos_BTD, sin_BTD = rotary_cos_sin(
+            position_ids, self.config.hidden_size // self.config.num_attention_heads, self.config.rope_theta, inputs_embeds.dtype
+        )
+
+        document_ids_BT = None
+        if self.config.emo_inference_pool_size is not None:
+            if input_ids is None:
+                raise ValueError("EMO document pools need input_ids to find the eos-delimited documents")
+            document_ids_BT = document_ids_from_eos(input_ids, self.config.eos_token_id)
+        token_valid_BT = None if attention_mask is None else attention_mask[:, -seq_len:].bool()
+
+        hidden_BTH = inputs_embeds
+        all_hidden_states = (hidden_BTH,) if output_hidden_states else None
+        for layer in self.layers:
+            layer_args = (hidden_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT)
+            if self.gradient_checkpointing and self.training:
+                hidden_BTH = self._gradient_checkpointing_func(layer.__call__, *layer_args)
+            else:
+                hidden_BTH = layer(*layer_args)
+            if output_hidden_states:
+                all_hidden_states += (hidden_BTH,)
+        hidden_BTH = self.norm(hidden_BTH)
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states[:-1] + (hidden_BTH,)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_BTH,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+        )
+
+    @staticmethod
+    def _attention_allowed(query_pos_Q, attention_mask, batch_size):
+        """Bool mask [B, 1, Q, K] (True = may attend): causal, padding keys removed.
+
+        Each token may always attend to itself, so rows of padding queries are never empty (SDPA would return
+        NaN for them); padding outputs are meaningless either way.
+        """
+        key_pos_K = torch.arange(int(query_pos_Q[-1]) + 1, device=query_pos_Q.device)
+        allowed_QK = key_pos_K[None, :] <= query_pos_Q[:, None]
+        if attention_mask is None:
+            return allowed_QK[None, None].expand(batch_size, 1, -1, -1)
+        key_valid_B11K = attention_mask[:, None, None, : key_pos_K.numel()].bool()
+        is_self_QK = key_pos_K[None, :] == query_pos_Q[:, None]
+        return (allowed_QK & key_valid_B11K) | is_self_QK
+
+
+class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
+    """EMO decoder with a language-model head; supports `generate()` with a DynamicCache."""
+
+    def __init__(self, config: EmoConfig):
+        super().__init__(config)
+        self.model = EmoModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def set_expert_mask(self, kept_routed_experts_by_layer):
+        """Route only among kept experts: {layer index: bool tensor [n_routed of that layer], True = kept}.
+
+        Dropped experts get -inf router logits before the softmax, so the logits equal those of a checkpoint
+        physically pruned to the kept experts. Layers missing from the dict, or `None` for the whole argument,
+        keep all experts. Shared experts are always kept.
+        """
+        for layer_idx, layer in enumerate(self.model.layers):
+            kept_R = None if kept_routed_experts_by_layer is None else kept_routed_experts_by_layer.get(layer_idx)
+            layer.mlp.set_kept_routed_experts(kept_R)
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values: Cache | None = None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        logits_to_keep=0,
+        **kwargs,
+    ):
+        """Logits of the last `logits_to_keep` positions (0 = all) and, with `labels`, the shifted
+        next-token cross-entropy (labels equal to -100 are ignored)."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_BTH = outputs.last_hidden_state
+        logits_BTV = self.lm_head(hidden_BTH[:, -logits_to_keep:] if logits_to_keep else hidden_BTH)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits_BTV[:, :-1].float().reshape(-1, logits_BTV.shape[-1]),
+                labels[:, 1:].reshape(-1).to(logits_BTV.device),
+                ignore_index=-100,
+            )
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits_BTV, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+
+
+__all__ = ["EmoConfig", "EmoForCausalLM", "EmoModel", "EmoPreTrainedModel"]

@@ -1,0 +1,47 @@
+"""EMO's global Switch load-balancing loss with a correctly scaled gradient.
+
+    L = (R / k) · Σ_i f_i · P_i,   f_i = n_i / T,   P_i = (Σ_t s_{t,i}) / T
+
+over the R routed experts, where n_i (slots routed to expert i) and T (non-padding tokens) are summed over
+every rank that holds different tokens (data × context × sequence-parallel shards) and s are the pool-masked
+softmax scores. Each rank can only differentiate through its own tokens' scores, so it computes
+
+    L_r = (R / k) · Σ_i f_i · (Σ_{t local} s_{t,i}) / T · G
+
+with G the number of ranks over which gradients are averaged (data × context parallel). Averaging over G and
+summing over sequence-parallel shards (Megatron does both for the router weight) then gives exactly ∇L.
+Megatron's own ``global_aux_loss`` divides local probabilities by the global token count without G and is
+G times too weak (NVIDIA/Megatron-LM#3672).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def expert_counts(routing_map_TE: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
+    """Routed (token, choice) slots per expert, padding excluded; float for all-reduce."""
+    routed_TE = routing_map_TE if valid_T is None else routing_map_TE & valid_T.unsqueeze(-1)
+    return routed_TE.sum(dim=0, dtype=torch.float32)
+
+
+def local_score_sums(scores_TE: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
+    """Σ over local non-padding tokens of the routing scores (differentiable)."""
+    if valid_T is not None:
+        scores_TE = scores_TE * valid_T.unsqueeze(-1)
+    return scores_TE.sum(dim=0)
+
+
+def global_load_balancing_loss(
+    score_sums_R: torch.Tensor,
+    global_counts_R: torch.Tensor,
+    global_tokens: torch.Tensor,
+    *,
+    topk: int,
+    grad_average_ranks: int,
+) -> torch.Tensor:
+    """This rank's share L_r (see module docstring); the mean of L_r over the averaging ranks is L."""
+    num_experts = global_counts_R.shape[-1]
+    tokens = global_tokens.clamp(min=1)
+    frequencies_R = global_counts_R / tokens
+    return (num_experts / topk) * torch.dot(frequencies_R, score_sums_R.float()) / tokens * grad_average_ranks

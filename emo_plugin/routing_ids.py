@@ -1,0 +1,82 @@
+"""Per-token routing ids: how a document's identity travels from the batch to every EMO router.
+
+A routing id is one int64 per token, built once per micro-batch on the *full* sequence (before sequence- or
+context-parallel splitting), and fed to ``GPTModel.forward(padding_mask=...)``. Megatron carries that argument
+to every MoE layer (through recompute, SP scatter and CP slicing), so the ids are an *input* of the forward
+and can never go stale the way a global set before the forward would.
+
+Layout: ``id = salt << SEGMENT_BITS | segment``
+  * ``segment`` (1-based) numbers the maximal runs of one document within the sequence; 0 marks padding.
+    Computed before any split, so every shard of a document names the same segment.
+  * ``salt`` (31 bits) is a per-document random number; with the layer number it draws the document's
+    random pool size identically on every rank that holds a piece of the document.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SEGMENT_BITS = 20
+SEGMENT_MASK = (1 << SEGMENT_BITS) - 1
+SALT_LIMIT = 1 << 31
+
+
+def segments_from_document_ids(doc_ids_BS: torch.Tensor) -> torch.Tensor:
+    """1-based index of each token's maximal same-document run within its sequence; 0 where doc id ≤ 0.
+
+    ``doc_ids_BS`` may hold any per-token document labels (global ids from the dataset, or 1-based segment
+    numbers); only changes between neighbours matter.
+    """
+    valid_BS = doc_ids_BS > 0
+    starts_BS = torch.ones_like(valid_BS)
+    starts_BS[:, 1:] = doc_ids_BS[:, 1:] != doc_ids_BS[:, :-1]
+    segments_BS = torch.cumsum(starts_BS & valid_BS, dim=1)
+    return torch.where(valid_BS, segments_BS, torch.zeros_like(segments_BS))
+
+
+def document_ids_from_tokens(tokens_BS: torch.Tensor, eod_token_id: int) -> torch.Tensor:
+    """1-based document number per token; the EOD token belongs to the document it ends."""
+    is_eod_BS = (tokens_BS == eod_token_id).long()
+    ends_before_BS = torch.cumsum(is_eod_BS, dim=1) - is_eod_BS
+    return ends_before_BS + 1
+
+
+def build_routing_ids(
+    *,
+    tokens_BS: torch.Tensor | None = None,
+    eod_token_id: int | None = None,
+    doc_ids_BS: torch.Tensor | None = None,
+    padding_BS: torch.Tensor | None = None,
+    max_documents_per_sequence: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Routing ids for a micro-batch: from the batch's document ids if given, else from EOD tokens.
+
+    ``padding_BS`` (bool, True = padding) marks tokens that are routed but excluded from EMO statistics.
+    ``generator`` draws the per-document salts; seed it from (seed, step, micro-batch, data rank) to make
+    runs reproducible. This function syncs with the host once (the document-count check): it runs on the
+    data path, once per micro-batch, not inside the layers.
+    """
+    if doc_ids_BS is None:
+        if tokens_BS is None or eod_token_id is None:
+            raise ValueError("build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id")
+        doc_ids_BS = document_ids_from_tokens(tokens_BS, eod_token_id)
+    if padding_BS is not None:
+        doc_ids_BS = doc_ids_BS.masked_fill(padding_BS, 0)
+    segments_BS = segments_from_document_ids(doc_ids_BS)
+    most = int(segments_BS.max()) if segments_BS.numel() else 0
+    if most > max_documents_per_sequence:
+        raise ValueError(
+            f"a sequence holds {most} document segments, more than emo.max_documents_per_sequence="
+            f"{max_documents_per_sequence}; raise that bound in the EMO config"
+        )
+    batch, seq = segments_BS.shape
+    salts_BD = torch.randint(1, SALT_LIMIT, (batch, max_documents_per_sequence + 1), generator=generator)
+    salts_BS = torch.gather(salts_BD.to(segments_BS.device), 1, segments_BS)
+    ids_BS = (salts_BS << SEGMENT_BITS) | segments_BS
+    return torch.where(segments_BS > 0, ids_BS, torch.zeros_like(ids_BS))
+
+
+def split_routing_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segment, salt) of packed routing ids; segment 0 = padding."""
+    return ids & SEGMENT_MASK, ids >> SEGMENT_BITS

@@ -1,0 +1,64 @@
+"""GPT decoder specs with EMO MoE layers, built from Megatron's own spec functions.
+
+Megatron 0.19 describes a MoE layer as ``functools.partial(MoELayer, submodules=MoESubmodules(...))``; EMO
+swaps in ``EmoMoELayer`` and ``MoESubmodules.router = EmoRouter`` and keeps everything else (experts backend,
+grouped GEMM, shared experts, dispatcher choice) exactly as Megatron builds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
+from megatron.core.transformer.moe.moe_layer import MoELayer
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+from emo_plugin.config import EmoTransformerConfig
+from emo_plugin.host_modules import HostDotProductAttention
+from emo_plugin.moe_layer import EmoMoELayer
+from emo_plugin.router import EmoRouter
+
+
+def _with_emo_moe(mlp_spec):
+    if not (isinstance(mlp_spec, functools.partial) and issubclass(mlp_spec.func, MoELayer)):
+        return mlp_spec
+    submodules = dataclasses.replace(mlp_spec.keywords["submodules"], router=EmoRouter)
+    return functools.partial(EmoMoELayer, *mlp_spec.args, **{**mlp_spec.keywords, "submodules": submodules})
+
+
+def _with_host_attention(layer_spec):
+    attention = layer_spec.submodules.self_attention
+    attention = dataclasses.replace(
+        attention, submodules=dataclasses.replace(attention.submodules, core_attention=HostDotProductAttention)
+    )
+    return dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, self_attention=attention))
+
+
+def emo_decoder_block_spec(
+    config: EmoTransformerConfig,
+    *,
+    use_transformer_engine: bool,
+    host_attention: bool = False,
+    vp_stage: int | None = None,
+    pp_rank: int | None = None,
+) -> TransformerBlockSubmodules:
+    """Decoder block spec for this pipeline stage with every MoE layer routed by EMO.
+
+    ``use_transformer_engine`` picks Megatron's TE spec (GPU: TE linears, ``TEGroupedMLP`` when
+    ``moe_grouped_gemm``) or the local spec (``SequentialMLP``, runs on CPU). ``host_attention`` (local spec
+    only) uses ``HostDotProductAttention`` so the model runs without CUDA.
+    """
+    if not isinstance(config, EmoTransformerConfig):
+        raise TypeError(f"emo_decoder_block_spec needs an EmoTransformerConfig, got {type(config).__name__}")
+    if host_attention and use_transformer_engine:
+        raise ValueError("host_attention replaces Megatron's local attention; it cannot combine with the TE spec")
+    block = get_gpt_decoder_block_spec(
+        config, use_transformer_engine=use_transformer_engine, vp_stage=vp_stage, pp_rank=pp_rank
+    )
+    layer_specs = []
+    for layer_spec in block.layer_specs:
+        mlp = _with_emo_moe(layer_spec.submodules.mlp)
+        layer_spec = dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, mlp=mlp))
+        layer_specs.append(_with_host_attention(layer_spec) if host_attention else layer_spec)
+    return dataclasses.replace(block, layer_specs=layer_specs)
