@@ -22,7 +22,13 @@ from megatron.core.transformer.moe.router import TopKRouter
 from emo_plugin.config import EmoTransformerConfig
 from emo_plugin.load_balancing import expert_counts, global_load_balancing_loss, local_score_sums
 from emo_plugin.metrics import record_statistics, routing_statistics
-from emo_plugin.routing import document_slots, draw_pool_sizes, pool_masked_logits
+from emo_plugin.routing import (
+    document_slots,
+    draw_pool_sizes,
+    padding_slots,
+    pool_masked_logits,
+    with_unrestricted_padding,
+)
 from emo_plugin.routing_ids import split_routing_ids
 
 _DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
@@ -65,9 +71,10 @@ class EmoRouter(TopKRouter):
 
         slots_T = document_slots(segments_T, batch, emo.max_documents_per_sequence)
         num_slots = batch * (emo.max_documents_per_sequence + 1)
-        is_document_N = torch.arange(num_slots, device=logits.device) % (emo.max_documents_per_sequence + 1) > 0
-        pool_size_N = self._pool_sizes(slots_T, salts_T, num_slots)
-        pool_size_N = torch.where(is_document_N, pool_size_N, torch.full_like(pool_size_N, selectable))
+        is_document_N = ~padding_slots(num_slots, emo.max_documents_per_sequence, logits.device)
+        pool_size_N = with_unrestricted_padding(
+            self._pool_sizes(slots_T, salts_T, num_slots), emo.max_documents_per_sequence, selectable
+        )
 
         masked_TE, _, doc_stats_NS = pool_masked_logits(
             logits_TE,

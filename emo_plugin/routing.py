@@ -7,8 +7,8 @@ tokens and no host synchronisation.
 
 Slots: token t of sequence b with segment s (1-based, 0 = padding) uses slot ``b * (D + 1) + s`` of a table
 with ``B * (D + 1)`` rows, D = max documents per sequence. Slot ``b * (D + 1)`` collects padding tokens and
-is never restricted, so padding tokens are routed (dispatchers need exactly k experts per token) but do not
-influence any document's pool.
+gets an unrestricted pool (``with_unrestricted_padding``), so padding tokens are routed (dispatchers need
+exactly k experts per token) but do not influence any document's pool.
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ def document_slots(segments_T: torch.Tensor, batch_size: int, max_documents: int
     """Slot index of each token; tokens are in Megatron's router order (sequence-major: t = s·B + b)."""
     sequence_T = torch.arange(segments_T.numel(), device=segments_T.device) % batch_size
     return sequence_T * (max_documents + 1) + segments_T
+
+
+def padding_slots(num_slots: int, max_documents: int, device=None) -> torch.Tensor:
+    """Bool [N]: the per-sequence slots that collect padding tokens."""
+    return torch.arange(num_slots, device=device) % (max_documents + 1) == 0
+
+
+def with_unrestricted_padding(pool_size_N: torch.Tensor, max_documents: int, num_selectable: int) -> torch.Tensor:
+    """Pool sizes with every padding slot opened to all selectable experts."""
+    is_padding_N = padding_slots(pool_size_N.shape[0], max_documents, pool_size_N.device)
+    return pool_size_N.masked_fill(is_padding_N, num_selectable)
 
 
 def draw_pool_sizes(

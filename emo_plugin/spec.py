@@ -21,7 +21,8 @@ from emo_plugin.router import EmoRouter
 
 
 def _with_emo_moe(mlp_spec):
-    if not (isinstance(mlp_spec, functools.partial) and issubclass(mlp_spec.func, MoELayer)):
+    layer_class = mlp_spec.func if isinstance(mlp_spec, functools.partial) else None
+    if not (isinstance(layer_class, type) and issubclass(layer_class, MoELayer)):
         return mlp_spec
     submodules = dataclasses.replace(mlp_spec.keywords["submodules"], router=EmoRouter)
     return functools.partial(EmoMoELayer, *mlp_spec.args, **{**mlp_spec.keywords, "submodules": submodules})

@@ -1,0 +1,116 @@
+"""The pure EMO routing math against a per-document plain-PyTorch reference written here."""
+
+import pytest
+import torch
+
+from emo_plugin.routing import document_slots, draw_pool_sizes, emo_route, with_unrestricted_padding
+
+
+def reference_route(logits_SBE, segments_SB, pool_size_fn, topk, num_selectable):
+    """Loop over sequences and documents: the method as written in emo_method.md §2."""
+    seq, batch, experts = logits_SBE.shape
+    probs = torch.zeros(seq, batch, experts)
+    chosen = torch.zeros(seq, batch, experts, dtype=torch.bool)
+    pools = {}
+    for b in range(batch):
+        for doc in segments_SB[:, b].unique().tolist():
+            rows = (segments_SB[:, b] == doc).nonzero().flatten()
+            logits = logits_SBE[rows, b]
+            if doc == 0:
+                pool = torch.arange(num_selectable)
+            else:
+                score = torch.softmax(logits[:, :num_selectable], dim=-1).sum(0)
+                size = min(pool_size_fn(b, doc), num_selectable)
+                pool = sorted(range(num_selectable), key=lambda e: (-score[e].item(), e))[:size]
+                pool = torch.tensor(pool)
+                pools[(b, doc)] = set(pool.tolist())
+            masked = torch.full_like(logits, float("-inf"))
+            masked[:, pool] = logits[:, pool]
+            scores = torch.softmax(masked, dim=-1)
+            for i, row in enumerate(rows.tolist()):
+                top = torch.topk(scores[i], topk).indices
+                probs[row, b, top] = scores[i, top]
+                chosen[row, b, top] = True
+    return probs.view(-1, experts), chosen.view(-1, experts), pools
+
+
+def random_segments(seq, batch, max_docs, generator, pad_tail):
+    """Sorted random document cuts per sequence, optionally a padded tail (segment 0)."""
+    segments = torch.zeros(seq, batch, dtype=torch.long)
+    for b in range(batch):
+        num_docs = int(torch.randint(1, max_docs + 1, (1,), generator=generator))
+        cuts = torch.sort(torch.randperm(seq - 1, generator=generator)[: num_docs - 1] + 1).values
+        starts = torch.zeros(seq, dtype=torch.long)
+        starts[cuts] = 1
+        segments[:, b] = torch.cumsum(starts, 0) + 1
+        if pad_tail and b % 2 == 1:
+            segments[seq - 3 :, b] = 0
+    return segments
+
+
+CASES = [
+    # seq, batch, experts, inert, topk, max_docs, pool range, pad
+    (16, 2, 8, 0, 2, 4, (2, 8), False),
+    (32, 3, 16, 0, 4, 8, (4, 12), True),
+    (7, 1, 8, 0, 3, 7, (3, 5), False),  # one-token documents possible
+    (24, 4, 12, 2, 2, 1, (2, 10), True),  # one document per sequence, inert experts
+    (40, 2, 32, 0, 8, 40, (8, 32), True),  # many documents
+]
+
+
+@pytest.mark.parametrize("seq,batch,experts,inert,topk,max_docs,pool_range,pad", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_emo_route_matches_per_document_reference(seq, batch, experts, inert, topk, max_docs, pool_range, pad, seed):
+    g = torch.Generator().manual_seed(seed)
+    selectable = experts - inert
+    logits_SBE = torch.randn(seq, batch, experts, generator=g)
+    segments_SB = random_segments(seq, batch, max_docs, g, pad)
+    sizes_BD = torch.randint(pool_range[0], pool_range[1] + 1, (batch, max_docs + 1), generator=g)
+
+    slots_T = document_slots(segments_SB.reshape(-1), batch, max_docs)
+    sizes_N = with_unrestricted_padding(sizes_BD.reshape(-1), max_docs, selectable)
+    routed = emo_route(logits_SBE.reshape(-1, experts), slots_T, sizes_N, topk=topk, num_selectable=selectable)
+    ref_probs, ref_map, ref_pools = reference_route(
+        logits_SBE, segments_SB, lambda b, d: int(sizes_BD[b, d]), topk, selectable
+    )
+
+    assert torch.equal(routed.routing_map_TE, ref_map)
+    torch.testing.assert_close(routed.probs_TE, ref_probs, rtol=1e-6, atol=1e-7)
+    for (b, doc), pool in ref_pools.items():
+        assert set(routed.pool_NE[b * (max_docs + 1) + doc].nonzero().flatten().tolist()) == pool
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_token_gets_exactly_k_experts_inside_its_pool(seed):
+    g = torch.Generator().manual_seed(seed)
+    seq, batch, experts, topk, max_docs = 64, 3, 16, 4, 10
+    logits = torch.randn(seq * batch, experts, generator=g) * 5
+    segments = random_segments(seq, batch, max_docs, g, pad_tail=True).reshape(-1)
+    slots = document_slots(segments, batch, max_docs)
+    sizes = torch.randint(topk, experts + 1, (batch * (max_docs + 1),), generator=g)
+    routed = emo_route(logits, slots, sizes, topk=topk)
+    assert (routed.routing_map_TE.sum(-1) == topk).all()
+    assert not (routed.routing_map_TE & ~routed.pool_NE[slots]).any()
+    assert ((routed.probs_TE > 0) == routed.routing_map_TE).all()
+
+
+def test_pool_choice_carries_no_gradient_but_gates_do():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(12, 8, generator=g, requires_grad=True)
+    slots = document_slots(torch.tensor([1] * 6 + [2] * 6), 1, 4)
+    routed = emo_route(logits, slots, torch.full((5,), 3), topk=2)
+    routed.probs_TE.sum().backward()
+    outside = ~routed.pool_NE[slots]
+    assert logits.grad[outside].abs().max() == 0
+    assert logits.grad[~outside].abs().max() > 0
+
+
+def test_pool_sizes_are_uniform_reproducible_and_layer_specific():
+    salts = torch.randint(1, 2**31, (20_000,), generator=torch.Generator().manual_seed(0))
+    sizes = draw_pool_sizes(salts, layer_number=3, seed=7, pool_min=8, pool_max=15)
+    assert sizes.min() == 8 and sizes.max() == 15
+    counts = torch.bincount(sizes - 8, minlength=8).float()
+    assert (counts / counts.mean() - 1).abs().max() < 0.1
+    assert torch.equal(sizes, draw_pool_sizes(salts, layer_number=3, seed=7, pool_min=8, pool_max=15))
+    other_layer = draw_pool_sizes(salts, layer_number=4, seed=7, pool_min=8, pool_max=15)
+    assert (other_layer != sizes).float().mean() > 0.8

@@ -1,0 +1,56 @@
+"""Routing ids: document segments from EOD tokens or batch ids, padding, salts."""
+
+import pytest
+import torch
+
+from emo_plugin.routing_ids import (
+    build_routing_ids,
+    document_ids_from_tokens,
+    segments_from_document_ids,
+    split_routing_ids,
+)
+
+EOD = 0
+
+
+def test_eod_token_belongs_to_the_document_it_ends():
+    tokens = torch.tensor([[5, 6, EOD, 7, EOD, EOD, 8]])
+    assert document_ids_from_tokens(tokens, EOD).tolist() == [[1, 1, 1, 2, 2, 3, 4]]
+
+
+def test_segments_are_maximal_runs_and_padding_is_zero():
+    doc_ids = torch.tensor([[9, 9, 4, 4, 9, 0, 0], [3, 3, 3, 3, 3, 3, 3]])
+    assert segments_from_document_ids(doc_ids).tolist() == [[1, 1, 2, 2, 3, 0, 0], [1] * 7]
+
+
+def test_build_routing_ids_matches_eod_positions_and_shares_salts_within_documents():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 6, (4, 50), generator=g)
+    padding = torch.zeros_like(tokens, dtype=torch.bool)
+    padding[2, 40:] = True
+    ids = build_routing_ids(
+        tokens_BS=tokens, eod_token_id=EOD, padding_BS=padding, max_documents_per_sequence=50, generator=g
+    )
+    segments, salts = split_routing_ids(ids)
+    for b in range(4):
+        expected, doc = [], 1
+        for s in range(50):
+            expected.append(0 if padding[b, s] else doc)
+            doc += int(tokens[b, s] == EOD)
+        assert segments[b].tolist() == expected
+        for seg in segments[b].unique().tolist():
+            assert salts[b][segments[b] == seg].unique().numel() == 1
+    assert (salts[segments > 0] > 0).all() and (ids[padding] == 0).all()
+
+
+def test_batch_document_ids_take_precedence_over_tokens():
+    ids = build_routing_ids(
+        tokens_BS=torch.zeros(1, 4, dtype=torch.long), eod_token_id=EOD,
+        doc_ids_BS=torch.tensor([[7, 7, 7, 7]]), max_documents_per_sequence=4,
+    )
+    assert split_routing_ids(ids)[0].tolist() == [[1, 1, 1, 1]]
+
+
+def test_too_many_documents_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_documents_per_sequence=2"):
+        build_routing_ids(tokens_BS=torch.zeros(1, 4, dtype=torch.long), eod_token_id=EOD, max_documents_per_sequence=2)
