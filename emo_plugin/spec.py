@@ -20,7 +20,8 @@ from emo_plugin.moe_layer import EmoMoELayer
 from emo_plugin.router import EmoRouter
 
 
-def _with_emo_moe(mlp_spec):
+def with_emo_moe_layer(mlp_spec):
+    """An MLP spec with EMO routing if it builds a Megatron MoE layer; any other spec unchanged."""
     layer_class = mlp_spec.func if isinstance(mlp_spec, functools.partial) else None
     if not (isinstance(layer_class, type) and issubclass(layer_class, MoELayer)):
         return mlp_spec
@@ -59,7 +60,7 @@ def emo_decoder_block_spec(
     )
     layer_specs = []
     for layer_spec in block.layer_specs:
-        mlp = _with_emo_moe(layer_spec.submodules.mlp)
+        mlp = with_emo_moe_layer(layer_spec.submodules.mlp)
         layer_spec = dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, mlp=mlp))
         layer_specs.append(_with_host_attention(layer_spec) if host_attention else layer_spec)
     return dataclasses.replace(block, layer_specs=layer_specs)

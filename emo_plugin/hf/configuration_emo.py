@@ -24,6 +24,7 @@ class EmoConfig(PretrainedConfig):
     - `emo_inference_pool_size`: when set, restrict each document's tokens to the P routed experts with the
       largest summed router probability over that document (EMO's evaluation-time pool; AI2 used 32).
       Off (`None`) by default, which is AI2's released inference: plain top-k over all kept routed experts.
+      Documents are eos-delimited runs of the tokens of one forward call (see `EmoModel.forward`).
     """
 
     model_type = "emo"

@@ -79,11 +79,12 @@ def document_ids_from_eos(input_ids_BT, eos_token_id):
 
 
 @torch.no_grad()
-def restrict_to_document_pools(logits_NR, document_ids_N, token_valid_N, pool_size):
-    """Set to -inf the routed logits outside each token's document pool (EMO evaluation routing).
+def document_pool_mask(logits_NR, document_ids_N, token_valid_N, pool_size):
+    """Bool [N, R]: is the routed expert in the pool of the token's document (EMO evaluation routing)?
 
     The pool of a document is the `pool_size` experts with the largest sum over its valid tokens of
     softmax(logits); ties go to the lower expert index. The pool is a choice, so no gradient flows through it.
+    Pass logits with dropped experts already at -inf, so a masked and a pruned model pick the same pools.
     Document ids must lie in [0, N).
     """
     probs_NR = torch.softmax(logits_NR, dim=-1)
@@ -92,7 +93,7 @@ def restrict_to_document_pools(logits_NR, document_ids_N, token_valid_N, pool_si
     scores_DR = torch.zeros_like(probs_NR).index_add_(0, document_ids_N, probs_NR)
     ranked_DR = torch.sort(scores_DR, dim=-1, descending=True, stable=True).indices
     in_pool_DR = torch.zeros_like(scores_DR, dtype=torch.bool).scatter_(1, ranked_DR[:, :pool_size], True)
-    return logits_NR.masked_fill(~in_pool_DR[document_ids_N], float("-inf"))
+    return in_pool_DR[document_ids_N]
 
 
 class EmoAttention(nn.Module):
@@ -142,7 +143,6 @@ class EmoSparseMoeBlock(nn.Module):
     def __init__(self, config: EmoConfig, n_slots: int, n_shared: int):
         super().__init__()
         self.n_routed = n_slots - n_shared
-        self.n_shared = n_shared
         self.routed_per_token = config.num_experts_per_tok - n_shared
         self.norm_topk_prob = config.norm_topk_prob
         self.pool_size = config.emo_inference_pool_size
@@ -155,7 +155,9 @@ class EmoSparseMoeBlock(nn.Module):
         if kept_R is not None:
             kept_R = torch.as_tensor(kept_R, dtype=torch.bool)
             if kept_R.shape != (self.n_routed,) or int(kept_R.sum()) < self.routed_per_token:
-                raise ValueError(f"need a bool mask over {self.n_routed} routed experts keeping >= {self.routed_per_token}")
+                raise ValueError(
+                    f"need a bool mask over {self.n_routed} routed experts keeping >= {self.routed_per_token}"
+                )
         self.kept_routed_experts_R = kept_R
 
     def route(self, x_NH, document_ids_N=None, token_valid_N=None):
@@ -164,7 +166,8 @@ class EmoSparseMoeBlock(nn.Module):
         if self.kept_routed_experts_R is not None:
             logits_NR = logits_NR.masked_fill(~self.kept_routed_experts_R.to(logits_NR.device), float("-inf"))
         if self.pool_size is not None and self.pool_size < self.n_routed:
-            logits_NR = restrict_to_document_pools(logits_NR, document_ids_N, token_valid_N, self.pool_size)
+            in_pool_NR = document_pool_mask(logits_NR, document_ids_N, token_valid_N, self.pool_size)
+            logits_NR = logits_NR.masked_fill(~in_pool_NR, float("-inf"))
         probs_NR = torch.softmax(logits_NR, dim=-1)
         gate_weights_NK, expert_idx_NK = torch.topk(probs_NR, self.routed_per_token, dim=-1)
         if self.norm_topk_prob:
@@ -172,6 +175,11 @@ class EmoSparseMoeBlock(nn.Module):
         return gate_weights_NK, expert_idx_NK
 
     def forward(self, x_BTH, document_ids_BT=None, token_valid_BT=None):
+        """Σ gate·expert(x) over the chosen routed experts, plus every shared expert.
+
+        Experts are visited in slot order, so a physically pruned layer adds up the same terms in the same
+        order as the full layer with the dropped experts masked.
+        """
         x_NH = x_BTH.reshape(-1, x_BTH.shape[-1])
         gate_weights_NK, expert_idx_NK = self.route(
             x_NH,
@@ -200,7 +208,8 @@ class EmoDecoderLayer(nn.Module):
         self.mlp = EmoSparseMoeBlock(config, n_slots, n_shared)
 
     def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT):
-        x_BTH = x_BTH + self.self_attn(self.pre_attention_layernorm(x_BTH), cos_BTD, sin_BTD, allowed_B1QK, past_key_values)
+        attn_in_BTH = self.pre_attention_layernorm(x_BTH)
+        x_BTH = x_BTH + self.self_attn(attn_in_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values)
         return x_BTH + self.mlp(self.pre_feedforward_layernorm(x_BTH), document_ids_BT, token_valid_BT)
 
 
@@ -258,10 +267,9 @@ class EmoModel(EmoPreTrainedModel):
         query_pos_Q = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device)
         if position_ids is None:
             position_ids = query_pos_Q[None].expand(batch_size, -1)
-        allowed_B1QK = self._attention_allowed(query_pos_Q, attention_mask, batch_size)
-        cos_BTD, sin_BTD = rotary_cos_sin(
-            position_ids, self.config.hidden_size // self.config.num_attention_heads, self.config.rope_theta, inputs_embeds.dtype
-        )
+        allowed_B1QK = self._attention_allowed(query_pos_Q, past_len + seq_len, attention_mask, batch_size)
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        cos_BTD, sin_BTD = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, inputs_embeds.dtype)
 
         document_ids_BT = None
         if self.config.emo_inference_pool_size is not None:
@@ -290,17 +298,17 @@ class EmoModel(EmoPreTrainedModel):
         )
 
     @staticmethod
-    def _attention_allowed(query_pos_Q, attention_mask, batch_size):
+    def _attention_allowed(query_pos_Q, num_keys, attention_mask, batch_size):
         """Bool mask [B, 1, Q, K] (True = may attend): causal, padding keys removed.
 
         Each token may always attend to itself, so rows of padding queries are never empty (SDPA would return
         NaN for them); padding outputs are meaningless either way.
         """
-        key_pos_K = torch.arange(int(query_pos_Q[-1]) + 1, device=query_pos_Q.device)
+        key_pos_K = torch.arange(num_keys, device=query_pos_Q.device)
         allowed_QK = key_pos_K[None, :] <= query_pos_Q[:, None]
         if attention_mask is None:
             return allowed_QK[None, None].expand(batch_size, 1, -1, -1)
-        key_valid_B11K = attention_mask[:, None, None, : key_pos_K.numel()].bool()
+        key_valid_B11K = attention_mask[:, None, None, :num_keys].bool()
         is_self_QK = key_pos_K[None, :] == query_pos_Q[:, None]
         return (allowed_QK & key_valid_B11K) | is_self_QK
 
@@ -363,4 +371,4 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["EmoConfig", "EmoForCausalLM", "EmoModel", "EmoPreTrainedModel"]
+__all__ = ["EmoForCausalLM", "EmoModel", "EmoPreTrainedModel"]

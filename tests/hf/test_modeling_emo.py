@@ -1,0 +1,331 @@
+"""Tests of the HF EMO model: checkpoint format, routing against plain-PyTorch references, pruning, generate()."""
+
+import ast
+import json
+import pathlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from emo_plugin.hf import EmoConfig, EmoForCausalLM
+from emo_plugin.hf.modeling_emo import document_ids_from_eos
+
+EOS, PAD = 1, 0
+HF_DIR = pathlib.Path(__file__).resolve().parents[2] / "emo_plugin" / "hf"
+
+
+def tiny_config(**overrides):
+    """2 layers, 9 expert slots (the last one shared), 3 experts per token including the shared one."""
+    fields = dict(
+        vocab_size=64, hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=9, num_experts_per_tok=3, num_shared_experts=1,
+        max_position_embeddings=64, rope_theta=10000.0, eos_token_id=EOS, pad_token_id=PAD,
+    )
+    return EmoConfig(**{**fields, **overrides})
+
+
+def tiny_model(config=None, seed=0):
+    """Random model whose routers are sharp enough that routing actually depends on the token."""
+    torch.manual_seed(seed)
+    model = EmoForCausalLM(config or tiny_config()).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.normal_(std=1.0)
+    return model
+
+
+def random_tokens(batch_size, seq_len, seed=1):
+    """Token ids that are neither eos nor padding."""
+    return torch.randint(2, 64, (batch_size, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+def reference_expert(expert, x_H):
+    """SwiGLU written out from the expert's weights."""
+    hidden = F.silu(x_H @ expert.gate_proj.weight.T) * (x_H @ expert.up_proj.weight.T)
+    return hidden @ expert.down_proj.weight.T
+
+
+def reference_token_output(block, x_H, allowed_experts=None):
+    """One token through one MoE block, as the routing is specified (routed: softmax over the allowed routed
+    experts, top-(k - S), no renormalisation; shared: weight 1)."""
+    n_routed = block.n_routed
+    logits_R = (x_H.float() @ block.gate.weight.float().T)[:n_routed]
+    if allowed_experts is not None:
+        logits_R = torch.where(allowed_experts, logits_R, torch.tensor(float("-inf")))
+    probs_R = torch.softmax(logits_R, dim=-1)
+    chosen = torch.argsort(probs_R, descending=True)[: block.routed_per_token]
+    out_H = sum(probs_R[e] * reference_expert(block.experts[int(e)], x_H) for e in chosen)
+    return out_H + sum(reference_expert(shared, x_H) for shared in block.experts[n_routed:])
+
+
+def reference_pools(block, x_TH, document_ids_T, token_valid_T, pool_size):
+    """Per-document pools by an explicit loop over documents: {document id: bool mask over routed experts}."""
+    pools = {}
+    for doc in document_ids_T.unique().tolist():
+        tokens = (document_ids_T == doc) & token_valid_T
+        logits_TR = (x_TH[tokens].float() @ block.gate.weight.float().T)[:, : block.n_routed]
+        scores_R = torch.softmax(logits_TR, dim=-1).sum(dim=0)
+        ranked = sorted(range(block.n_routed), key=lambda e: (-scores_R[e].item(), e))
+        pools[doc] = torch.zeros(block.n_routed, dtype=torch.bool)
+        pools[doc][ranked[:pool_size]] = True
+    return pools
+
+
+def capture_mlp_io(model, layer_idx):
+    """Records (input, output) of one layer's MoE block during the next forward pass."""
+    captured = {}
+
+    def hook(module, args, output):
+        captured["x_BTH"], captured["out_BTH"] = args[0].detach(), output.detach()
+
+    return captured, model.model.layers[layer_idx].mlp.register_forward_hook(hook)
+
+
+def save_with_code(model, directory):
+    """save_pretrained; importing emo_plugin.hf makes it write auto_map and copy both code files."""
+    model.save_pretrained(directory)
+    return directory
+
+
+# --------------------------------------------------------------------------------------------- format
+
+
+def test_config_round_trip(tmp_path):
+    config = tiny_config(
+        num_experts_per_layer=[9, 6], num_shared_experts_per_layer=[1, 2], emo_inference_pool_size=4
+    )
+    config.save_pretrained(tmp_path)
+    loaded = EmoConfig.from_pretrained(tmp_path)
+    for field in ("num_experts_per_layer", "num_shared_experts_per_layer", "emo_inference_pool_size",
+                  "num_experts", "num_experts_per_tok", "num_shared_experts", "norm_topk_prob", "rope_theta",
+                  "rms_norm_eps", "num_key_value_heads", "eos_token_id", "pad_token_id", "tie_word_embeddings"):
+        assert getattr(loaded, field) == getattr(config, field), field
+    assert [loaded.expert_slots(i) for i in range(2)] == [(9, 1), (6, 2)]
+    assert tiny_config(num_experts_per_layer=[5, 4]).expert_slots(1) == (4, 1)
+
+
+@pytest.mark.parametrize(
+    "bad_fields",
+    [
+        dict(tie_word_embeddings=True),
+        dict(num_experts_per_layer=[9]),
+        dict(num_experts_per_layer=[9, 2]),  # 1 routed expert left, 2 needed per token
+        dict(emo_inference_pool_size=1),
+    ],
+)
+def test_config_rejects_inconsistent_fields(bad_fields):
+    with pytest.raises(ValueError):
+        tiny_config(**bad_fields)
+
+
+def test_checkpoint_layout_and_remote_code_reload(tmp_path):
+    model = tiny_model()
+    save_with_code(model, tmp_path)
+
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    assert config_json["model_type"] == "emo"
+    assert config_json["architectures"] == ["EmoForCausalLM"]
+    assert config_json["auto_map"] == {
+        "AutoConfig": "configuration_emo.EmoConfig",
+        "AutoModelForCausalLM": "modeling_emo.EmoForCausalLM",
+    }
+    assert config_json["norm_topk_prob"] is False and config_json["tie_word_embeddings"] is False
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+        assert weights.get_tensor("model.layers.0.mlp.gate.weight").shape == (9, 32)
+    per_layer = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate",
+                 "pre_attention_layernorm", "pre_feedforward_layernorm"]
+    per_layer += [f"mlp.experts.{e}.{p}" for e in range(9) for p in ("gate_proj", "up_proj", "down_proj")]
+    expected = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    expected |= {f"model.layers.{layer}.{name}.weight" for layer in range(2) for name in per_layer}
+    assert names == expected
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    assert type(reloaded).__name__ == "EmoForCausalLM" and type(reloaded) is not EmoForCausalLM
+    assert type(AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)).__name__ == "EmoConfig"
+    input_ids = random_tokens(2, 12)
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids).logits, model(input_ids).logits)
+
+
+def test_modeling_files_are_self_contained():
+    """They are copied next to config.json, so they may import only torch, transformers, stdlib and the config."""
+    for filename in ("configuration_emo.py", "modeling_emo.py"):
+        tree = ast.parse((HF_DIR / filename).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {"." + node.module} if node.level else {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= {"torch", "transformers", ".configuration_emo"}, (filename, roots)
+
+
+# --------------------------------------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("layer_idx", [0, 1])
+def test_moe_block_matches_per_token_reference(layer_idx):
+    """Layer 1 has 7 slots of which 2 shared (k - S = 1 routed expert per token)."""
+    model = tiny_model(tiny_config(num_experts_per_layer=[9, 7], num_shared_experts_per_layer=[1, 2]))
+    block = model.model.layers[layer_idx].mlp
+    x_BTH = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out_BTH = block(x_BTH)
+        expected_NH = torch.stack([reference_token_output(block, x_H) for x_H in x_BTH.reshape(-1, 32)])
+    torch.testing.assert_close(out_BTH.reshape(-1, 32), expected_NH, rtol=1e-5, atol=1e-6)
+
+
+def test_document_ids_give_eos_to_the_document_it_ends():
+    input_ids = torch.tensor([[5, EOS, 7, 8, EOS, 9], [EOS, 3, 4, 5, 6, 7]])
+    expected = torch.tensor([[0, 0, 1, 1, 1, 2], [6, 7, 7, 7, 7, 7]])
+    assert torch.equal(document_ids_from_eos(input_ids, EOS), expected)
+    several_eos_ids = torch.tensor([[0, 0, 1, 2, 2, 3], [6, 7, 7, 7, 7, 7]])
+    assert torch.equal(document_ids_from_eos(input_ids, [EOS, 7]), several_eos_ids)
+
+
+def test_document_pools_match_per_document_reference():
+    """Row 0: two documents; row 1: left padding (excluded from the pool scores) and one document.
+    Checked end to end: the model finds the documents itself and each MoE block routes within the pools."""
+    pool_size = 3
+    model = tiny_model(tiny_config(emo_inference_pool_size=pool_size))
+    input_ids = random_tokens(2, 12)
+    input_ids[0, 5] = EOS
+    input_ids[1, :3] = PAD
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :3] = 0
+    document_ids_BT = document_ids_from_eos(input_ids, EOS)
+    assert document_ids_BT[0].unique().numel() == 2
+
+    for layer_idx in range(2):
+        captured, handle = capture_mlp_io(model, layer_idx)
+        with torch.no_grad():
+            model(input_ids, attention_mask=attention_mask)
+        handle.remove()
+        block = model.model.layers[layer_idx].mlp
+        x_NH = captured["x_BTH"].reshape(-1, 32)
+        doc_N, valid_N = document_ids_BT.reshape(-1), attention_mask.bool().reshape(-1)
+        pools = reference_pools(block, x_NH, doc_N, valid_N, pool_size)
+        assert not torch.equal(pools[0], pools[1])  # the two documents of row 0 really use different pools
+        with torch.no_grad():
+            expected_NH = torch.stack(
+                [reference_token_output(block, x_H, pools[int(doc)]) for x_H, doc in zip(x_NH, doc_N)]
+            )
+            unrestricted_NH = torch.stack([reference_token_output(block, x_H) for x_H in x_NH])
+        out_NH = captured["out_BTH"].reshape(-1, 32)
+        torch.testing.assert_close(out_NH[valid_N], expected_NH[valid_N], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(out_NH[valid_N], unrestricted_NH[valid_N])
+
+
+def test_router_gets_gradients_through_pool_routing():
+    model = tiny_model(tiny_config(emo_inference_pool_size=3)).train()
+    input_ids = random_tokens(2, 10)
+    input_ids[:, 4] = EOS
+    model(input_ids, labels=input_ids).loss.backward()
+    assert model.model.layers[0].mlp.gate.weight.grad.abs().sum() > 0
+
+
+def test_pool_covering_all_routed_experts_changes_nothing():
+    input_ids = random_tokens(2, 10)
+    input_ids[:, 4] = EOS
+    with torch.no_grad():
+        unrestricted = tiny_model(tiny_config(emo_inference_pool_size=8))(input_ids).logits
+        plain = tiny_model()(input_ids).logits
+    assert torch.equal(unrestricted, plain)
+
+
+def test_pruned_checkpoint_matches_masked_full_model(tmp_path):
+    """Physically slicing gate rows and experts equals masking the same experts' logits before the softmax."""
+    full = tiny_model()
+    kept_routed = {0: [0, 2, 3, 7], 1: [1, 4, 5]}
+    shared_slot = 8
+    pruned = EmoForCausalLM(tiny_config(num_experts_per_layer=[5, 4], num_shared_experts_per_layer=[1, 1]))
+    pruned_state = {}
+    for name, tensor in full.state_dict().items():
+        if ".mlp." not in name:
+            pruned_state[name] = tensor
+            continue
+        layer_idx = int(name.split(".")[2])
+        old_slots = kept_routed[layer_idx] + [shared_slot]
+        if name.endswith("mlp.gate.weight"):
+            pruned_state[name] = tensor[old_slots]
+        else:
+            old_slot = int(name.split(".")[5])
+            if old_slot in old_slots:
+                pruned_state[name.replace(f"experts.{old_slot}.", f"experts.{old_slots.index(old_slot)}.")] = tensor
+    pruned.load_state_dict(pruned_state, strict=True)
+    save_with_code(pruned, tmp_path)
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
+
+    keep_masks = {}
+    for layer_idx, kept in kept_routed.items():
+        keep_masks[layer_idx] = torch.zeros(8, dtype=torch.bool)
+        keep_masks[layer_idx][kept] = True
+    full.set_expert_mask(keep_masks)
+    input_ids = random_tokens(2, 12)
+    with torch.no_grad():
+        masked_logits = full(input_ids).logits
+        torch.testing.assert_close(pruned(input_ids).logits, masked_logits, rtol=1e-6, atol=1e-6)
+        full.set_expert_mask(None)
+        assert not torch.allclose(full(input_ids).logits, masked_logits)
+
+
+def test_expert_mask_must_leave_enough_experts():
+    model = tiny_model()
+    with pytest.raises(ValueError):
+        model.set_expert_mask({0: torch.tensor([True] + [False] * 7)})
+
+
+# --------------------------------------------------------------------------------------------- LM and generate
+
+
+def test_loss_is_shifted_cross_entropy():
+    model = tiny_model()
+    input_ids = random_tokens(2, 10)
+    labels = input_ids.clone()
+    labels[0, 4] = -100
+    output = model(input_ids, labels=labels)
+    expected = F.cross_entropy(output.logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    input_ids = random_tokens(2, 8)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        if checkpointing:  # renamed in transformers 5.x, the old name still works there but warns
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
+            assert model.model.gradient_checkpointing
+        model(input_ids, labels=input_ids).loss.backward()
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_greedy_generate_with_and_without_cache():
+    model = tiny_model()
+    prompt = random_tokens(2, 7)
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=PAD)
+    with torch.no_grad():
+        cached = model.generate(prompt, use_cache=True, **kwargs)
+        uncached = model.generate(prompt, use_cache=False, **kwargs)
+    assert cached.shape == (2, 13)
+    assert torch.equal(cached[:, :7], prompt)
+    assert torch.equal(cached, uncached)
+
+
+def test_left_padded_generate_matches_unpadded():
+    model = tiny_model()
+    prompt = random_tokens(1, 7)
+    padded = torch.cat([torch.full((1, 3), PAD), prompt], dim=1)
+    attention_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 7, dtype=torch.long)], dim=1)
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=PAD)
+    with torch.no_grad():
+        alone = model.generate(prompt, **kwargs)
+        with_padding = model.generate(padded, attention_mask=attention_mask, **kwargs)
+    assert torch.equal(with_padding[:, 3:], alone)
