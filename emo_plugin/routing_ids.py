@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from emo_plugin.data.documents import doc_ids_from_tokens
+
 SEGMENT_BITS = 20
 SEGMENT_MASK = (1 << SEGMENT_BITS) - 1
 SALT_LIMIT = 1 << 31
@@ -32,13 +34,6 @@ def segments_from_document_ids(doc_ids_BS: torch.Tensor) -> torch.Tensor:
     starts_BS[:, 1:] = doc_ids_BS[:, 1:] != doc_ids_BS[:, :-1]
     segments_BS = torch.cumsum(starts_BS & valid_BS, dim=1)
     return torch.where(valid_BS, segments_BS, torch.zeros_like(segments_BS))
-
-
-def document_ids_from_tokens(tokens_BS: torch.Tensor, eod_token_id: int) -> torch.Tensor:
-    """1-based document number per token; the EOD token belongs to the document it ends."""
-    is_eod_BS = (tokens_BS == eod_token_id).long()
-    ends_before_BS = torch.cumsum(is_eod_BS, dim=1) - is_eod_BS
-    return ends_before_BS + 1
 
 
 def build_routing_ids(
@@ -60,7 +55,7 @@ def build_routing_ids(
     if doc_ids_BS is None:
         if tokens_BS is None or eod_token_id is None:
             raise ValueError("build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id")
-        doc_ids_BS = document_ids_from_tokens(tokens_BS, eod_token_id)
+        doc_ids_BS = doc_ids_from_tokens(tokens_BS, eod_token_id)
     if padding_BS is not None:
         doc_ids_BS = doc_ids_BS.masked_fill(padding_BS, 0)
     segments_BS = segments_from_document_ids(doc_ids_BS)

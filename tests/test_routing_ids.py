@@ -3,19 +3,9 @@
 import pytest
 import torch
 
-from emo_plugin.routing_ids import (
-    build_routing_ids,
-    document_ids_from_tokens,
-    segments_from_document_ids,
-    split_routing_ids,
-)
+from emo_plugin.routing_ids import build_routing_ids, segments_from_document_ids, split_routing_ids
 
 EOD = 0
-
-
-def test_eod_token_belongs_to_the_document_it_ends():
-    tokens = torch.tensor([[5, 6, EOD, 7, EOD, EOD, 8]])
-    assert document_ids_from_tokens(tokens, EOD).tolist() == [[1, 1, 1, 2, 2, 3, 4]]
 
 
 def test_segments_are_maximal_runs_and_padding_is_zero():

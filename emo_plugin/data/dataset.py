@@ -1,0 +1,123 @@
+"""``EmoGPTDataset``: Megatron's GPTDataset whose samples also carry per-token document ids.
+
+EMO routers pick an expert pool per document, so every sample needs ``doc_ids`` (int64
+``[sequence_length]``, see ``documents.py`` for the convention). Megatron already knows where
+each sample's document segments lie (``_query_document_sample_shuffle_indices`` returns their
+lengths) but drops that information; this subclass turns it into ``doc_ids`` and cross-checks
+it against the EOD tokens, which is what Megatron's own masks (``reset_attention_mask``,
+``reset_position_ids``, ``eod_mask_loss``) are built from. If the two views disagree the data is
+not what EMO training assumes, and the sample is refused rather than silently mis-routed.
+
+Everything else (splits, blending, sample-index caching, padding) is Megatron's, reached through
+``build_emo_gpt_datasets`` and ``BlendedMegatronDatasetBuilder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+import torch
+from megatron.core.datasets.blended_dataset import BlendedDataset
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+from emo_plugin.data.dataset_meta import DatasetMeta, token_dtype_for
+from emo_plugin.data.documents import doc_ids_from_segment_lengths, doc_ids_from_tokens
+from emo_plugin.data.errors import DataError
+from emo_plugin.data.tokenizer import EmoTokenizer
+
+
+class EmoGPTDataset(GPTDataset):
+    """GPTDataset + ``doc_ids``; refuses datasets whose sidecar names a different tokenizer.
+
+    ``doc_ids[t]`` is the 1-based index of the document segment that token ``t`` of
+    ``tokens`` belongs to (0 = padding). With ``add_extra_token_to_sequence`` the sample's
+    text has ``sequence_length + 1`` tokens and ``tokens = text[:-1]``, so ``doc_ids`` covers
+    ``text[:-1]`` too. The batch-padding sample (``idx=None``) gets all-zero ``doc_ids``.
+    """
+
+    @staticmethod
+    def build_low_level_dataset(dataset_path: str, config: GPTDatasetConfig) -> IndexedDataset:
+        """Open ``dataset_path`` after checking its sidecar against ``config.tokenizer``."""
+        tokenizer = config.tokenizer
+        if not isinstance(tokenizer, EmoTokenizer):
+            raise DataError(
+                f"GPTDatasetConfig.tokenizer must be an emo_plugin.data.EmoTokenizer (needed to check "
+                f"{dataset_path}'s tokenizer sidecar), got {type(tokenizer).__name__}"
+            )
+        meta = DatasetMeta.read(dataset_path)
+        meta.check_tokenizer(tokenizer, dataset_path)
+        indexed = GPTDataset.build_low_level_dataset(dataset_path, config)
+        expected = numpy.dtype(token_dtype_for(meta.vocab_size))
+        if numpy.dtype(indexed.index.dtype) != expected:
+            raise DataError(
+                f"{dataset_path}.idx: token dtype {numpy.dtype(indexed.index.dtype).name} does not match "
+                f"vocab_size {meta.vocab_size} recorded in the sidecar (expected {expected.name}); "
+                "re-run tools/preprocess_data.py"
+            )
+        return indexed
+
+    def __getitem__(self, idx: int | None) -> dict[str, torch.Tensor]:
+        sample = super().__getitem__(idx)
+        if idx is None:
+            sample["doc_ids"] = torch.zeros(self.config.sequence_length, dtype=torch.int64)
+            return sample
+        text, _, segment_lengths = self._query_document_sample_shuffle_indices(idx)
+        text_doc_ids = doc_ids_from_segment_lengths(segment_lengths, text.size)
+        self._check_segments_match_eod(idx, torch.from_numpy(text), text_doc_ids, sum(segment_lengths))
+        sample["doc_ids"] = text_doc_ids[: self.config.sequence_length].contiguous()
+        return sample
+
+    def _check_segments_match_eod(
+        self, idx: int, text: torch.Tensor, text_doc_ids: torch.Tensor, num_real_tokens: int
+    ) -> None:
+        """Refuse a sample whose index-derived segments do not end exactly at its EOD tokens."""
+        from_eod = doc_ids_from_tokens(text[:num_real_tokens], self.config.tokenizer.eod)
+        mismatch = (from_eod != text_doc_ids[:num_real_tokens]).nonzero()
+        if mismatch.numel():
+            raise DataError(
+                f"{self.dataset_path}: sample {idx}: document segments from the index disagree with "
+                f"EOD positions (first at token {int(mismatch[0])}); every document must end with exactly "
+                f"one EOD (id {self.config.tokenizer.eod}) - make the dataset with tools/preprocess_data.py"
+            )
+
+
+def build_emo_gpt_datasets(
+    tokenizer: EmoTokenizer,
+    data_prefixes: Sequence[str],
+    sequence_length: int,
+    num_samples: Sequence[int | None],
+    weights: Sequence[float] | None = None,
+    split: str = "969,30,1",
+    seed: int = 1234,
+    path_to_cache: str | None = None,
+    reset_attention_mask: bool = False,
+    reset_position_ids: bool = False,
+    eod_mask_loss: bool = False,
+    **config_overrides: Any,
+) -> list[EmoGPTDataset | BlendedDataset | None]:
+    """Build the (train, valid, test) datasets over a blend of preprocessed prefixes.
+
+    ``num_samples`` gives the sample count per split (``None`` = one epoch; requires
+    ``weights=None``); ``split`` carves each prefix into train/valid/test by document.
+    ``reset_attention_mask`` blocks attention across documents in the returned ``[1, s, s]``
+    bool ``attention_mask`` (True = masked); ``reset_position_ids`` restarts positions per
+    document. ``config_overrides`` go to ``GPTDatasetConfig`` (e.g. ``create_attention_mask``).
+    Builds on every rank; with torch.distributed initialized, rank 0 builds the index caches first.
+    """
+    config = GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=sequence_length,
+        blend=(list(data_prefixes), None if weights is None else list(weights)),
+        split=split,
+        tokenizer=tokenizer,
+        path_to_cache=path_to_cache,
+        reset_attention_mask=reset_attention_mask,
+        reset_position_ids=reset_position_ids,
+        eod_mask_loss=eod_mask_loss,
+        **config_overrides,
+    )
+    return BlendedMegatronDatasetBuilder(EmoGPTDataset, list(num_samples), lambda: True, config).build()

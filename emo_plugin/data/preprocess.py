@@ -1,0 +1,163 @@
+"""Tokenize JSON-lines corpora into a Megatron indexed dataset (``.bin`` / ``.idx`` + ``.meta.json``).
+
+Every document becomes one sequence of ``encode(text) + [EOD]``: the EOD token after *every*
+document is what marks document boundaries for Megatron's masks and for EMO's document ids.
+
+Empty documents (text that is empty or only whitespace) are refused by default, since they
+usually mean a broken extraction step; with ``skip_empty=True`` they are skipped and counted
+(the count is returned and recorded in the sidecar).
+
+Outputs are written under temporary names and renamed at the end, so an interrupted or failed
+run never leaves a half-written dataset under the requested prefix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+from tqdm import tqdm
+
+from emo_plugin.data.dataset_meta import DatasetMeta, meta_path, token_dtype_for
+from emo_plugin.data.errors import DataError
+from emo_plugin.data.records import (
+    DEFAULT_EXTRA_FIELDS,
+    DEFAULT_TEXT_FIELD,
+    check_input_file,
+    iter_numbered_lines,
+    parse_record,
+)
+from emo_plugin.data.tokenizer import EmoTokenizer
+
+LINES_PER_TASK = 64
+
+
+@dataclass(frozen=True)
+class _Task:
+    """A batch of raw lines of one file, handed to a worker."""
+
+    source: str
+    numbered_lines: list[tuple[int, str]]
+    text_field: str
+    extra_fields: tuple[str, ...]
+    skip_empty: bool
+
+
+_worker_tokenizer: EmoTokenizer | None = None
+
+
+def _load_worker_tokenizer(model_path: str) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = EmoTokenizer(model_path)
+
+
+def _encode_task(task: _Task) -> tuple[list[numpy.ndarray], int]:
+    """Parse, validate and tokenize one batch; returns (documents with EOD appended, empty count)."""
+    assert _worker_tokenizer is not None, "worker started without _load_worker_tokenizer"
+    documents: list[numpy.ndarray] = []
+    empty = 0
+    for line_number, line in task.numbered_lines:
+        text = parse_record(line, task.source, line_number, task.text_field, task.extra_fields)
+        if not text.strip():
+            if not task.skip_empty:
+                raise DataError(
+                    f"{task.source}:{line_number}: empty document (field {task.text_field!r} has no "
+                    "non-whitespace text); remove it or pass --skip-empty to skip and count such records"
+                )
+            empty += 1
+            continue
+        documents.append(numpy.array(_worker_tokenizer.encode(text) + [_worker_tokenizer.eod_id]))
+    return documents, empty
+
+
+def _iter_tasks(
+    inputs: Sequence[Path], text_field: str, extra_fields: tuple[str, ...], skip_empty: bool
+) -> Iterator[_Task]:
+    for path in inputs:
+        numbered = iter_numbered_lines(path)
+        while batch := list(itertools.islice(numbered, LINES_PER_TASK)):
+            yield _Task(str(path), batch, text_field, extra_fields, skip_empty)
+
+
+def _count_lines(inputs: Sequence[Path]) -> int:
+    total = 0
+    for path in inputs:
+        with path.open("rb") as stream:
+            total += sum(1 for line in stream if line.strip())
+    return total
+
+
+def preprocess_jsonl(
+    inputs: Sequence[str | os.PathLike[str]],
+    tokenizer_model: str | os.PathLike[str],
+    output_prefix: str | os.PathLike[str],
+    workers: int = 1,
+    text_field: str = DEFAULT_TEXT_FIELD,
+    extra_fields: Iterable[str] = DEFAULT_EXTRA_FIELDS,
+    skip_empty: bool = False,
+    progress: bool = True,
+) -> DatasetMeta:
+    """Tokenize ``inputs`` (``.jsonl``, in order) into ``<output_prefix>.{bin,idx,meta.json}``.
+
+    Records must be JSON objects with a string ``text_field``; other keys must be in
+    ``extra_fields``. Raises ``DataError`` (naming file:line) on any bad input. Returns the
+    sidecar that was written.
+    """
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise DataError("no input files given (expected at least one .jsonl file)")
+    for path in paths:
+        check_input_file(path)
+    if workers < 1:
+        raise DataError(f"workers must be >= 1, got {workers}")
+    tokenizer = EmoTokenizer(tokenizer_model)
+    dtype = token_dtype_for(tokenizer.vocab_size)
+
+    prefix = Path(output_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    temporary_prefix = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
+    builder = IndexedDatasetBuilder(f"{temporary_prefix}.bin", dtype=dtype)
+    num_documents = num_tokens = skipped = 0
+    tasks = _iter_tasks(paths, text_field, tuple(extra_fields), skip_empty)
+    try:
+        with multiprocessing.get_context("fork").Pool(
+            workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)
+        ) as pool, tqdm(total=_count_lines(paths), unit="doc", disable=not progress, desc=prefix.name) as bar:
+            for documents, empty in pool.imap(_encode_task, tasks):
+                for document in documents:
+                    builder.add_document(document, [document.size])
+                    num_tokens += document.size
+                num_documents += len(documents)
+                skipped += empty
+                bar.update(len(documents) + empty)
+        if num_documents == 0:
+            raise DataError(f"{', '.join(map(str, paths))}: no non-empty documents to write")
+        builder.finalize(f"{temporary_prefix}.idx")
+        meta = DatasetMeta(
+            tokenizer_model=str(tokenizer.model_path),
+            tokenizer_sha256=tokenizer.sha256,
+            vocab_size=tokenizer.vocab_size,
+            eod_id=tokenizer.eod_id,
+            pad_id=tokenizer.pad_id,
+            token_dtype=numpy.dtype(dtype).name,
+            num_documents=num_documents,
+            num_tokens=num_tokens,
+            skipped_empty_documents=skipped,
+            text_field=text_field,
+            inputs=[str(p) for p in paths],
+        )
+        meta_path(prefix).unlink(missing_ok=True)  # never leave an old sidecar beside new data
+        os.replace(f"{temporary_prefix}.bin", f"{prefix}.bin")
+        os.replace(f"{temporary_prefix}.idx", f"{prefix}.idx")
+        meta.write(prefix)
+        return meta
+    finally:
+        builder.data_file.close()
+        for suffix in (".bin", ".idx"):
+            Path(f"{temporary_prefix}{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,43 @@
+"""Test-only helpers for the data tests: small JSON-lines files and an independent doc-id reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_CORPUS = REPO_ROOT / "examples" / "data" / "corpus.jsonl"
+BUNDLED_TOKENIZER = REPO_ROOT / "examples" / "data" / "tokenizer.model"
+
+
+def read_records(path: Path, limit: int | None = None) -> list[dict]:
+    with path.open(encoding="utf-8") as stream:
+        return [json.loads(line) for _, line in zip(range(limit or 1 << 62), stream)]
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def reference_doc_ids(tokens: list[int], eod_id: int, first_id: int = 1) -> list[int]:
+    """Doc ids by a plain loop: a token belongs to the current document; an EOD closes it."""
+    ids, current = [], first_id
+    for token in tokens:
+        ids.append(current)
+        if token == eod_id:
+            current += 1
+    return ids
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` as a module (registered in sys.modules, as dataclasses require)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO_ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
