@@ -74,3 +74,24 @@ class HostRotaryEmbedding(RotaryEmbedding):
         )
         host.inv_freq = rope.inv_freq.detach().cpu().clone()
         return host
+
+
+class HostNorm:
+    """Torch ``RMSNorm``/``LayerNorm`` that also works under sequence parallelism (host execution).
+
+    Megatron's ``WrappedTorchNorm`` asserts ``not config.sequence_parallel``
+    (``core/transformer/torch_norm.py:50``), which rules out GPTModel + MoE + TP on the host (MoE with TP
+    requires SP). Under SP a norm sees only this rank's sequence chunk, so, like TE's norm, its parameters
+    are marked ``sequence_parallel`` and ``finalize_model_grads`` sums their gradients over the TP group.
+    """
+
+    def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **unused_megatron_kwargs) -> torch.nn.Module:
+        if config.layernorm_zero_centered_gamma or config.persist_layer_norm or config.memory_efficient_layer_norm:
+            raise ValueError("HostNorm supports neither zero-centred gamma, persistent nor memory-efficient norms")
+        norm_classes = {"RMSNorm": torch.nn.RMSNorm, "LayerNorm": torch.nn.LayerNorm}
+        if config.normalization not in norm_classes:
+            raise ValueError(f"HostNorm supports {sorted(norm_classes)}, not {config.normalization!r}")
+        norm = norm_classes[config.normalization](hidden_size, eps=eps)
+        for param in norm.parameters():
+            param.sequence_parallel = config.sequence_parallel
+        return norm

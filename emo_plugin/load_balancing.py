@@ -8,10 +8,12 @@ softmax scores. Each rank can only differentiate through its own tokens' scores,
 
     L_r = (R / k) · Σ_i f_i · (Σ_{t local} s_{t,i}) / T · G
 
-with G the number of ranks over which gradients are averaged (data × context parallel). Averaging over G and
-summing over sequence-parallel shards (Megatron does both for the router weight) then gives exactly ∇L.
-Megatron's own ``global_aux_loss`` divides local probabilities by the global token count without G and is
-G times too weak (NVIDIA/Megatron-LM#3672).
+with G the data-parallel size. Gradients are averaged over data × context ranks and summed over
+sequence-parallel shards (Megatron does both for the router weight); Megatron's schedules multiply the
+aux-loss gradient by the context-parallel size (``MoEAuxLossAutoScaler.set_loss_scale(loss_scale * cp /
+num_microbatches)``, ``pipeline_parallel/schedules.py:360``), which compensates the context part of the
+averaging, so G = data-parallel size gives exactly ∇L. Megatron's own ``global_aux_loss`` divides local
+probabilities by the global token count without G and is G times too weak (NVIDIA/Megatron-LM#3672).
 """
 
 from __future__ import annotations

@@ -153,7 +153,9 @@ class EmoRouter(TopKRouter):
         global_counts_R, global_tokens = counts_S[:-1], counts_S[-1]
         coeff = self.config.emo.lb_coeff
         if coeff > 0:
-            averaging_ranks = self.tp_dp_cp_group.size() // self.tp_group.size()
+            # Gradients are averaged over data × context ranks, but Megatron's schedules already multiply the
+            # aux-loss gradient by the context-parallel size (schedules.py:360), so only DP is compensated here.
+            averaging_ranks = self.tp_dp_cp_group.size() // self.tp_cp_group.size()
             loss = global_load_balancing_loss(
                 local_score_sums(scores_TR, valid_T),
                 global_counts_R,

@@ -12,10 +12,11 @@ import functools
 
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 from megatron.core.transformer.moe.moe_layer import MoELayer
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
 from emo_plugin.config import EmoTransformerConfig
-from emo_plugin.host_modules import HostDotProductAttention
+from emo_plugin.host_modules import HostDotProductAttention, HostNorm
 from emo_plugin.moe_layer import EmoMoELayer
 from emo_plugin.router import EmoRouter
 
@@ -29,12 +30,29 @@ def with_emo_moe_layer(mlp_spec):
     return functools.partial(EmoMoELayer, *mlp_spec.args, **{**mlp_spec.keywords, "submodules": submodules})
 
 
+def _host_norm(norm_spec):
+    """``HostNorm`` (sequence-parallel capable) where Megatron's local spec fell back to ``WrappedTorchNorm``."""
+    return HostNorm if norm_spec is WrappedTorchNorm else norm_spec
+
+
 def _with_host_attention(layer_spec):
     attention = layer_spec.submodules.self_attention
     attention = dataclasses.replace(
-        attention, submodules=dataclasses.replace(attention.submodules, core_attention=HostDotProductAttention)
+        attention,
+        submodules=dataclasses.replace(
+            attention.submodules,
+            core_attention=HostDotProductAttention,
+            q_layernorm=_host_norm(attention.submodules.q_layernorm),
+            k_layernorm=_host_norm(attention.submodules.k_layernorm),
+        ),
     )
-    return dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, self_attention=attention))
+    submodules = dataclasses.replace(
+        layer_spec.submodules,
+        self_attention=attention,
+        input_layernorm=_host_norm(layer_spec.submodules.input_layernorm),
+        pre_mlp_layernorm=_host_norm(layer_spec.submodules.pre_mlp_layernorm),
+    )
+    return dataclasses.replace(layer_spec, submodules=submodules)
 
 
 def emo_decoder_block_spec(
@@ -63,4 +81,5 @@ def emo_decoder_block_spec(
         mlp = with_emo_moe_layer(layer_spec.submodules.mlp)
         layer_spec = dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, mlp=mlp))
         layer_specs.append(_with_host_attention(layer_spec) if host_attention else layer_spec)
-    return dataclasses.replace(block, layer_specs=layer_specs)
+    final_norm = _host_norm(block.layer_norm) if host_attention else block.layer_norm
+    return dataclasses.replace(block, layer_specs=layer_specs, layer_norm=final_norm)

@@ -24,3 +24,12 @@ def megatron_single_rank():
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(1, 1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def fresh_moe_metrics():
+    """Megatron's metrics tracker is process-global and sized by the first model's layer count."""
+    from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
+
+    get_moe_metrics_tracker().metrics.clear()
+    yield
