@@ -1,0 +1,61 @@
+"""How a corpus spreads over the experts: usage by domain, concentration, distinct experts, entropies.
+
+All inputs are per-document sums from `routing_recorder.DocumentRouting` for one layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1 (all-zero rows stay zero)."""
+    totals = matrix.sum(axis=-1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=np.float64), where=totals > 0)
+
+
+def entropy_nats(distributions: np.ndarray) -> np.ndarray:
+    """Entropy of each row of a matrix of probability distributions (0·log 0 = 0)."""
+    p = np.clip(distributions, 0.0, None)
+    return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
+
+
+def usage_by_domain(slot_counts_DR: np.ndarray, domain_ids_D: np.ndarray, num_domains: int) -> np.ndarray:
+    """[num_domains, R]: fraction of each domain's routed (token, choice) slots that went to each expert."""
+    totals_KR = np.zeros((num_domains, slot_counts_DR.shape[1]))
+    np.add.at(totals_KR, domain_ids_D, slot_counts_DR)
+    return normalize_rows(totals_KR)
+
+
+def top_expert_share(usage_KR: np.ndarray, fraction: float) -> np.ndarray:
+    """[K]: share of each row's slots that its ceil(fraction · R) most used experts receive.
+
+    This is the best case for running a domain on that fraction of the experts: 1.0 means the domain never
+    needs the others; `fraction` itself is what uniform routing would give.
+    """
+    keep = max(1, math.ceil(fraction * usage_KR.shape[1]))
+    return -np.sort(-usage_KR, axis=1)[:, :keep].sum(axis=1)
+
+
+def distinct_experts_per_document(slot_counts_DR: np.ndarray) -> np.ndarray:
+    """[D]: how many different routed experts each document's tokens used (its effective pool size)."""
+    return (slot_counts_DR > 0).sum(axis=1)
+
+
+def routing_entropies(prob_sum_DR: np.ndarray, token_entropy_sum_D: np.ndarray, num_tokens_D: np.ndarray) -> dict:
+    """Entropies in nats of the router softmax, as emo_plugin's training metrics define them.
+
+    token:    mean over tokens of H(p_t)                  (how sharply one token routes)
+    document: mean over documents of H(mean_t∈d p_t)      (low = a document concentrates on few experts)
+    corpus:   H(mean over all tokens of p_t)              (high = the corpus as a whole uses all experts)
+    Modularity shows as document entropy well below corpus entropy.
+    """
+    has_tokens = num_tokens_D > 0
+    return {
+        "token_entropy": float(token_entropy_sum_D.sum() / max(num_tokens_D.sum(), 1)),
+        "document_entropy": float(entropy_nats(normalize_rows(prob_sum_DR[has_tokens])).mean()),
+        "corpus_entropy": float(entropy_nats(normalize_rows(prob_sum_DR.sum(axis=0, keepdims=True)))[0]),
+        "max_entropy": math.log(prob_sum_DR.shape[1]),
+    }

@@ -1,0 +1,84 @@
+"""A tiny random EMO checkpoint with a SentencePiece tokenizer and a small labelled corpus, for the analysis tests.
+
+The tokenizer is the bundled `examples/data/tokenizer.model` when it exists, otherwise one trained on the test
+corpus (a few seconds), so the tests never depend on a download.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from emo_plugin.hf import EmoConfig, EmoForCausalLM
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_TOKENIZER = ROOT / "examples" / "data" / "tokenizer.model"
+DOMAIN_WORDS = {
+    "cooking": "flour butter oven simmer garlic onion pepper salt bake roast stir whisk dough sauce".split(),
+    "code": "def return import class self lambda yield print range list dict tuple none true".split(),
+    "law": "court plaintiff statute appeal judge verdict contract clause liability tort counsel".split(),
+}
+
+
+def write_labelled_corpus(path: Path, docs_per_domain: int = 8, words_per_doc: int = 40, seed: int = 0) -> Path:
+    """Documents of random words from each domain's vocabulary, domains interleaved in the file."""
+    rng = random.Random(seed)
+    with path.open("w") as stream:
+        for index in range(docs_per_domain):
+            for domain, words in DOMAIN_WORDS.items():
+                text = " ".join(rng.choice(words) for _ in range(words_per_doc))
+                stream.write(json.dumps({"text": f"{domain} {index}: {text}", "domain": domain}) + "\n")
+    return path
+
+
+def tokenizer_model(tmp_dir: Path, corpus: Path) -> Path:
+    if BUNDLED_TOKENIZER.is_file():
+        return BUNDLED_TOKENIZER
+    from emo_plugin.data.tokenizer import train_tokenizer
+
+    return train_tokenizer([corpus], tmp_dir / "tokenizer", vocab_size=300, extra_fields=("domain",))
+
+
+def tiny_emo_config(vocab_size: int, **overrides) -> EmoConfig:
+    """2 layers, 9 expert slots (last one shared), 3 experts per token including the shared one."""
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=9,
+        num_experts_per_tok=3,
+        num_shared_experts=1,
+        max_position_embeddings=128,
+        rope_theta=10000.0,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return EmoConfig(**{**fields, **overrides})
+
+
+def tiny_emo_model(vocab_size: int, seed: int = 0, **overrides) -> EmoForCausalLM:
+    """Random model whose routers are sharp enough that routing depends on the token."""
+    torch.manual_seed(seed)
+    model = EmoForCausalLM(tiny_emo_config(vocab_size, **overrides)).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.normal_(std=1.0)
+    return model
+
+
+def write_tiny_checkpoint(tmp_dir: Path) -> tuple[Path, Path, Path]:
+    """(checkpoint dir, corpus file, tokenizer .model file)."""
+    import sentencepiece
+
+    corpus = write_labelled_corpus(tmp_dir / "corpus.jsonl")
+    tokenizer = tokenizer_model(tmp_dir, corpus)
+    vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer)).vocab_size()
+    checkpoint = tmp_dir / "checkpoint"
+    tiny_emo_model(vocab_size).save_pretrained(checkpoint)
+    return checkpoint, corpus, tokenizer
