@@ -1,0 +1,89 @@
+"""Write a pruned EMO HF checkpoint that physically holds only the kept experts.
+
+Per layer, kept routed experts are renumbered 0..K-1 in their original order (so the pruned model adds expert
+outputs in the same order as the masked full model) and followed by the shared slots; the router keeps the
+matching rows. ``num_experts_per_layer`` / ``num_shared_experts_per_layer`` describe the result, which loads
+with emo_plugin's (and AI2's) modelling code. Tensors are streamed from the source folder one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emo_plugin.convert import hf_names as N
+from emo_plugin.convert.errors import ConversionError
+from emo_plugin.convert.hf_files import TOKENIZER_FILES, copy_extra_files, copy_modeling_code, write_config
+from emo_plugin.convert.hf_weights import HfWeights
+from emo_plugin.convert.output_dir import atomic_output_dir
+from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
+
+
+def checkpoint_size(hf: HfWeights) -> dict:
+    """Bytes and parameters of a folder's tensors (read from the safetensors headers only)."""
+    from safetensors import safe_open
+
+    total_bytes = total_params = 0
+    for file in sorted(set(hf.files.values())):
+        with safe_open(hf.folder / file, "pt") as f:
+            for name in f.keys():
+                sl = f.get_slice(name)
+                numel = 1
+                for n in sl.get_shape():
+                    numel *= n
+                total_params += numel
+                total_bytes += numel * {"F32": 4, "BF16": 2, "F16": 2}.get(sl.get_dtype(), 4)
+    return {"bytes": total_bytes, "parameters": total_params}
+
+
+def write_pruned_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    selection: dict[int, list[int]],
+    *,
+    max_shard_size: str | int = "5GB",
+    force: bool = False,
+) -> dict:
+    """Returns {"before": {bytes, parameters}, "after": {...}}."""
+    from emo_plugin.hf import EmoConfig
+
+    source = Path(source)
+    config = EmoConfig.from_pretrained(str(source))
+    hf = HfWeights(source)
+    slots_per_layer, shared_per_layer, plan = [], [], []
+    for i in range(config.num_hidden_layers):
+        n_slots, n_shared = config.expert_slots(i)
+        n_routed = n_slots - n_shared
+        if i not in selection:
+            raise ConversionError(f"selection has no entry for layer {i}")
+        kept = sorted(selection[i])
+        if len(set(kept)) != len(kept) or any(not 0 <= e < n_routed for e in kept):
+            raise ConversionError(f"layer {i}: kept experts {kept} are not distinct ids in [0, {n_routed})")
+        if len(kept) < config.num_experts_per_tok - n_shared:
+            raise ConversionError(f"layer {i}: {len(kept)} kept experts < {config.num_experts_per_tok - n_shared} per token")
+        slots = kept + list(range(n_routed, n_slots))  # shared slots last
+        plan.append(slots)
+        slots_per_layer.append(len(slots))
+        shared_per_layer.append(n_shared)
+    config.num_experts_per_layer = slots_per_layer
+    config.num_shared_experts_per_layer = shared_per_layer
+    config._validate_emo_fields()
+    dtype = hf.get(N.EMBED).dtype
+    with atomic_output_dir(output, force) as folder:
+        writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
+        for name in hf.names():
+            if ".mlp.experts." in name or name.endswith(".mlp.gate.weight"):
+                continue
+            writer.add(name, hf.get(name))
+        for i, slots in enumerate(plan):
+            writer.add(N.gate(i), hf.get(N.gate(i))[slots])
+            for new, old in enumerate(slots):
+                for proj in ("gate", "up", "down"):
+                    writer.add(N.expert(i, new, proj), hf.get(N.expert(i, old, proj)))
+        index = writer.close()
+        write_config(folder, config, dtype)
+        copy_modeling_code(folder)
+        copy_extra_files(source, folder, TOKENIZER_FILES)
+        (folder / "expert_selection.json").write_text(json.dumps({str(k): v for k, v in selection.items()}) + "\n")
+    after = {"bytes": index["metadata"]["total_size"], "parameters": index["metadata"]["total_parameters"]}
+    return {"before": checkpoint_size(hf), "after": after}

@@ -1,0 +1,71 @@
+"""Refusals: wrong shapes name the tensor and both shapes; outputs are never half-written or overwritten."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from emo_plugin.convert import ConversionError, export_to_hf, import_from_hf
+from tests.convert.checkpoint_workers import TINY
+
+
+def test_export_with_a_wrong_architecture_names_tensor_and_shapes(dist_checkpoint, tmp_path):
+    wrong = dict(TINY.to_dict(), moe_ffn_hidden_size=24)
+    (tmp_path / "arch.json").write_text(json.dumps(wrong))
+    with pytest.raises(ConversionError) as error:
+        export_to_hf(dist_checkpoint, tmp_path / "out", model_config=tmp_path / "arch.json", progress=False)
+    message = str(error.value)
+    assert "decoder.layers.mlp.experts.experts.linear_fc1.weight" in message
+    assert "(2, 8, 32, 32)" in message and "(2, 8, 48, 32)" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_of_a_corrupted_tensor_names_it(hf_folder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in hf_folder.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    index = json.loads((broken / "model.safetensors.index.json").read_text())
+    name = "model.layers.1.mlp.experts.3.up_proj.weight"
+    shard = broken / index["weight_map"][name]
+    tensors = load_file(shard)
+    tensors[name] = torch.zeros(16, 31)
+    save_file(tensors, shard, metadata={"format": "pt"})
+    with pytest.raises(ConversionError, match=r"model\.layers\.1\.mlp\.experts\.3\.up_proj\.weight.*\(16, 31\).*\(16, 32\)"):
+        import_from_hf(broken, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_non_empty_output_is_refused_unless_forced(dist_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ConversionError, match="not empty.*--force"):
+        export_to_hf(dist_checkpoint, out, progress=False)
+    assert (out / "keep.txt").read_text() == "precious"
+    export_to_hf(dist_checkpoint, out, dtype="fp32", force=True, progress=False)
+    assert not (out / "keep.txt").exists() and (out / "config.json").is_file()
+
+
+def test_checkpoint_without_model_description_asks_for_a_config(megatron_model, tmp_path):
+    from emo_plugin.training import checkpoint
+    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+
+    checkpoint.save(tmp_path / "bare", 1, {"model": megatron_model.sharded_state_dict(prefix="")}, HostTorchDistSaveStrategy())
+    with pytest.raises(ConversionError, match="--model-config"):
+        export_to_hf(tmp_path / "bare", tmp_path / "out", progress=False)
+    (tmp_path / "arch.json").write_text(json.dumps(TINY.to_dict()))
+    export_to_hf(tmp_path / "bare", tmp_path / "out", model_config=tmp_path / "arch.json", progress=False)
+
+
+def test_export_tool_reports_errors_without_traceback(dist_checkpoint, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_hf", "tools/export_hf.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("x")
+    assert tool.main(["--checkpoint", str(dist_checkpoint), "--output", str(tmp_path / "out")]) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -1,0 +1,40 @@
+"""A checkpoint as emo_plugin's trainer writes it (model + optimizer, run config in the common state) exports."""
+
+import torch
+
+from emo_plugin.convert import export_to_hf
+
+
+def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
+    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.training import checkpoint
+    from emo_plugin.training.builders import build_transformer_config
+    from emo_plugin.training.config import TrainingConfig, to_dict
+    from emo_plugin.training.host_backend import HostBackend
+
+    cfg = TrainingConfig()
+    cfg.data.tokenizer_model = "examples/data/tokenizer.model"
+    cfg.emo.num_inert_experts = 2  # exported without them
+    torch.manual_seed(0)
+    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+    state = backend.sharded_state_dict()
+    state.update(iteration=4, consumed_samples=32, world_size=1, config=to_dict(cfg), **backend.common_state())
+    checkpoint.save(tmp_path / "run", 4, state, backend.save_strategy)
+
+    summary = export_to_hf(tmp_path / "run", tmp_path / "hf", dtype="fp32", progress=False)
+    arch = summary["architecture"]
+    assert (arch["hidden_size"], arch["num_routed_experts"], arch["num_inert_experts"]) == (64, 6, 2)
+    assert summary["tokenizer"] == "examples/data/tokenizer.model"
+
+    from emo_plugin.hf import EmoForCausalLM
+
+    from emo_plugin.routing_ids import build_routing_ids
+
+    # The tiny size evaluates with document pools of 4 experts: turn them on in the HF model too.
+    hf = EmoForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32, emo_inference_pool_size=4).eval()
+    model = backend.model.eval()
+    tokens = torch.randint(3, 4096, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = build_routing_ids(tokens_BS=tokens, eod_token_id=2, max_documents_per_sequence=4)
+    with torch.no_grad():
+        expected = model(tokens, torch.arange(12).expand_as(tokens), None, padding_mask=ids)
+        torch.testing.assert_close(hf(tokens).logits, expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,45 @@
+"""Fixtures: an exported tiny EMO HF folder (random weights, real tokenizer) and calibration documents."""
+
+import dataclasses
+
+import pytest
+import torch
+
+TOKENIZER = "examples/data/tokenizer.model"
+
+
+@pytest.fixture(scope="session")
+def hf_folder(megatron_single_rank, tmp_path_factory):
+    from emo_plugin.convert import export_to_hf
+    from emo_plugin.training import checkpoint
+    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from tests.convert.checkpoint_workers import TINY, random_model
+
+    arch = dataclasses.replace(TINY, vocab_size=4096)  # the real tokenizer's vocabulary, for the CLI test
+    root = tmp_path_factory.mktemp("selection")
+    state = {"model": random_model(arch).sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict()}
+    checkpoint.save(root / "ckpt", 1, state, HostTorchDistSaveStrategy())
+    export_to_hf(root / "ckpt", root / "hf", dtype="fp32", tokenizer=TOKENIZER, progress=False)
+    return root / "hf"
+
+
+@pytest.fixture(scope="session")
+def documents_file(tmp_path_factory):
+    """Five corpus documents: the 'task' examples."""
+    lines = open("examples/data/corpus.jsonl").read().splitlines()[:5]
+    path = tmp_path_factory.mktemp("docs") / "task.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def model(hf_folder):
+    from emo_plugin.hf import EmoForCausalLM
+
+    return EmoForCausalLM.from_pretrained(str(hf_folder), dtype=torch.float32).eval()
+
+
+@pytest.fixture
+def documents():
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randint(3, 64, (1, n), generator=gen) for n in (12, 20, 7)]
