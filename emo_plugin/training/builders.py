@@ -1,0 +1,84 @@
+"""From the training config to Megatron objects: the resolved model size and the ``EmoTransformerConfig``.
+
+Kept apart from the loops so validation can build (and thereby check) the transformer config without
+building a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
+from emo_plugin.model_sizes import ModelSize, get_model_size
+from emo_plugin.training.config import TrainingConfig
+
+FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "mxfp8": "e4m3", "blockwise": "e4m3"}
+
+
+def resolve_device(cfg: TrainingConfig) -> str:
+    """'cpu' or 'cuda'. 'auto' honours ``EMO_DEVICE`` (the launch scripts' switch), then CUDA availability."""
+    device = cfg.parallel.device
+    if device == "auto":
+        device = os.environ.get("EMO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device
+
+
+def resolved_size(cfg: TrainingConfig) -> ModelSize:
+    """The named size with the ``model.*``, ``emo.*`` and ``data.seq_length`` overrides applied."""
+    size = get_model_size(cfg.model.size)
+    changes = {
+        name: getattr(cfg.model, name)
+        for name in (f.name for f in dataclasses.fields(ModelSize))
+        if hasattr(cfg.model, name) and getattr(cfg.model, name) is not None
+    }
+    changes.update(
+        {
+            name: getattr(cfg.emo, name)
+            for name in (f.name for f in dataclasses.fields(ModelSize))
+            if hasattr(cfg.emo, name) and getattr(cfg.emo, name) is not None
+        }
+    )
+    if cfg.data.seq_length is not None:
+        changes["seq_length"] = cfg.data.seq_length
+    return dataclasses.replace(size, **changes)
+
+
+def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformerConfig:
+    """The Megatron config of the run; raises ``EmoConfigError`` for EMO-invalid combinations."""
+    size = resolved_size(cfg)
+    par, prec = cfg.parallel, cfg.precision
+    on_gpu = device == "cuda"
+    dtype = torch.bfloat16 if prec.dtype == "bf16" else torch.float32
+    kwargs = size.transformer_kwargs()
+    kwargs.update(
+        activation_func=torch.nn.functional.silu,
+        init_method_std=cfg.model.init_method_std,
+        tensor_model_parallel_size=par.tensor_model_parallel_size,
+        pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+        expert_model_parallel_size=par.expert_model_parallel_size,
+        expert_tensor_parallel_size=par.expert_tensor_parallel_size or 1,
+        context_parallel_size=par.context_parallel_size,
+        sequence_parallel=par.sequence_parallel,
+        params_dtype=dtype,
+        bf16=prec.dtype == "bf16",
+        pipeline_dtype=dtype if par.pipeline_model_parallel_size > 1 else None,
+        use_cpu_initialization=not on_gpu,
+        moe_token_dispatcher_type="alltoall" if on_gpu else "allgather",
+        moe_grouped_gemm=on_gpu,
+    )
+    if prec.fp8_recipe:
+        kwargs.update(fp8=FP8_FORMAT[prec.fp8_recipe], fp8_recipe=prec.fp8_recipe)
+    if cfg.model.recompute_moe:
+        kwargs.update(recompute_granularity="selective", recompute_modules=["moe"])
+    emo_kwargs = size.emo_kwargs()
+    emo_kwargs.update(num_inert_experts=cfg.emo.num_inert_experts, lb_scope=cfg.emo.lb_scope, seed=cfg.seed)
+    return EmoTransformerConfig(**kwargs, emo=EmoRouterConfig(**emo_kwargs))
+
+
+def padded_vocab_size(vocab_size: int, tensor_parallel_size: int, multiple: int = 128) -> int:
+    """Megatron's vocabulary padding: a multiple of 128 × TP so embedding shards are even."""
+    step = multiple * tensor_parallel_size
+    return -(-vocab_size // step) * step

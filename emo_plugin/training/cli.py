@@ -1,0 +1,121 @@
+"""``emo-pretrain``: command line → ``TrainingConfig`` → ``Trainer``.
+
+Precedence: dataclass defaults < ``--config`` YAML < ``--section.field=value`` < Megatron-style flags given
+later on the line (argparse keeps the last). With no arguments at all, the embedded default
+``examples/configs/tiny_cpu.yaml`` runs (tiny EMO model on the bundled corpus, CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import yaml
+
+from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, apply_mapping, field_types, set_value
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny_cpu.yaml"
+
+DESCRIPTION = """\
+Pretrain a Megatron-Core GPT mixture-of-experts model with EMO document-pool routing.
+
+CPU (gloo, the embedded default): the EMO model runs with host execution and a plain PyTorch step.
+GPU (NCCL): Megatron-Core's DDP, distributed optimizer, pipeline schedules and Transformer Engine.
+Launch with python (1 process), torchrun, or srun (ranks from SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID).
+"""
+
+EPILOG = """\
+examples:
+  emo-pretrain                                          # tiny EMO model on the bundled corpus, CPU
+  torchrun --nproc-per-node 2 -m emo_plugin.training.cli --config examples/configs/tiny_cpu.yaml
+  emo-pretrain --config examples/configs/emo_1b14b.yaml --expert-model-parallel-size 8 --save ckpt/
+  emo-pretrain --config examples/configs/tiny_cpu.yaml --schedule.train_iters=20 --emo.pool_eval=8
+
+Checkpoints: <save>/iter_XXXXXXX (Megatron torch_dist, reshardable) and latest_checkpointed_iteration.txt;
+a run resumes from --load (default: --save) automatically. SIGTERM saves after the current step and exits 0.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emo-pretrain",
+        usage="emo-pretrain [--config YAML] [--section.field=VALUE ...] [Megatron-style flags, e.g. --lr 1e-3]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="YAML", help="training config file (default with no arguments: examples/configs/tiny_cpu.yaml)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    cfg = TrainingConfig()
+    top = parser.add_argument_group("run")
+    for section, section_cls in [(None, TrainingConfig), *SECTIONS.items()]:
+        group = top if section is None else parser.add_argument_group(section, (section_cls.__doc__ or "").strip() or None)
+        types = field_types(section_cls)
+        for f in dataclasses.fields(section_cls):
+            is_bool = types[f.name] is bool
+            if section is None and f.name in SECTIONS:
+                continue
+            key = f.name if section is None else f"{section}.{f.name}"
+            default = getattr(cfg, f.name) if section is None else getattr(getattr(cfg, section), f.name)
+            names = [f"--{key}"] + ([f.metadata["megatron"]] if f.metadata.get("megatron") and not is_bool and f.metadata["megatron"] != f"--{key}" else [])
+            group.add_argument(*names, dest=key, metavar="V", help=f"{f.metadata.get('help', '')} (default: {default})")
+            if f.metadata.get("megatron") and is_bool:
+                group.add_argument(f.metadata["megatron"], dest=key, action="store_const", const="true", help=f"same as --{key}=true")
+    top.add_argument("--bf16", dest="precision.dtype", action="store_const", const="bf16", help="same as --precision.dtype=bf16")
+    return parser
+
+
+def parse_config(argv: list[str]) -> TrainingConfig:
+    namespace, unknown = build_parser().parse_known_args(argv)
+    args = vars(namespace)
+    cfg = TrainingConfig()
+    config_path = args.pop("config", None)
+    if config_path is None and not argv:
+        config_path = str(DEFAULT_CONFIG)
+    if config_path:
+        with open(config_path) as f:
+            apply_mapping(cfg, yaml.safe_load(f) or {}, config_path)
+    args.pop("print_config", None)
+    for key, value in args.items():
+        set_value(cfg, key, value)
+    for item in unknown:  # unknown '--section.field=value': set_value names what is wrong
+        if not (item.startswith("--") and "=" in item):
+            raise ConfigError(f"{item}: unknown argument (see emo-pretrain --help)")
+        set_value(cfg, *item[2:].split("=", 1))
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_config(argv)
+        if "--print-config" in argv:
+            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+            return 0
+        from emo_plugin.training.validation import validate
+
+        validate(cfg)
+    except ConfigError as error:
+        print(f"emo-pretrain: config error: {error}", file=sys.stderr)
+        return 2
+    from emo_plugin.data.errors import DataError
+    from emo_plugin.training.trainer import NonFiniteLossError, run
+
+    try:
+        return run(cfg)
+    except ConfigError as error:
+        print(f"emo-pretrain: config error: {error}", file=sys.stderr)
+        return 2
+    except DataError as error:
+        print(f"emo-pretrain: data error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"emo-pretrain: stopped: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The typed training configuration: one dataclass per section, every field documented.
+
+The documentation lives in ``field(metadata={"help": ...})`` so that ``emo-pretrain --help`` prints it. Values
+come from (lowest to highest precedence) the dataclass defaults, a YAML file, dotted ``--section.field=value``
+overrides and Megatron-style flags (``cli.py``). Nothing is checked here: ``validation.py`` checks the whole
+config in one place before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def opt(default: Any, help: str, *, megatron: str | None = None):
+    """A documented field; ``megatron`` names the equivalent Megatron-LM flag (accepted as an alias)."""
+    kwargs = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(**kwargs, metadata={"help": help, "megatron": megatron})
+
+
+@dataclass
+class ModelSection:
+    """Architecture: a named size plus single-field overrides."""
+
+    size: str = opt("tiny", "named size from emo_plugin.model_sizes (tiny, small, emo_1b14b, stdmoe_1b14b)", megatron="--model-size")
+    num_layers: int | None = opt(None, "override the size's transformer layers", megatron="--num-layers")
+    hidden_size: int | None = opt(None, "override d_model", megatron="--hidden-size")
+    num_attention_heads: int | None = opt(None, "override attention heads", megatron="--num-attention-heads")
+    num_query_groups: int | None = opt(None, "override KV heads (= heads for MHA)", megatron="--num-query-groups")
+    num_moe_experts: int | None = opt(None, "override routed experts (shared experts not counted)", megatron="--num-experts")
+    moe_router_topk: int | None = opt(None, "override routed experts per token (k minus shared)", megatron="--moe-router-topk")
+    moe_ffn_hidden_size: int | None = opt(None, "override expert FFN width (SwiGLU)", megatron="--moe-ffn-hidden-size")
+    vocab_size: int | None = opt(None, "vocabulary size; default: the tokenizer's, padded to a multiple of 128")
+    rotary_base: int | None = opt(None, "override RoPE theta", megatron="--rotary-base")
+    init_method_std: float = opt(0.02, "std of the normal weight init", megatron="--init-method-std")
+    recompute_moe: bool = opt(False, "selective recompute of the MoE layers (GPU memory saver)")
+
+
+@dataclass
+class EmoSection:
+    """EMO routing (document pools, load balancing); unset fields come from the model size."""
+
+    pool_min: int | None = opt(None, "smallest per-document expert pool in training (default: from the size)")
+    pool_max: int | None = opt(None, "largest per-document pool in training (>= routed experts = unrestricted)")
+    pool_eval: int | None = opt(None, "fixed pool size in evaluation")
+    num_shared_experts: int | None = opt(None, "always-active experts (gate 1.0)")
+    num_inert_experts: int = opt(0, "trailing never-selected routed slots (pad routed experts to a multiple of EP)")
+    lb_coeff: float | None = opt(None, "global (DP-reduced) load-balancing loss coefficient")
+    z_loss_coeff: float | None = opt(None, "router z-loss coefficient on pool-masked logits")
+    lb_scope: str = opt("micro_batch", "load-balancing counts per 'micro_batch' (AI2) or per optimizer step ('global_batch')")
+    max_documents_per_sequence: int | None = opt(None, "static bound on document segments per sequence")
+
+
+@dataclass
+class ParallelSection:
+    """Device and Megatron parallel layout (CPU: data and expert parallelism only)."""
+
+    device: str = opt("auto", "'cpu' (gloo, host execution), 'cuda' (NCCL, Megatron machinery) or 'auto' (env EMO_DEVICE, else cuda if available)")
+    tensor_model_parallel_size: int = opt(1, "tensor parallel size (GPU only)", megatron="--tensor-model-parallel-size")
+    pipeline_model_parallel_size: int = opt(1, "pipeline parallel size (GPU only)", megatron="--pipeline-model-parallel-size")
+    expert_model_parallel_size: int = opt(1, "expert parallel size", megatron="--expert-model-parallel-size")
+    expert_tensor_parallel_size: int | None = opt(None, "tensor parallel size inside experts (default 1)", megatron="--expert-tensor-parallel-size")
+    context_parallel_size: int = opt(1, "context parallel size (GPU only)", megatron="--context-parallel-size")
+    sequence_parallel: bool = opt(False, "sequence parallelism (required for MoE with TP > 1)", megatron="--sequence-parallel")
+
+
+@dataclass
+class PrecisionSection:
+    """Numerics."""
+
+    dtype: str = opt("fp32", "parameter/compute dtype: fp32 or bf16 (bf16: GPU only)")
+    fp8_recipe: str | None = opt(None, "Transformer Engine FP8 recipe on GPU: delayed, tensorwise, mxfp8, blockwise", megatron="--fp8-recipe")
+
+
+@dataclass
+class OptimizerSection:
+    """AdamW (torch on CPU, Megatron's distributed optimizer on GPU)."""
+
+    lr: float = opt(4e-3, "peak learning rate", megatron="--lr")
+    min_lr: float = opt(0.0, "learning rate at the end of the decay", megatron="--min-lr")
+    adam_beta1: float = opt(0.9, "AdamW beta1", megatron="--adam-beta1")
+    adam_beta2: float = opt(0.95, "AdamW beta2", megatron="--adam-beta2")
+    adam_eps: float = opt(1e-8, "AdamW epsilon", megatron="--adam-eps")
+    weight_decay: float = opt(0.1, "decoupled weight decay (never on embeddings, norms or biases)", megatron="--weight-decay")
+    clip_grad: float = opt(1.0, "clip the global grad norm to this (0 disables)", megatron="--clip-grad")
+    use_distributed_optimizer: bool = opt(True, "shard optimizer state over data-parallel ranks (GPU)", megatron="--use-distributed-optimizer")
+
+
+@dataclass
+class ScheduleSection:
+    """Training length and learning-rate schedule."""
+
+    train_iters: int = opt(200, "optimizer steps to train", megatron="--train-iters")
+    lr_warmup_iters: int = opt(20, "linear warm-up steps", megatron="--lr-warmup-iters")
+    lr_decay_iters: int | None = opt(None, "cosine decay length (default: train_iters)", megatron="--lr-decay-iters")
+    lr_decay_style: str = opt("cosine", "cosine, linear or constant", megatron="--lr-decay-style")
+
+
+@dataclass
+class BatchSection:
+    """Batch sizes; micro-batches per step = global / (micro × data-parallel size)."""
+
+    micro_batch_size: int = opt(4, "sequences per micro-batch per data-parallel rank", megatron="--micro-batch-size")
+    global_batch_size: int = opt(8, "sequences per optimizer step over all ranks", megatron="--global-batch-size")
+
+
+@dataclass
+class DataSection:
+    """Training data: indexed datasets (or a JSON-lines corpus tokenised on first use)."""
+
+    paths: list = opt([], "indexed dataset prefixes (<prefix>.bin/.idx), optionally Megatron blend style: [w1, p1, w2, p2]", megatron="--data-path")
+    corpus: str | None = opt(None, "JSON-lines corpus to tokenise into data.cache_dir when data.paths is empty")
+    tokenizer_model: str | None = opt(None, "sentencepiece model (vocab size and EOD id come from it)", megatron="--tokenizer-model")
+    cache_dir: str = opt("runs/data", "where a tokenised corpus is written")
+    split: str = opt("98,2,0", "train,valid,test weights", megatron="--split")
+    seq_length: int | None = opt(None, "tokens per sequence (default: the size's)", megatron="--seq-length")
+    intra_document_attention: bool = opt(True, "attend only within a document (reset positions and attention at EOD)")
+
+
+@dataclass
+class EvalSection:
+    """Validation loss on the held-out split."""
+
+    interval: int = opt(50, "validation every N steps (0: only at the end)", megatron="--eval-interval")
+    iters: int = opt(2, "validation micro-batch rounds", megatron="--eval-iters")
+
+
+@dataclass
+class LoggingSection:
+    """Console, TensorBoard and metrics file."""
+
+    log_interval: int = opt(10, "console log every N steps", megatron="--log-interval")
+    tensorboard_dir: str | None = opt(None, "TensorBoard event directory (written by the last rank)", megatron="--tensorboard-dir")
+    per_layer_logging: bool = opt(True, "also write moe/<metric>_layer_<i> scalars", megatron="--moe-per-layer-logging")
+    metrics_file: str | None = opt(None, "JSON-lines file with every step's scalars (exact floats; used by tests)")
+    peak_tflops: float | None = opt(None, "per-device peak TFLOP/s for MFU (default: known GPUs; none on CPU)")
+
+
+@dataclass
+class CheckpointSection:
+    """Megatron dist_checkpointing (torch_dist) checkpoints, written atomically."""
+
+    save: str | None = opt(None, "checkpoint directory (iter_XXXXXXX sub-folders + latest_checkpointed_iteration.txt)", megatron="--save")
+    save_interval: int = opt(0, "save every N steps (0: only at the end and on SIGTERM)", megatron="--save-interval")
+    load: str | None = opt(None, "resume from this directory's latest checkpoint (default: checkpoint.save if it has one)", megatron="--load")
+
+
+@dataclass
+class TrainingConfig:
+    """The whole run."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    emo: EmoSection = field(default_factory=EmoSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    precision: PrecisionSection = field(default_factory=PrecisionSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    batch: BatchSection = field(default_factory=BatchSection)
+    data: DataSection = field(default_factory=DataSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    seed: int = opt(1234, "seed of initialisation, data order and EMO pool draws", megatron="--seed")
+    nan_policy: str = opt("stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainingConfig) if dataclasses.is_dataclass(f.default_factory)}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field, the value and what was expected."""
+
+
+def field_types(section_cls) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise ``ConfigError`` naming ``key``."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+        if annotation is list:
+            if isinstance(value, (list, tuple)):
+                return [str(v) for v in value]
+            return [v for v in str(value).replace(",", " ").split() if v]
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise ConfigError(f"{key}: unsupported type {annotation}")
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"{key}={value!r}: expected {name}")
+
+
+def set_value(cfg: TrainingConfig, key: str, value: Any) -> None:
+    """Set ``section.field`` (or a top-level field) from a raw value, with type coercion."""
+    parts = key.split(".")
+    target = cfg
+    if len(parts) == 2:
+        if parts[0] not in SECTIONS:
+            raise ConfigError(f"{key}: unknown section {parts[0]!r}; sections: {', '.join(SECTIONS)}")
+        target = getattr(cfg, parts[0])
+    elif len(parts) != 1 or parts[0] in SECTIONS:
+        raise ConfigError(f"{key}: expected 'section.field' or a top-level field")
+    types = field_types(type(target))
+    if parts[-1] not in types:
+        raise ConfigError(f"{key}: unknown field; {type(target).__name__} has {', '.join(types)}")
+    setattr(target, parts[-1], coerce(value, types[parts[-1]], key))
+
+
+def apply_mapping(cfg: TrainingConfig, mapping: dict, source: str) -> None:
+    """Apply a nested mapping (a parsed YAML file) onto ``cfg``."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(mapping).__name__}")
+    for name, value in mapping.items():
+        if name in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section {name!r} must be a mapping")
+            for key, inner in value.items():
+                set_value(cfg, f"{name}.{key}", inner)
+        else:
+            set_value(cfg, name, value)
+
+
+def to_dict(cfg: TrainingConfig) -> dict:
+    return dataclasses.asdict(cfg)

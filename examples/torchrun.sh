@@ -1,0 +1,17 @@
+#!/bin/bash
+# EMO pretraining with torchrun (one node, or several with NNODES/NODE_RANK/MASTER_ADDR).
+#   examples/torchrun.sh                                   # 2 CPU ranks, embedded tiny config
+#   NPROC=8 EMO_DEVICE=cuda examples/torchrun.sh --config examples/configs/small_gpu.yaml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NPROC=${NPROC:-2}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-29500}
+export EMO_DEVICE=${EMO_DEVICE:-cpu}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ "$EMO_DEVICE" = cuda ] && export CUDA_DEVICE_MAX_CONNECTIONS=1
+[ $# -eq 0 ] && set -- --config examples/configs/tiny_cpu.yaml
+exec "${PYTHON:-python}" -m torch.distributed.run --nproc-per-node "$NPROC" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
+  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" -m emo_plugin.training.cli "$@"

@@ -1,0 +1,89 @@
+"""Config parsing and validation: every bad value is refused before a model is built, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from emo_plugin.model_sizes import SIZES, get_model_size
+from emo_plugin.training.builders import build_transformer_config, resolved_size
+from emo_plugin.training.cli import DEFAULT_CONFIG, main, parse_config
+from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.training.flops import active_params_per_token, flops_per_token
+from emo_plugin.training.validation import validate
+
+
+def cfg_from(*argv: str) -> TrainingConfig:
+    return parse_config(["--config", str(DEFAULT_CONFIG), *argv])
+
+
+def test_yaml_then_dotted_then_megatron_flags():
+    cfg = cfg_from("--optimizer.lr=1e-3", "--micro-batch-size", "2", "--train-iters", "7", "--emo.pool_eval=8", "--sequence-parallel")
+    assert cfg.optimizer.lr == 1e-3 and cfg.batch.micro_batch_size == 2 and cfg.schedule.train_iters == 7
+    assert cfg.emo.pool_eval == 8 and cfg.parallel.sequence_parallel is True
+    assert cfg.data.corpus.endswith("corpus.jsonl")  # from the YAML
+    assert parse_config([]).model.size == "tiny"  # no arguments: the embedded default
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch.micro_batch_size=abc"], "batch.micro_batch_size='abc': expected int"),
+        (["--model.nonsense=1"], "model.nonsense: unknown field"),
+        (["--bogus.x=1"], "unknown section 'bogus'"),
+        (["--nan_policy=ignore"], "nan_policy='ignore': expected 'stop' or 'skip'"),
+        (["--model.size=huge"], "model.size='huge': expected one of"),
+        (["--tensor-model-parallel-size", "2"], "parallel.tensor_model_parallel_size=2: expected 1 on CPU"),
+        (["--precision.dtype=bf16"], "precision.dtype='bf16': expected 'fp32' on CPU"),
+        (["--emo.pool_min=1"], "emo.pool_min=1 must be ≥ moe_router_topk=2"),
+        (["--schedule.lr_warmup_iters=1000"], "schedule.lr_warmup_iters=1000: expected between 0"),
+        (["--optimizer.adam_beta2=1.5"], "optimizer.adam_beta2=1.5: expected a float in [0, 1)"),
+    ],
+)
+def test_invalid_values_name_the_field(argv, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        validate(cfg_from(*argv))
+    assert message in str(info.value)
+
+
+def test_batch_arithmetic_checked_against_world_size():
+    cfg = cfg_from("--global-batch-size", "6", "--micro-batch-size", "4")
+    validate(cfg)
+    with pytest.raises(ConfigError, match="batch.global_batch_size=6: expected a multiple of micro_batch_size × data-parallel size = 4 × 1"):
+        validate(cfg, world_size=1)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(capsys):
+    assert main(["--config", str(DEFAULT_CONFIG), "--lr=-1"]) == 2
+    assert "optimizer.lr=-1.0: expected a positive float" in capsys.readouterr().err
+
+
+def test_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--emo.pool_min", "--tensor-model-parallel-size", "--global-batch-size", "--save", "--tensorboard-dir", "--nan_policy"):
+        assert flag in text
+    assert "per-document pool" in text
+
+
+def test_model_sizes_match_the_recipe():
+    emo = get_model_size("emo_1b14b")
+    assert (emo.num_layers, emo.hidden_size, emo.num_attention_heads, emo.num_query_groups) == (16, 2048, 16, 16)
+    assert (emo.num_moe_experts + emo.num_shared_experts, emo.moe_router_topk + emo.num_shared_experts) == (128, 8)
+    assert (emo.moe_ffn_hidden_size, emo.vocab_size, emo.seq_length, emo.rotary_base) == (1024, 100_352, 4096, 500_000)
+    assert (emo.pool_min, emo.pool_max, emo.pool_eval, emo.lb_coeff, emo.z_loss_coeff) == (8, 128, 32, 0.1, 0.001)
+    std = get_model_size("stdmoe_1b14b")
+    assert std.pool_min == std.pool_max == std.pool_eval >= std.num_moe_experts
+    # ~1.3B active parameters per token (embedding lookup excluded, output layer included).
+    assert 1.1e9 < active_params_per_token(emo, emo.vocab_size) < 1.5e9
+    assert flops_per_token(emo, emo.vocab_size, 4096) > 6 * active_params_per_token(emo, emo.vocab_size)
+    assert set(SIZES) >= {"tiny", "small", "emo_1b14b", "stdmoe_1b14b"}
+
+
+def test_sizes_build_valid_megatron_configs():
+    for name in SIZES:
+        cfg = cfg_from(f"--model.size={name}")
+        config = build_transformer_config(cfg, "cpu")
+        size = resolved_size(cfg)
+        assert config.num_moe_experts == size.num_moe_experts and config.emo.pool_eval == size.pool_eval

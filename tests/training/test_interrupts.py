@@ -1,0 +1,52 @@
+"""Interruptions: ``kill -9`` during a save keeps the last good checkpoint; SIGTERM saves and exits 0."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from emo_plugin.training import checkpoint
+from tests.training.conftest import PYTHON, REPO, base_args, env, read_metrics
+
+
+def _start(args):
+    return subprocess.Popen([PYTHON, "-m", "emo_plugin.training.cli", *args], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_during_save_then_sigterm_resume(corpus_prefix, tmp_path):
+    root = tmp_path / "ckpt"
+    killed = _start(base_args(corpus_prefix, tmp_path, schedule__train_iters=200, checkpoint__save_interval=1))
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and killed.poll() is None:
+            # Kill once a save is in flight after at least one complete checkpoint exists.
+            if (root / checkpoint.LATEST).exists() and list(root.glob("iter_*.tmp")):
+                break
+            time.sleep(0.005)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    good = checkpoint.latest_iteration(root)  # raises if 'latest' names an incomplete directory
+    assert good is not None and good >= 1
+
+    # Resume from the last good checkpoint (the stale .tmp is cleaned), then stop it with SIGTERM.
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.unlink()
+    resumed = _start(base_args(corpus_prefix, tmp_path, schedule__train_iters=200, checkpoint__save_interval=0))
+    deadline = time.time() + 120
+    while time.time() < deadline and resumed.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    resumed.send_signal(signal.SIGTERM)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"loaded checkpoint from {checkpoint.iteration_dir(root, good)}" in out
+    assert "SIGTERM received" in out
+    last = max(k for k in read_metrics(metrics) if isinstance(k, int))
+    assert min(k for k in read_metrics(metrics) if isinstance(k, int)) == good + 1
+    assert checkpoint.latest_iteration(root) == last
+    assert not list(root.glob("iter_*.tmp"))
