@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The modularity experiment (docs/modularity.md): train EMO and the matched standard MoE on the same data with
+# the same budget and seed (only the router's pools differ), export both to Hugging Face, then measure held-out
+# loss per domain with 100% / 25% / 12.5% of the experts and analyse expert specialisation.
+#
+#   bash examples/modularity/run.sh                 # CPU size (examples/modularity/*_cpu.yaml), ~30 min on 2 cores
+#   EXTRA="--schedule.train_iters=100" bash examples/modularity/run.sh   # any emo-pretrain override for both runs
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-python}
+OUT=${OUT:-runs/modularity}
+EXTRA=${EXTRA:-}
+
+$PY tools/split_corpus.py --input examples/data/corpus.jsonl --every 8 \
+    --train "$OUT/train.jsonl" --heldout "$OUT/heldout.jsonl"
+for model in emo stdmoe; do
+  $PY -m emo_plugin.training.cli --config "examples/modularity/${model}_cpu.yaml" $EXTRA
+  $PY tools/export_hf.py --checkpoint "$OUT/$model/checkpoints" --output "$OUT/$model/hf" --dtype fp32 --force
+  # Plain top-k inference over the kept experts (as AI2 evaluates subsets); selection by greedy mean router prob.
+  $PY tools/evaluate_subsets.py --checkpoint "$OUT/$model/hf" --corpus "$OUT/heldout.jsonl" \
+      --out "$OUT/$model/subsets" --fractions 1 0.25 0.125 --method greedy --calib-docs 8 \
+      --inference-pool-size 0 --max-eval-tokens-per-domain 20000 --max-doc-tokens 256
+  $PY tools/analyze_modularity.py --checkpoint "$OUT/$model/hf" --corpus "$OUT/heldout.jsonl" \
+      --out "$OUT/$model/analysis"
+done
+$PY tools/compare_subsets.py "$OUT/emo/subsets/results.json" "$OUT/stdmoe/subsets/results.json" \
+    --names EMO StdMoE --out "$OUT/comparison.md"
