@@ -54,7 +54,8 @@ def _sentencepiece_encoder(model_file: Path) -> TextEncoder:
 def _auto_tokenizer_encoder(directory: Path) -> TextEncoder:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    # trust_remote_code=False: the tokenizer needs no model code, and transformers 5 would otherwise prompt.
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     return lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
