@@ -1,6 +1,6 @@
 """Turning document texts into the token ids the model was trained on.
 
-The tokenizer is the checkpoint's own (`AutoTokenizer` on the checkpoint directory) or a SentencePiece model
+The tokenizer is the checkpoint's own (its `tokenizer.json`, read as a fast tokenizer) or a SentencePiece model
 file (emo_plugin's own tokenizers, `tools/train_tokenizer.py`). Every document ends with the model's eos token
 because EMO documents are eos-delimited: the eos token belongs to the document it ends.
 """
@@ -52,10 +52,11 @@ def _sentencepiece_encoder(model_file: Path) -> TextEncoder:
 
 
 def _auto_tokenizer_encoder(directory: Path) -> TextEncoder:
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
-    # trust_remote_code=False: the tokenizer needs no model code, and transformers 5 would otherwise prompt.
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
+    # The fast-tokenizer class reads tokenizer.json directly: AutoTokenizer would also load the model config,
+    # which names remote code (auto_map) and makes transformers 5 prompt about running it.
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
     return lambda text: tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
