@@ -99,7 +99,9 @@ def pool_masked_logits(
     num_tokens, num_experts = logits_TE.shape
     num_slots = pool_size_N.shape[0]
     with torch.no_grad():
-        probs_TR = torch.softmax(logits_TE[:, :num_selectable].float(), dim=-1)
+        # float64 sums: CUDA's index_add_ accumulates in a run-dependent order, and in float64 that order can no
+        # longer flip which expert is the P-th best, so an activation recompute chooses the same pools.
+        probs_TR = torch.softmax(logits_TE[:, :num_selectable].double(), dim=-1)
         stats_TS = torch.cat([probs_TR, probs_TR.new_ones(num_tokens, 1)], dim=-1)
         doc_stats_NS = stats_TS.new_zeros(num_slots, num_selectable + 1).index_add_(0, slots_T, stats_TS)
         if reduce_doc_stats is not None:
@@ -108,7 +110,7 @@ def pool_masked_logits(
         pool_NE[:, :num_selectable] = document_pool_mask(doc_stats_NS[:, :num_selectable], pool_size_N)
         pool_TE = pool_NE.index_select(0, slots_T)
     masked_TE = logits_TE.masked_fill(~pool_TE, float("-inf"))
-    return masked_TE, pool_NE, doc_stats_NS
+    return masked_TE, pool_NE, doc_stats_NS.float()
 
 
 def topk_gates(masked_logits_TE: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
