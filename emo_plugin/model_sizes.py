@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -50,6 +52,7 @@ class ModelSize:
             layernorm_epsilon=self.norm_epsilon,
             qk_layernorm=self.qk_layernorm,
             gated_linear_unit=True,  # SwiGLU experts
+            activation_func=torch.nn.functional.silu,
             add_bias_linear=False,
             hidden_dropout=0.0,
             attention_dropout=0.0,

@@ -108,38 +108,34 @@ class EmoArchitecture:
         ``pool_eval`` defaults to "unrestricted" (all routed experts), the routing of the HF model.
         """
         from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
+        from emo_plugin.model_sizes import ModelSize
 
         pool_all = self.megatron_experts
-        kwargs = dict(
+        size = ModelSize(
             num_layers=self.num_layers,
             hidden_size=self.hidden_size,
             num_attention_heads=self.num_attention_heads,
             num_query_groups=self.num_query_groups,
-            ffn_hidden_size=self.moe_ffn_hidden_size,
             num_moe_experts=self.megatron_experts,
             moe_router_topk=self.routed_per_token,
             moe_ffn_hidden_size=self.moe_ffn_hidden_size,
-            normalization="RMSNorm",
-            layernorm_epsilon=self.norm_epsilon,
-            gated_linear_unit=True,
-            activation_func=torch.nn.functional.silu,
-            add_bias_linear=False,
-            use_cpu_initialization=True,
-            params_dtype=params_dtype,
-            bf16=params_dtype == torch.bfloat16,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            moe_router_dtype="fp32",
-            moe_token_dispatcher_type="allgather",
-        )
-        kwargs.update(overrides)
-        emo = EmoRouterConfig(
+            vocab_size=self.vocab_size,
+            seq_length=self.max_position_embeddings,
+            rotary_base=int(self.rotary_base),
+            norm_epsilon=self.norm_epsilon,
+            num_shared_experts=self.num_shared_experts,
             pool_min=self.routed_per_token,
             pool_max=pool_all,
             pool_eval=pool_eval or pool_all,
-            num_shared_experts=self.num_shared_experts,
-            num_inert_experts=self.num_inert_experts,
         )
+        kwargs = size.transformer_kwargs() | dict(
+            use_cpu_initialization=True,
+            params_dtype=params_dtype,
+            bf16=params_dtype == torch.bfloat16,
+            moe_token_dispatcher_type="allgather",
+        )
+        kwargs.update(overrides)
+        emo = EmoRouterConfig(**size.emo_kwargs(), num_inert_experts=self.num_inert_experts)
         return EmoTransformerConfig(**kwargs, emo=emo)
 
     def to_dict(self) -> dict:

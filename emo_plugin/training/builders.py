@@ -54,7 +54,6 @@ def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformer
     dtype = torch.bfloat16 if prec.dtype == "bf16" else torch.float32
     kwargs = size.transformer_kwargs()
     kwargs.update(
-        activation_func=torch.nn.functional.silu,
         init_method_std=cfg.model.init_method_std,
         tensor_model_parallel_size=par.tensor_model_parallel_size,
         pipeline_model_parallel_size=par.pipeline_model_parallel_size,
