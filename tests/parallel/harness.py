@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -77,13 +78,7 @@ def run_ranks(fn: Callable, world_size: int, layout: Layout = SINGLE, *, timeout
         workdir / "job.pt",
     )
     port = _free_port()
-    ctx = _context()
-    procs = [
-        ctx.Process(target=_worker, args=(rank, world_size, port, layout, str(workdir)), daemon=True)
-        for rank in range(world_size)
-    ]
-    for p in procs:
-        p.start()
+    procs = _start_workers(world_size, port, layout, workdir)
     deadline = time.monotonic() + timeout
     try:
         while any(p.is_alive() for p in procs):
@@ -101,6 +96,31 @@ def run_ranks(fn: Callable, world_size: int, layout: Layout = SINGLE, *, timeout
     if any(p.exitcode != 0 for p in procs):
         raise RuntimeError(f"ranks timed out or died: exit codes {[p.exitcode for p in procs]}")
     return [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+def _start_workers(world_size: int, port: int, layout: Layout, workdir: Path, start_timeout: float = 90.0) -> list:
+    """Start the rank processes; if the forkserver stops answering, replace it once and try again.
+
+    A forkserver that died (e.g. while importing its preload modules) leaves ``Process.start()`` waiting forever
+    for a pid, which would hang the whole test session instead of failing one test.
+    """
+    for attempt in range(2):
+        procs = [
+            _context().Process(target=_worker, args=(rank, world_size, port, layout, str(workdir)), daemon=True)
+            for rank in range(world_size)
+        ]
+        starter = threading.Thread(target=lambda: [p.start() for p in procs], daemon=True)
+        starter.start()
+        starter.join(start_timeout)
+        if not starter.is_alive():
+            return procs
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.kill()
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()  # the next Process.start() launches a fresh forkserver
+    raise RuntimeError(f"the forkserver did not start {world_size} workers within {start_timeout:.0f} s, twice")
 
 
 def _worker(rank: int, world_size: int, port: int, layout: Layout, workdir: str) -> None:
