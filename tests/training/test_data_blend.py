@@ -1,0 +1,18 @@
+"""A weighted blend of datasets (``data.paths: [w1, p1, w2, p2]``) builds train and validation splits."""
+
+from emo_plugin.training.cli import parse_config
+from emo_plugin.training.data import build_datasets
+
+
+def test_weighted_blend_builds_train_and_valid(corpus_prefix, tmp_path):
+    cfg = parse_config(
+        [
+            "--config", "examples/configs/tiny_cpu.yaml",
+            f"--data.paths=0.3,{corpus_prefix},0.7,{corpus_prefix}",
+            f"--data.cache_dir={tmp_path}",
+        ]
+    )
+    data = build_datasets(cfg, 128, num_train_samples=64, num_valid_samples=8)
+    assert len(data.train) >= 64 and len(data.valid) >= 8
+    sample = data.train[0]
+    assert sample["doc_ids"].shape == (128,) and sample["doc_ids"].min() >= 1
