@@ -10,6 +10,8 @@ Routing ids are drawn per sample from a generator seeded with (seed, global samp
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +38,20 @@ def prepare_prefixes(cfg: TrainingConfig) -> tuple[list[str], list[float] | None
             return items, None
     from emo_plugin.data.preprocess import preprocess_jsonl
 
-    prefix = Path(d.cache_dir) / f"{Path(d.corpus).stem}_text_document"
+    prefix = Path(d.cache_dir) / f"{Path(d.corpus).stem}_{_corpus_key(d.corpus, d.tokenizer_model)}_text_document"
     if (not dist.is_initialized() or dist.get_rank() == 0) and not Path(f"{prefix}.idx").exists():
         preprocess_jsonl([d.corpus], d.tokenizer_model, prefix, progress=False)
     if dist.is_initialized():
         dist.barrier()
     return [str(prefix)], None
+
+
+def _corpus_key(corpus: str, tokenizer_model: str) -> str:
+    """Names the cached tokenisation after the corpus file's identity and the tokenizer, so an edited corpus or
+    another tokenizer is tokenised anew instead of silently reusing a stale cache."""
+    stat = Path(corpus).stat()
+    identity = f"{Path(corpus).resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{EmoTokenizer(tokenizer_model).sha256}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 @dataclass

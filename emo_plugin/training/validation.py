@@ -6,6 +6,8 @@ Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from emo_plugin.config import EmoConfigError
 from emo_plugin.model_sizes import SIZES
 from emo_plugin.training.builders import FP8_FORMAT, build_transformer_config, resolve_device
@@ -52,6 +54,8 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size, f">= batch.micro_batch_size={b.micro_batch_size}")
     _check(bool(d.paths) or bool(d.corpus), "data.paths", d.paths, "at least one indexed dataset prefix, or data.corpus with data.tokenizer_model")
     _check(bool(d.tokenizer_model), "data.tokenizer_model", d.tokenizer_model, "a sentencepiece model (vocabulary size, EOD id, dataset sidecar check)")
+    _check(not d.corpus or Path(d.corpus).is_file(), "data.corpus", d.corpus, "an existing JSON-lines file")
+    _check(not d.tokenizer_model or Path(d.tokenizer_model).is_file(), "data.tokenizer_model", d.tokenizer_model, "an existing sentencepiece .model file")
     _check(len(d.split.split(",")) == 3, "data.split", d.split, "three comma-separated weights 'train,valid,test'")
     _check(cfg.nan_policy in ("stop", "skip"), "nan_policy", cfg.nan_policy, "'stop' or 'skip'")
     _check(cfg.emo.lb_scope in ("micro_batch", "global_batch"), "emo.lb_scope", cfg.emo.lb_scope, "'micro_batch' or 'global_batch'")

@@ -87,3 +87,10 @@ def test_sizes_build_valid_megatron_configs():
         config = build_transformer_config(cfg, "cpu")
         size = resolved_size(cfg)
         assert config.num_moe_experts == size.num_moe_experts and config.emo.pool_eval == size.pool_eval
+
+
+@pytest.mark.parametrize("field", ["data.corpus", "data.tokenizer_model"])
+def test_missing_data_files_are_named_before_anything_is_built(field, tmp_path):
+    cfg = parse_config(["--config", "examples/configs/tiny_cpu.yaml", f"--{field}={tmp_path / 'missing'}"])
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(cfg)
