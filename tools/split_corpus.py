@@ -15,6 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from emo_plugin.data.errors import DataError
+from emo_plugin.data.records import iter_numbered_lines, json_object
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,17 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     seen = collections.Counter()
     args.train.parent.mkdir(parents=True, exist_ok=True)
     args.heldout.parent.mkdir(parents=True, exist_ok=True)
-    with args.input.open() as src, args.train.open("w") as train, args.heldout.open("w") as heldout:
-        for line_number, line in enumerate(src, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if args.domain_field not in record:
-                print(f"error: {args.input}:{line_number}: no field {args.domain_field!r}", file=sys.stderr)
-                return 2
-            domain = record[args.domain_field]
-            seen[domain] += 1
-            (heldout if seen[domain] % args.every == 0 else train).write(line if line.endswith("\n") else line + "\n")
+    with args.train.open("w") as train, args.heldout.open("w") as heldout:
+        try:
+            for line_number, line in iter_numbered_lines(args.input):
+                where = f"{args.input}:{line_number}"
+                record = json_object(line, where)
+                if args.domain_field not in record:
+                    raise DataError(f"{where}: no field {args.domain_field!r}")
+                domain = record[args.domain_field]
+                seen[domain] += 1
+                (heldout if seen[domain] % args.every == 0 else train).write(line if line.endswith("\n") else line + "\n")
+        except (DataError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print(json.dumps({"documents_per_domain": dict(seen)}))
     return 0
 

@@ -6,11 +6,12 @@ any visible sign, so every problem is reported as `<file>:<line>: <what is wrong
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from emo_plugin.analysis.errors import AnalysisError
+from emo_plugin.data.errors import DataError
+from emo_plugin.data.records import json_records
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,8 @@ def read_labelled_corpus(
             f"{path}: corpus file does not exist (expected JSON lines with {text_field!r} and {domain_field!r})"
         )
     documents = []
-    with path.open(encoding="utf-8") as stream:
-        for line_number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise AnalysisError(f"{where}: corrupt JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(record, dict):
-                raise AnalysisError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    try:
+        for where, record in json_records(path):
             for field in (text_field, domain_field):
                 if field not in record:
                     raise AnalysisError(f"{where}: record has no {field!r} field (fields: {sorted(record)})")
@@ -51,6 +43,8 @@ def read_labelled_corpus(
                     f"{where}: field {domain_field!r} must be a string or integer label, got {domain!r}"
                 )
             documents.append(LabelledDocument(text=text, domain=str(domain)))
+    except DataError as error:  # the analysis CLIs report AnalysisError
+        raise AnalysisError(str(error)) from None
     if not documents:
         raise AnalysisError(f"{path}: corpus has no records")
     return documents

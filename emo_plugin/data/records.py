@@ -26,6 +26,24 @@ def check_input_file(path: Path) -> None:
             raise DataError(f"{path}: input file is empty (expected at least one non-blank line)")
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSON-lines record, which must be a JSON object; ``where`` (``file:line``) names it in errors."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where}: corrupt JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def json_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """``(file:line, record)`` for every non-blank line of a UTF-8 JSON-lines file, each a JSON object."""
+    for line_number, line in iter_numbered_lines(path):
+        where = f"{path}:{line_number}"
+        yield where, json_object(line, where)
+
+
 def parse_record(
     line: str, source: str, line_number: int, text_field: str, extra_fields: Iterable[str]
 ) -> str:
@@ -35,12 +53,7 @@ def parse_record(
     ``extra_fields``. An empty (or whitespace-only) text is returned as is: the caller decides.
     """
     where = f"{source}:{line_number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where}: corrupt JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    record = json_object(line, where)
     if text_field not in record:
         raise DataError(f"{where}: record has no {text_field!r} field (fields: {sorted(record)})")
     allowed = {text_field, *extra_fields}

@@ -6,25 +6,29 @@ the same single-document inputs the model was trained on; no padding is ever nee
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from emo_plugin.convert.errors import ConversionError
+from emo_plugin.data.errors import DataError
+from emo_plugin.data.records import json_records
 
 
 def read_documents(path: str | Path, text_field: str = "text", limit: int | None = None) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: calibration file does not exist (expected JSON lines with {text_field!r})")
     texts = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if text_field not in record:
-            raise ConversionError(f"{path}:{number}: record has no {text_field!r} field (fields: {sorted(record)})")
-        texts.append(str(record[text_field]))
-        if limit and len(texts) >= limit:
-            break
+    try:
+        for where, record in json_records(path):
+            if text_field not in record:
+                raise ConversionError(f"{where}: record has no {text_field!r} field (fields: {sorted(record)})")
+            texts.append(str(record[text_field]))
+            if limit and len(texts) >= limit:
+                break
+    except DataError as error:  # the selection CLI reports ConversionError
+        raise ConversionError(str(error)) from None
     if not texts:
         raise ConversionError(f"{path}: no documents")
     return texts
