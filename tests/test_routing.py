@@ -114,3 +114,33 @@ def test_pool_sizes_are_uniform_reproducible_and_layer_specific():
     assert torch.equal(sizes, draw_pool_sizes(salts, layer_number=3, seed=7, pool_min=8, pool_max=15))
     other_layer = draw_pool_sizes(salts, layer_number=4, seed=7, pool_min=8, pool_max=15)
     assert (other_layer != sizes).float().mean() > 0.8
+
+
+def test_near_tied_pool_does_not_depend_on_token_order():
+    """One document of 4,096 tokens, pool size 1, experts 0 and 1 tied up to one token's logit nudged by 3e-6.
+
+    Tokens come in pairs whose logits for experts 0 and 1 are swapped, so in exact arithmetic both experts have
+    the same summed probability; the nudge (on expert 1) then makes expert 1 the pool by ~7e-7 on a sum of
+    ~1,000. float32 sums (ulp 6e-5 at 1,000) lose that gap and the winner depends on the summation order;
+    float64 sums (error ~1e-10) keep it. The expectation is the exact argument above, cross-checked with
+    ``math.fsum`` (correctly rounded) of the float64 probabilities.
+    """
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    half, experts = 2048, 8
+    first = torch.randn(half, experts, generator=g)
+    first[:, :2] += 3.0  # experts 0 and 1 dominate every token's softmax
+    second = first.clone()
+    second[:, [0, 1]] = first[:, [1, 0]]
+    logits = torch.cat([first, second])
+    logits[0, 1] += 3e-6
+    probs = torch.softmax(logits.double(), dim=-1)
+    assert math.fsum(probs[:, 1].tolist()) > math.fsum(probs[:, 0].tolist())
+
+    slots = torch.ones(2 * half, dtype=torch.long)  # one sequence, document 1
+    sizes = torch.tensor([experts, 1])
+    for seed in range(12):
+        order = torch.randperm(2 * half, generator=torch.Generator().manual_seed(seed))
+        routed = emo_route(logits[order], slots, sizes, topk=1)
+        assert routed.pool_NE[1].nonzero().flatten().tolist() == [1], f"token order {seed} changed the pool"

@@ -44,3 +44,18 @@ def test_batch_document_ids_take_precedence_over_tokens():
 def test_too_many_documents_is_a_clear_error():
     with pytest.raises(ValueError, match="max_documents_per_sequence=2"):
         build_routing_ids(tokens_BS=torch.zeros(1, 4, dtype=torch.long), eod_token_id=EOD, max_documents_per_sequence=2)
+
+
+def test_every_document_of_a_batch_gets_its_own_salt():
+    """Salts are 31-bit draws, one per (sequence, segment): 4×12 documents collide with probability ~1e-6, so
+    every document must carry a distinct salt, and so must equal segment numbers in different sequences."""
+    tokens = torch.ones(4, 48, dtype=torch.long)
+    tokens[:, 3::4] = EOD  # 12 documents in every sequence
+    ids = build_routing_ids(
+        tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=12, generator=torch.Generator().manual_seed(1)
+    )
+    segments, salts = split_routing_ids(ids)
+    salt_of = {(b, int(s)): int(salts[b][segments[b] == s].unique()) for b in range(4) for s in segments[b].unique()}
+    assert len(salt_of) == 4 * 12
+    assert len(set(salt_of.values())) == 4 * 12
+    assert all(0 < salt < 2**31 for salt in salt_of.values())
