@@ -15,6 +15,11 @@ QK-norm). The routing is written to match emo_plugin's Megatron training model n
 This file is copied next to `config.json`; it imports only torch, transformers' stable public classes and the
 config, and writes its own rotary/attention helpers because those moved between transformers 4.57 and 5.x.
 Attention is plain causal (plus padding) attention over the whole sequence, as in AI2's HF code.
+
+KV cache across transformers versions: 4.57 hands the cache to `forward` as `past_key_values` (and adds
+`cache_position`); newer releases hand it as `cache` and no longer send `cache_position`. Both forwards take either
+name, and the outputs store the cache under the field name of the installed version, which is where `generate()`
+looks for it between steps. Positions of new tokens are the cache length onwards (= 4.57's `cache_position`).
 """
 
 import torch
@@ -25,6 +30,16 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_emo import EmoConfig
+
+# Name of the cache field of transformers' model outputs: "cache" in new releases, "past_key_values" up to 5.x.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def either_cache(cache, past_key_values):
+    """The KV cache given under the current name (`cache`) or the 4.57 one (`past_key_values`)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("got two different KV caches: pass it as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
 
 
 class EmoRMSNorm(nn.Module):
@@ -243,17 +258,20 @@ class EmoModel(EmoPreTrainedModel):
         inputs_embeds=None,
         use_cache=None,
         output_hidden_states=None,
+        cache=None,
         **kwargs,
     ):
         """`attention_mask` is the usual 2-D padding mask over past + current tokens (1 = real token).
 
         With `emo_inference_pool_size` set, document pools are computed from the tokens of THIS call only:
         exact for a full forward pass (scoring, prefill), but during cached decoding each new token forms its
-        own pool. Other transformers keyword arguments (e.g. `cache_position`, `return_dict`) are accepted and
-        not needed: positions come from the cache length.
+        own pool. The KV cache comes as `cache` or `past_key_values` (see the module docstring). Other
+        transformers keyword arguments (e.g. `cache_position`, `return_dict`) are accepted and not needed:
+        positions come from the cache length.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        past_key_values = either_cache(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
@@ -293,8 +311,8 @@ class EmoModel(EmoPreTrainedModel):
             all_hidden_states = all_hidden_states[:-1] + (hidden_BTH,)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_BTH,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
     @staticmethod
@@ -344,15 +362,17 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
         use_cache=None,
         output_hidden_states=None,
         logits_to_keep=0,
+        cache: Cache | None = None,
         **kwargs,
     ):
         """Logits of the last `logits_to_keep` positions (0 = all) and, with `labels`, the shifted
-        next-token cross-entropy (labels equal to -100 are ignored)."""
+        next-token cross-entropy (labels equal to -100 are ignored). The KV cache comes as `cache` or
+        `past_key_values`, and is returned under the installed transformers' name (`CACHE_FIELD`)."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            past_key_values=either_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -367,7 +387,10 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
                 ignore_index=-100,
             )
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits_BTV, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits_BTV,
+            hidden_states=outputs.hidden_states,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 

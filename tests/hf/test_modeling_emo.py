@@ -317,6 +317,29 @@ def test_greedy_generate_with_and_without_cache():
     assert cached.shape == (2, 13)
     assert torch.equal(cached[:, :7], prompt)
     assert torch.equal(cached, uncached)
+    with torch.no_grad():  # greedy decoding = step-by-step argmax of the full forward over the generated text
+        full_logits = model(cached[:, :-1]).logits
+    assert torch.equal(full_logits[:, 6:].argmax(-1), cached[:, 7:])
+
+
+def test_cache_is_returned_under_the_installed_transformers_name():
+    """generate() reads the cache back from the output field of its own version (4.57: past_key_values)."""
+    import dataclasses
+
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from emo_plugin.hf.modeling_emo import CACHE_FIELD
+
+    assert CACHE_FIELD in {field.name for field in dataclasses.fields(CausalLMOutputWithPast)}
+    model = tiny_model()
+    prompt = random_tokens(1, 5)
+    with torch.no_grad():
+        first = model(prompt[:, :4], use_cache=True)
+        cache = getattr(first, CACHE_FIELD)
+        assert cache.get_seq_length() == 4
+        step = model(prompt[:, 4:], use_cache=True, **{CACHE_FIELD: cache})
+        full = model(prompt)
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1])
 
 
 def test_left_padded_generate_matches_unpadded():
