@@ -28,6 +28,7 @@ from emo_plugin.convert.output_dir import atomic_output_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+HF_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.weight")
 
 
@@ -41,6 +42,17 @@ def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
     if values.get("model_type") != "emo":
         raise ConversionError(f"{config_file}: model_type is {values.get('model_type')!r}, expected 'emo'")
     return EmoArchitecture.from_hf_config(EmoConfig.from_dict(values))
+
+
+def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
+    """The weights must hold exactly the config's layers: a shorter config would silently drop layers."""
+    found = {int(m.group(1)) for m in map(HF_LAYER.match, hf.names()) if m}
+    if found != set(range(arch.num_layers)):
+        raise ConversionError(
+            f"{hf.folder / 'config.json'}: num_hidden_layers={arch.num_layers}, but the weights hold {len(found)} "
+            f"layers (indices {min(found, default=None)}..{max(found, default=None)}); "
+            "fix num_hidden_layers in config.json to match the checkpoint"
+        )
 
 
 class _HfToMegatron:
@@ -124,6 +136,7 @@ def import_from_hf(
 
     arch = read_hf_architecture(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)
+    check_layer_count(hf, arch)
     model = build_host_model(arch, params_dtype=DTYPES[dtype])
     fill_host_model(model, hf, arch, progress)
     with atomic_output_dir(output, force) as folder:

@@ -2,12 +2,15 @@
 
 Tensors are appended one at a time and a shard is flushed to disk as soon as adding the next tensor would
 pass ``max_shard_bytes``, so host memory holds at most about one shard. Shard names need the final count
-(``model-00001-of-00003.safetensors``), so shards are renamed when the writer closes.
+(``model-00001-of-00003.safetensors``), so shards are renamed when the writer closes. safetensors writes
+through a private temporary file (mode 0600); shards get the mode of any file the user creates (0666 minus the
+umask), like the other files of the folder, so a shared model folder is readable by the group as usual.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -27,6 +30,13 @@ def parse_size(text: str | int) -> int:
     number, unit, binary = match.groups()
     base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+
+
+def default_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 class ShardedSafetensorsWriter:
@@ -49,7 +59,9 @@ class ShardedSafetensorsWriter:
         self.total_params += tensor.numel()
 
     def _flush(self) -> None:
-        save_file(self.current, str(self.folder / f"shard-{len(self.shards):05d}.tmp"), metadata={"format": "pt"})
+        path = self.folder / f"shard-{len(self.shards):05d}.tmp"
+        save_file(self.current, str(path), metadata={"format": "pt"})
+        os.chmod(path, default_file_mode())
         self.shards.append(list(self.current))
         self.current, self.current_bytes = {}, 0
 

@@ -69,3 +69,55 @@ def test_export_tool_reports_errors_without_traceback(dist_checkpoint, tmp_path,
     (tmp_path / "out" / "x").write_text("x")
     assert tool.main(["--checkpoint", str(dist_checkpoint), "--output", str(tmp_path / "out")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def _copy_folder(source, target):
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    return target
+
+
+def _shards(folder):
+    return sorted(folder.glob("model-*.safetensors"))
+
+
+def test_exported_shards_have_the_mode_of_ordinary_files(hf_folder):
+    """safetensors writes 0600 files; the export's shards get 0666 minus the umask like config.json."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((hf_folder / "config.json").stat().st_mode) == 0o666 & ~umask
+    for shard in _shards(hf_folder):
+        assert stat.S_IMODE(shard.stat().st_mode) == 0o666 & ~umask, shard.name
+
+
+def test_import_of_a_missing_shard_names_the_file(hf_folder, tmp_path):
+    broken = _copy_folder(hf_folder, tmp_path / "broken")
+    gone = _shards(broken)[1]
+    gone.unlink()
+    with pytest.raises(ConversionError, match=rf"{gone.name}: shard file is missing"):
+        import_from_hf(broken, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_import_of_a_truncated_shard_names_the_file(hf_folder, tmp_path):
+    broken = _copy_folder(hf_folder, tmp_path / "broken")
+    shard = _shards(broken)[-1]
+    shard.write_bytes(shard.read_bytes()[:-100])  # an interrupted copy
+    with pytest.raises(ConversionError, match=rf"{shard.name}: unreadable safetensors shard.*truncated"):
+        import_from_hf(broken, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_of_a_config_with_fewer_layers_than_the_weights_is_refused(hf_folder, tmp_path):
+    broken = _copy_folder(hf_folder, tmp_path / "broken")
+    config = json.loads((broken / "config.json").read_text())
+    assert config["num_hidden_layers"] == TINY.num_layers == 2
+    config["num_hidden_layers"] = 1
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=r"config\.json: num_hidden_layers=1, but the weights hold 2 layers"):
+        import_from_hf(broken, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
