@@ -123,7 +123,13 @@ class EmoTokenizer:
             )
         model_bytes = self.model_path.read_bytes()
         self.sha256 = hashlib.sha256(model_bytes).hexdigest()
-        self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_bytes)
+        try:
+            self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_bytes)
+        except RuntimeError:
+            raise DataError(
+                f"{self.model_path}: not a sentencepiece model ({len(model_bytes)} bytes that do not parse as one); "
+                "pass the .model file written by tools/train_tokenizer.py"
+            ) from None
         self.vocab_size: int = self._processor.get_piece_size()
         self.eod_id: int = self._processor.eos_id()
         self.pad_id: int = self._processor.pad_id()

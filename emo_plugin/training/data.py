@@ -21,7 +21,9 @@ import torch.distributed as dist
 from emo_plugin.data.dataset import build_emo_gpt_datasets
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.routing_ids import build_routing_ids
+from emo_plugin.training.builders import resolve_device
 from emo_plugin.training.config import TrainingConfig
+from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over the seed space
 
@@ -77,7 +79,8 @@ def build_datasets(cfg: TrainingConfig, seq_length: int, num_train_samples: int,
         reset_attention_mask=intra,
         reset_position_ids=intra,
         eod_mask_loss=False,
-        create_attention_mask=intra,
+        # The dense [s, s] mask is the host path's; on GPU thd packed sequences replace it (packed_sequences.py).
+        create_attention_mask=intra and resolve_device(cfg) == "cpu",
     )
     return Datasets(tokenizer=tokenizer, train=train, valid=valid)
 
@@ -96,11 +99,22 @@ def routing_ids_for(doc_ids_BS: torch.Tensor, indices: list[int], seed: int, max
     return torch.cat(rows)
 
 
-def get_micro_batch(dataset, indices: list[int], *, seed: int, max_docs: int, device: torch.device) -> dict:
-    """Collated micro-batch on ``device`` with ``routing_ids`` (wraps around short datasets)."""
+def get_micro_batch(
+    dataset, indices: list[int], *, seed: int, max_docs: int, device: torch.device, packing: ThdPacking | None = None
+) -> dict:
+    """Collated micro-batch on ``device`` with ``routing_ids`` (wraps around short datasets).
+
+    With ``packing`` (intra-document attention on GPU) the micro-batch is packed on the host into one thd row
+    and carries ``packed_seq_params`` for ``GPTModel.forward`` (``packed_sequences.py``).
+    """
     samples = [dataset[i % len(dataset)] for i in indices]
     batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if samples[0][key] is not None}
     batch["routing_ids"] = routing_ids_for(batch["doc_ids"], indices, seed, max_docs)
     if "attention_mask" in batch:
         batch["attention_mask"] = batch["attention_mask"].bool()  # [b, 1, s, s], True = masked
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if packing is None:
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    packed, cu_seqlens, max_seqlen = pack_micro_batch(batch, packing)
+    packed = {k: v.to(device, non_blocking=True) for k, v in packed.items()}
+    packed["packed_seq_params"] = packed_seq_params(cu_seqlens.to(device, non_blocking=True), max_seqlen)
+    return packed

@@ -2,16 +2,24 @@
 
 Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs twice: once statically
 (right after parsing) and once with the world size known (``world_size=``), for the batch arithmetic.
+Anything a value could crash later (a division by zero, a numpy seed range, a split with no documents, an
+allocation that cannot fit) is checked here, so a bad value never reaches Megatron as a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from pathlib import Path
 
 from emo_plugin.config import EmoConfigError
-from emo_plugin.model_sizes import SIZES
-from emo_plugin.training.builders import FP8_FORMAT, build_transformer_config, resolve_device
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.model_sizes import SIZES, ModelSize
+from emo_plugin.training.builders import FP8_FORMAT, build_transformer_config, padded_vocab_size, resolve_device, resolved_size
+from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, parse_split
+from emo_plugin.training.resources import memory_problems, physical_memory_bytes
+
+SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
 
 
 def _check(ok: bool, key: str, value, expected: str) -> None:
@@ -19,14 +27,91 @@ def _check(ok: bool, key: str, value, expected: str) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
+def _check_finite_floats(cfg: TrainingConfig) -> None:
+    """No NaN or infinity in any float field (a YAML ``.nan`` or ``--lr=inf`` would poison the run silently)."""
+    for name, section in [(None, cfg), *((s, getattr(cfg, s)) for s in SECTIONS)]:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name if name is None else f'{name}.{f.name}'}={value!r}: expected a finite number")
+
+
+def _check_writable(key: str, value: str | None, *, is_file: bool = False) -> None:
+    """An output location must be (or be creatable inside) a writable directory; checked without creating it."""
+    if not value:
+        return
+    path = Path(value)
+    if path.exists():
+        _check(path.is_file() if is_file else path.is_dir(), key, value, "a file path" if is_file else "a directory")
+    parent = path.parent if is_file or not path.exists() else path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    _check(parent.is_dir() and os.access(parent, os.W_OK | os.X_OK), key, value,
+           f"a location inside a writable directory ({parent} is not one)")
+
+
+def _check_model(cfg: TrainingConfig) -> None:
+    """Positive shape fields that divide as attention needs, so nothing later divides by zero."""
+    size = resolved_size(cfg)
+    source = {"seq_length": "data.seq_length", "max_documents_per_sequence": "emo.max_documents_per_sequence"}
+    for name in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "num_moe_experts",
+                 "moe_router_topk", "moe_ffn_hidden_size", "seq_length", "rotary_base"):
+        key = source.get(name, f"model.{name}")
+        _check(getattr(size, name) >= 1, key, getattr(size, name), "an integer >= 1")
+    _check(size.hidden_size % size.num_attention_heads == 0, "model.hidden_size", size.hidden_size,
+           f"a multiple of model.num_attention_heads={size.num_attention_heads}")
+    _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
+           f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
+           f"{size.hidden_size / size.num_attention_heads:g})")
+    _check(size.num_attention_heads % size.num_query_groups == 0, "model.num_query_groups", size.num_query_groups,
+           f"a divisor of model.num_attention_heads={size.num_attention_heads}")
+    _check(cfg.model.vocab_size is None or cfg.model.vocab_size >= 1, "model.vocab_size", cfg.model.vocab_size,
+           "none (the tokenizer's, padded) or an integer >= 1")
+    _check(cfg.model.init_method_std > 0, "model.init_method_std", cfg.model.init_method_std, "a positive float")
+
+
+def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
+    d = cfg.data
+    _check(bool(d.paths) or bool(d.corpus), "data.paths", d.paths, "at least one indexed dataset prefix, or data.corpus with data.tokenizer_model")
+    _check(bool(d.tokenizer_model), "data.tokenizer_model", d.tokenizer_model, "a sentencepiece model (vocabulary size, EOD id, dataset sidecar check)")
+    _check(not d.corpus or Path(d.corpus).is_file(), "data.corpus", d.corpus, "an existing JSON-lines file")
+    _check(Path(d.tokenizer_model).is_file(), "data.tokenizer_model", d.tokenizer_model, "an existing sentencepiece .model file")
+    train, valid, _ = parse_split(d.split)
+    _check(train > 0, "data.split", d.split, "a positive train weight (the first of 'train,valid,test')")
+    _check(valid > 0 or eval_iters == 0, "data.split", d.split,
+           "a positive validation weight (the second of 'train,valid,test'), or eval.iters=0 to skip validation")
+    if d.paths:
+        from emo_plugin.training.data import parse_paths
+
+        for prefix in parse_paths(d.paths)[0]:
+            missing = [s for s in (".bin", ".idx") if not Path(f"{prefix}{s}").is_file()]
+            _check(not missing, "data.paths", prefix, f"an indexed dataset prefix ({prefix}{missing[0] if missing else ''} "
+                   "does not exist; make it with tools/preprocess_data.py)")
+    else:
+        _check_writable("data.cache_dir", d.cache_dir)
+
+
+def _tokenizer_vocab(cfg: TrainingConfig) -> int:
+    from emo_plugin.data.errors import DataError
+    from emo_plugin.data.tokenizer import EmoTokenizer
+
+    try:
+        return EmoTokenizer(cfg.data.tokenizer_model).vocab_size
+    except DataError as error:
+        raise ConfigError(f"data.tokenizer_model={cfg.data.tokenizer_model!r}: {error}") from None
+
+
 def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     m, par, prec, opt, sch, b, d = cfg.model, cfg.parallel, cfg.precision, cfg.optimizer, cfg.schedule, cfg.batch, cfg.data
+    _check_finite_floats(cfg)
     _check(m.size in SIZES, "model.size", m.size, f"one of {', '.join(SIZES)}")
     _check(par.device in ("auto", "cpu", "cuda"), "parallel.device", par.device, "'auto', 'cpu' or 'cuda'")
     device = resolve_device(cfg)
     _check(device in ("cpu", "cuda"), "EMO_DEVICE", device, "'cpu' or 'cuda'")
     for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size", "context_parallel_size"):
         _check(getattr(par, key) >= 1, f"parallel.{key}", getattr(par, key), "an integer >= 1")
+    _check(par.expert_tensor_parallel_size is None or par.expert_tensor_parallel_size >= 1,
+           "parallel.expert_tensor_parallel_size", par.expert_tensor_parallel_size, "none or an integer >= 1")
     _check(prec.dtype in ("fp32", "bf16"), "precision.dtype", prec.dtype, "'fp32' or 'bf16'")
     _check(prec.fp8_recipe in (None, *FP8_FORMAT), "precision.fp8_recipe", prec.fp8_recipe, f"none or one of {', '.join(FP8_FORMAT)}")
     if device == "cpu":
@@ -45,29 +130,53 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(0 <= opt.min_lr <= opt.lr, "optimizer.min_lr", opt.min_lr, f"between 0 and optimizer.lr={opt.lr}")
     for key in ("adam_beta1", "adam_beta2"):
         _check(0 <= getattr(opt, key) < 1, f"optimizer.{key}", getattr(opt, key), "a float in [0, 1)")
+    _check(opt.adam_eps > 0, "optimizer.adam_eps", opt.adam_eps, "a positive float")
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "a float >= 0")
     _check(opt.clip_grad >= 0, "optimizer.clip_grad", opt.clip_grad, "a float >= 0 (0 disables clipping)")
     _check(sch.train_iters >= 1, "schedule.train_iters", sch.train_iters, "an integer >= 1")
     _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters, f"between 0 and schedule.train_iters={sch.train_iters}")
+    _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
+           sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
     _check(sch.lr_decay_style in ("cosine", "linear", "constant"), "schedule.lr_decay_style", sch.lr_decay_style, "'cosine', 'linear' or 'constant'")
     _check(b.micro_batch_size >= 1, "batch.micro_batch_size", b.micro_batch_size, "an integer >= 1")
     _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size, f">= batch.micro_batch_size={b.micro_batch_size}")
-    _check(bool(d.paths) or bool(d.corpus), "data.paths", d.paths, "at least one indexed dataset prefix, or data.corpus with data.tokenizer_model")
-    _check(bool(d.tokenizer_model), "data.tokenizer_model", d.tokenizer_model, "a sentencepiece model (vocabulary size, EOD id, dataset sidecar check)")
-    _check(not d.corpus or Path(d.corpus).is_file(), "data.corpus", d.corpus, "an existing JSON-lines file")
-    _check(not d.tokenizer_model or Path(d.tokenizer_model).is_file(), "data.tokenizer_model", d.tokenizer_model, "an existing sentencepiece .model file")
-    _check(len(d.split.split(",")) == 3, "data.split", d.split, "three comma-separated weights 'train,valid,test'")
+    _check(cfg.eval.interval >= 0, "eval.interval", cfg.eval.interval, "an integer >= 0 (0: validate only at the end)")
+    _check(cfg.eval.iters >= 0, "eval.iters", cfg.eval.iters, "an integer >= 0 (0: no validation)")
+    _check(0 <= cfg.seed < SEED_LIMIT, "seed", cfg.seed, f"an integer in [0, {SEED_LIMIT}) (numpy's seed range)")
     _check(cfg.nan_policy in ("stop", "skip"), "nan_policy", cfg.nan_policy, "'stop' or 'skip'")
     _check(cfg.emo.lb_scope in ("micro_batch", "global_batch"), "emo.lb_scope", cfg.emo.lb_scope, "'micro_batch' or 'global_batch'")
     _check(cfg.logging.log_interval >= 1, "logging.log_interval", cfg.logging.log_interval, "an integer >= 1")
+    _check(cfg.logging.peak_tflops is None or cfg.logging.peak_tflops > 0, "logging.peak_tflops", cfg.logging.peak_tflops, "none or a positive float")
     _check(cfg.checkpoint.save_interval >= 0, "checkpoint.save_interval", cfg.checkpoint.save_interval, "an integer >= 0")
-    _check(cfg.eval.interval >= 0 and cfg.eval.iters >= 0, "eval.interval", cfg.eval.interval, "integers >= 0 (eval.interval, eval.iters)")
+    _check(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", cfg.checkpoint.keep_last_n, "an integer >= 0 (0: keep all)")
+    _check(sch.exit_duration_minutes is None or sch.exit_duration_minutes > 0, "schedule.exit_duration_minutes",
+           sch.exit_duration_minutes, "none or a positive number of minutes")
+    _check(sch.exit_duration_minutes is None or bool(cfg.checkpoint.save), "schedule.exit_duration_minutes",
+           sch.exit_duration_minutes, "checkpoint.save to be set (the run saves there before its budget runs out)")
+    _check(0 <= cfg.nan_max_skipped_fraction <= 1, "nan_max_skipped_fraction", cfg.nan_max_skipped_fraction, "a share in [0, 1]")
+    for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
+                                ("logging.metrics_file", cfg.logging.metrics_file, True),
+                                ("checkpoint.save", cfg.checkpoint.save, False)):
+        _check_writable(key, value, is_file=is_file)
+    _check_data(cfg, cfg.eval.iters)
+    _check_model(cfg)
     try:
         build_transformer_config(cfg, device)
     except EmoConfigError as error:
         raise ConfigError(f"model/emo: {error}") from None
-    except (ValueError, AssertionError) as error:  # Megatron's own TransformerConfig checks
+    except (ValueError, AssertionError, ZeroDivisionError) as error:  # Megatron's own TransformerConfig checks
         raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
+    vocab = m.vocab_size or padded_vocab_size(_tokenizer_vocab(cfg), par.tensor_model_parallel_size)
+    shards = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.expert_model_parallel_size
+    problems = memory_problems(resolved_size(cfg), vocab, b.micro_batch_size, sch.train_iters * b.global_batch_size,
+                               d.intra_document_attention, shards, physical_memory_bytes())
+    shape_fields = {f.name for f in dataclasses.fields(ModelSize)}
+    overrides = [f"{s}.{f.name}={getattr(getattr(cfg, s), f.name)}" for s in ("model", "emo")
+                 for f in dataclasses.fields(getattr(cfg, s))
+                 if f.name in shape_fields and getattr(getattr(cfg, s), f.name) is not None]
+    for key, message in problems if device == "cpu" else [p for p in problems if p[0].startswith("schedule")]:
+        key = f"model.size={m.size!r}{''.join(', ' + o for o in overrides)}" if key == "model" else key
+        raise ConfigError(f"{key}: {message}")
     if world_size is not None:
         model_parallel = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size
         _check(world_size % model_parallel == 0, "parallel", f"tp*pp*cp={model_parallel}", f"a divisor of the world size {world_size}")
