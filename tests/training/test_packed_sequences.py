@@ -95,7 +95,8 @@ def short_documents(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("short_docs")
     lines = [json.dumps({"text": " ".join(words[o : o + n])}) for o, n in zip(offsets, lengths)]
     (out / "docs.jsonl").write_text("\n".join(lines) + "\n")
-    preprocess_jsonl([out / "docs.jsonl"], REPO / "examples/data/tokenizer.model", out / "docs_text_document", progress=False)
+    tokenizer = REPO / "examples/data/tokenizer.model"
+    preprocess_jsonl([out / "docs.jsonl"], tokenizer, out / "docs_text_document", progress=False)
     return str(out / "docs_text_document")
 
 
@@ -167,7 +168,7 @@ def test_context_parallel_padding_and_zigzag(cp):
         local, local_cu, _ = pack_micro_batch(
             batch, ThdPacking(max_documents=MAX_DOCS, context_parallel_size=cp, context_parallel_rank=rank)
         )
-        assert torch.equal(local_cu, cu.to(torch.int32))  # cu_seqlens describe the full row on every rank, as TE expects
+        assert torch.equal(local_cu, cu.to(torch.int32))  # every rank gets the full row's cu_seqlens (as TE expects)
         assert torch.equal(local["tokens"][0], full["tokens"][0][index])
         assert torch.equal(local["routing_ids"][0], full["routing_ids"][0][index])
         shares.append(index)
