@@ -230,12 +230,26 @@ def test_router_gets_gradients_through_pool_routing():
 
 
 def test_pool_covering_all_routed_experts_changes_nothing():
+    """Pool size 8 = all routed experts, which the block does not even compute; checked without that shortcut:
+    the pool mask itself admits every routed expert of every document, and each MoE block's output equals the
+    per-token reference routed over all experts (fp32 sums of 3 expert outputs: 1e-5 relative)."""
+    from emo_plugin.hf.modeling_emo import document_pool_mask
+
+    model = tiny_model(tiny_config(emo_inference_pool_size=8))
     input_ids = random_tokens(2, 10)
     input_ids[:, 4] = EOS
-    with torch.no_grad():
-        unrestricted = tiny_model(tiny_config(emo_inference_pool_size=8))(input_ids).logits
-        plain = tiny_model()(input_ids).logits
-    assert torch.equal(unrestricted, plain)
+    doc_N = document_ids_from_eos(input_ids, EOS).reshape(-1)
+    for layer_idx in range(2):
+        captured, handle = capture_mlp_io(model, layer_idx)
+        with torch.no_grad():
+            model(input_ids)
+            handle.remove()
+            block = model.model.layers[layer_idx].mlp
+            x_NH = captured["x_BTH"].reshape(-1, 32)
+            logits_NR = (x_NH @ block.gate.weight.T)[:, : block.n_routed]
+            assert document_pool_mask(logits_NR, doc_N, None, 8).all()
+            expected_NH = torch.stack([reference_token_output(block, x_H) for x_H in x_NH])
+        torch.testing.assert_close(captured["out_BTH"].reshape(-1, 32), expected_NH, rtol=1e-5, atol=1e-6)
 
 
 def test_pruned_checkpoint_matches_masked_full_model(tmp_path):
