@@ -21,6 +21,7 @@ from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.checkpoint_config import architecture_of
 from emo_plugin.convert.dist_reader import DistCheckpointReader
 from emo_plugin.convert.hf_files import copy_modeling_code, write_config
+from emo_plugin.convert.model_card import resolved_run, training_settings, write_model_card
 from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
 from emo_plugin.convert.tokenizer_export import write_tokenizer
@@ -90,7 +91,9 @@ def export_to_hf(
     torch_dtype = DTYPES[dtype]
     from emo_plugin.hf import EmoConfig
 
-    config = EmoConfig(**arch.hf_config_kwargs())
+    run = resolved_run(reader.common_state().get("config"))
+    recorded = {} if run is None else {"router_aux_loss_coef": run[1].lb_coeff}
+    config = EmoConfig(**arch.hf_config_kwargs(), **recorded)
     with atomic_output_dir(output, force) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(
@@ -98,10 +101,12 @@ def export_to_hf(
         ):
             writer.add(name, tensor.to(torch_dtype))
         index = writer.close()
-        write_config(folder, config, torch_dtype)
+        values = write_config(folder, config, torch_dtype)
         copy_modeling_code(folder)
         if tokenizer:
             write_tokenizer(tokenizer, folder)
+        training = None if run is None else training_settings(*run)
+        write_model_card(folder, values, training, index["metadata"]["total_parameters"], bool(tokenizer))
     return {
         "source": str(reader.path),
         "output": str(output),

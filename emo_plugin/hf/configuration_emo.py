@@ -25,6 +25,11 @@ class EmoConfig(PretrainedConfig):
       largest summed router probability over that document (EMO's evaluation-time pool; AI2 used 32).
       Off (`None`) by default, which is AI2's released inference: plain top-k over all kept routed experts.
       Documents are eos-delimited runs of the tokens of one forward call (see `EmoModel.forward`).
+
+    OLMoE fields the modelling code does not vary are still stored, so that config.json states the whole model
+    and no reader falls back to its own defaults: `hidden_act` ("silu", SwiGLU experts), `attention_bias`
+    (False), `attention_dropout` (0.0), `clip_qkv` (None); other values are refused. `router_aux_loss_coef` is
+    the load-balancing coefficient of training (recorded; inference does not use it).
     """
 
     model_type = "emo"
@@ -54,6 +59,12 @@ class EmoConfig(PretrainedConfig):
         bos_token_id=None,
         eos_token_id=100257,
         tie_word_embeddings=False,
+        hidden_act="silu",
+        attention_bias=False,
+        attention_dropout=0.0,
+        clip_qkv=None,
+        router_aux_loss_coef=0.01,
+        output_router_logits=False,
         **kwargs,
     ):
         super().__init__(
@@ -87,6 +98,12 @@ class EmoConfig(PretrainedConfig):
         self.num_experts_per_layer = num_experts_per_layer
         self.num_shared_experts_per_layer = num_shared_experts_per_layer
         self.emo_inference_pool_size = emo_inference_pool_size
+        self.hidden_act = hidden_act
+        self.attention_bias = attention_bias
+        self.attention_dropout = attention_dropout
+        self.clip_qkv = clip_qkv
+        self.router_aux_loss_coef = router_aux_loss_coef
+        self.output_router_logits = output_router_logits
         self._validate_emo_fields()
 
     def expert_slots(self, layer_idx: int) -> tuple[int, int]:
@@ -100,6 +117,10 @@ class EmoConfig(PretrainedConfig):
 
     def _validate_emo_fields(self):
         """Fail at config time rather than with a shape error deep inside a forward pass."""
+        fixed = dict(hidden_act="silu", attention_bias=False, attention_dropout=0.0, clip_qkv=None)
+        for name, supported in fixed.items():
+            if getattr(self, name) != supported:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported by this code (only {supported!r}).")
         if self.tie_word_embeddings:
             raise ValueError("EMO checkpoints have separate embedding and lm_head weights (tie_word_embeddings=False).")
         if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:

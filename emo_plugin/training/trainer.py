@@ -46,6 +46,11 @@ class Trainer:
         validate(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg)
+        if self.device == "cuda":  # before any device work: refuse a layout the planner says cannot fit
+            from emo_plugin.planning.fit_check import check_fits
+            from emo_plugin.training.distributed import launch_env
+
+            check_fits(cfg, launch_env().world_size)
         launch = initialize(cfg, self.device)
         validate(cfg, world_size=launch.world_size)
         _check_host_expert_parallel(cfg, self.device)

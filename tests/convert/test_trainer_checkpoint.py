@@ -1,5 +1,7 @@
 """A checkpoint as emo_plugin's trainer writes it (model + optimizer, run config in the common state) exports."""
 
+import json
+
 import torch
 
 from emo_plugin.convert import export_to_hf
@@ -15,6 +17,7 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
     cfg = TrainingConfig()
     cfg.data.tokenizer_model = "examples/data/tokenizer.model"
     cfg.emo.num_inert_experts = 2  # exported without them
+    cfg.data.corpus, cfg.schedule.train_iters, cfg.optimizer.lr, cfg.emo.lb_coeff = "my/corpus.jsonl", 123, 3.5e-4, 0.07
     torch.manual_seed(0)
     backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
     state = backend.sharded_state_dict()
@@ -25,6 +28,13 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
     arch = summary["architecture"]
     assert (arch["hidden_size"], arch["num_routed_experts"], arch["num_inert_experts"]) == (64, 6, 2)
     assert summary["tokenizer"] == "examples/data/tokenizer.model"
+    # The run's settings reach config.json and the model card.
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["router_aux_loss_coef"] == 0.07
+    card = (tmp_path / "hf" / "README.md").read_text()
+    for row in ("| training data | my/corpus.jsonl |", "| optimizer steps | 123 |", "| learning rate | 0.00035 peak",
+                "| tokenizer | examples/data/tokenizer.model |", "| load-balancing coefficient | 0.07 (micro_batch) |",
+                f"| global batch (sequences) | {cfg.batch.global_batch_size} |"):
+        assert row in card, row
 
     from emo_plugin.hf import EmoForCausalLM
 

@@ -1,0 +1,88 @@
+"""Activation memory per micro-batch: the tensors autograd keeps between a layer's forward and its backward.
+
+Method: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models" (2022, §4), which
+counts every tensor a layer saves for its backward, per token, and divides the sequence-parallel (SP) and
+tensor-parallel (TP) parts by t. Their 34·s·b·h (GPT, GeLU MLP, dropout, no flash attention) is adapted here to
+this model: RMSNorm, no dropout, RoPE, GQA, flash/fused attention (no s² scores), SwiGLU experts and MoE routing.
+Per token, per layer, in elements (e bytes each; the router works in fp32):
+
+    attention  n·h (norm input/output)  + 3·(a + g)·h_d   (rotated q and k, the q|k|v projection output that
+               v still views, the attention output, which is also the output projection's input)
+    MoE        n·h (norm input/output)  + 6·E fp32 (logits, pool mask, softmax, top-k scores)
+               + k·(h + c·f) routed (dispatched token copy, SwiGLU intermediates) + S·(x·h + c·f) shared
+
+with n, c, x per implementation (``Implementation``): the fused GPU path (Transformer Engine norms and
+grouped-GEMM experts with the probability-weighted SwiGLU) keeps n = 2, c = 3, x = 0; the host path (plain
+``torch.nn.RMSNorm``, ``SequentialMLP``, unfused SwiGLU) keeps n = 3, c = 6, x = 1, counted from its autograd
+graph. The last stage adds the final norm and the fp32 logits of the vocabulary-parallel cross entropy (V/t).
+Selective MoE recompute (``model.recompute_moe``) keeps only each MoE layer's input and re-materialises one
+layer's MoE tensors during its backward. A 1F1B pipeline stage r holds min(pp − r, micro-batches) micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emo_plugin.model_sizes import ModelSize
+from emo_plugin.planning.layout import Layout
+
+FP32 = 4
+ROUTER_FP32_ROWS = 6
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """How many copies of each activation an implementation saves (see the module docstring)."""
+
+    name: str
+    norm_copies: int
+    swiglu_copies: int
+    shared_input_copy: int
+
+
+FUSED_GPU = Implementation("fused GPU (Transformer Engine)", norm_copies=2, swiglu_copies=3, shared_input_copy=0)
+HOST = Implementation("host (plain PyTorch)", norm_copies=3, swiglu_copies=6, shared_input_copy=1)
+
+
+@dataclass(frozen=True)
+class ActivationMemory:
+    """Bytes of one rank: what one micro-batch keeps, and the peak over the step for its pipeline stage."""
+
+    per_micro_batch: int
+    per_micro_batch_recompute: int
+    in_flight: int
+    peak: int
+    peak_recompute: int
+
+
+def _per_token_layer(size: ModelSize, layout: Layout, impl: Implementation, elem: int) -> tuple[float, float, float]:
+    """Bytes per token of one layer on one rank: (attention + MoE norms kept always, MoE internals, MoE input)."""
+    h, f, tp = size.hidden_size, size.moe_ffn_hidden_size, layout.tp
+    sp = tp if layout.sequence_parallel else 1
+    head_dim = h // size.num_attention_heads
+    attention = impl.norm_copies * h / sp + 3 * (size.num_attention_heads + size.num_query_groups) * head_dim / tp
+    moe_norm = impl.norm_copies * h / sp
+    routed = size.moe_router_topk * layout.etp / sp * (h + impl.swiglu_copies * f / layout.etp)
+    shared = size.num_shared_experts * (impl.shared_input_copy * h + impl.swiglu_copies * f / tp)
+    router = ROUTER_FP32_ROWS * size.num_moe_experts * FP32 / sp
+    return (attention + moe_norm) * elem, (routed + shared) * elem + router, h / sp * elem
+
+
+def activation_memory(size: ModelSize, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
+                      num_micro_batches: int, layers: int, impl: Implementation, elem: int) -> ActivationMemory:
+    tokens = micro_batch_size * size.seq_length // layout.cp
+    kept, moe_internal, _ = _per_token_layer(size, layout, impl, elem)
+    sp = layout.tp if layout.sequence_parallel else 1
+    last = stage == layout.pp - 1
+    head = (impl.norm_copies * size.hidden_size / sp * elem + vocab_size / layout.tp * FP32) if last else 0.0
+    logits_transient = vocab_size / layout.tp * elem if last else 0.0
+    full = tokens * (layers * (kept + moe_internal) + head)
+    recompute = tokens * (layers * kept + head)
+    in_flight = min(layout.pp - stage, num_micro_batches)
+    return ActivationMemory(
+        per_micro_batch=int(full),
+        per_micro_batch_recompute=int(recompute),
+        in_flight=in_flight,
+        peak=int(in_flight * full + tokens * logits_transient),
+        peak_recompute=int(in_flight * recompute + tokens * (moe_internal + logits_transient)),
+    )

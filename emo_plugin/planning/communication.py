@@ -1,0 +1,63 @@
+"""Bytes each rank sends per optimizer step, per collective (ring / pairwise algorithms, bandwidth term only).
+
+A ring reduce-scatter or all-gather of N bytes over n ranks sends (n − 1)/n · N per rank, an all-reduce twice
+that. The MoE dispatcher is dropless (EMO refuses a capacity factor), so every token's k routed copies travel;
+with balanced routing (ep − 1)/ep of them leave the rank, once to dispatch and once to combine, in the forward
+and again in the backward. Megatron's sequence parallelism replaces each TP all-reduce by an all-gather plus a
+reduce-scatter of the same total volume: attention and the shared expert each do one pair per layer forward and
+one backward. Context parallelism passes K and V around a ring (forward, and K, V and their gradients backward).
+Pipeline stages exchange one activation per micro-batch each way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emo_plugin.model_sizes import ModelSize
+from emo_plugin.planning.layout import Layout
+from emo_plugin.planning.model_states import FP32, GRAD_REDUCE_IN_FP32
+from emo_plugin.planning.parameters import ParameterCount
+
+
+@dataclass(frozen=True)
+class Collective:
+    name: str
+    group_size: int
+    bytes_per_step: int
+
+
+def _ring(n: int) -> float:
+    return (n - 1) / n if n > 1 else 0.0
+
+
+def _gradient_sync(label: str, numel: int, n: int, param_bytes: int, distributed: bool) -> list[Collective]:
+    grad_bytes = FP32 if GRAD_REDUCE_IN_FP32 else param_bytes
+    if distributed:
+        return [Collective(f"{label} grad reduce-scatter", n, int(_ring(n) * numel * grad_bytes)),
+                Collective(f"{label} param all-gather", n, int(_ring(n) * numel * param_bytes))]
+    return [Collective(f"{label} grad all-reduce", n, int(2 * _ring(n) * numel * grad_bytes))]
+
+
+def communication(size: ModelSize, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
+                  micro_batch_size: int, num_micro_batches: int, elem: int, distributed_optimizer: bool,
+                  param_bytes: int) -> list[Collective]:
+    """Per-step traffic of one rank on pipeline stage ``stage``; collectives of size 1 are left out."""
+    h, tp, m = size.hidden_size, layout.tp, num_micro_batches
+    tokens = micro_batch_size * size.seq_length // layout.cp  # per rank before SP
+    sp = tp if layout.sequence_parallel else 1
+    out = _gradient_sync("DP dense", params.dense, layout.dense_grad_group, param_bytes, distributed_optimizer)
+    out += _gradient_sync("expert-DP", params.expert, layout.expert_dp, param_bytes, distributed_optimizer)
+    routed = tokens // sp * size.moe_router_topk * h * elem
+    out.append(Collective("EP all-to-all (dispatch+combine, fwd+bwd)", layout.ep,
+                          int(4 * _ring(layout.ep) * routed * layers * m)))
+    out.append(Collective("ETP all-gather/reduce-scatter", layout.etp,
+                          int(4 * _ring(layout.etp) * routed * layout.etp * layers * m)))
+    tp_pairs = 4 * layers + (2 if stage == 0 else 0) + (2 if stage == layout.pp - 1 else 0)
+    out.append(Collective("TP/SP all-gather+reduce-scatter" if layout.sequence_parallel else "TP all-reduce", tp,
+                          int(tp_pairs * _ring(tp) * tokens * h * elem * m)))
+    head_dim = h // size.num_attention_heads
+    kv = 2 * size.num_query_groups * head_dim // tp * tokens * elem
+    out.append(Collective("CP ring K/V exchange (fwd+bwd)", layout.cp, int(3 * (layout.cp - 1) * kv * layers * m)))
+    boundaries = (stage > 0) + (stage < layout.pp - 1)
+    out.append(Collective("PP p2p activations+grads", layout.pp, int(boundaries * tokens // sp * h * elem * m)))
+    return [c for c in out if c.group_size > 1 and c.bytes_per_step > 0]

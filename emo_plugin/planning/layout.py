@@ -1,0 +1,68 @@
+"""The parallel layout of a run: Megatron's group sizes derived from the config and a world size.
+
+Megatron-Core forms two decompositions of the same ranks (``parallel_state.initialize_model_parallel``):
+dense parameters see TP × CP × PP × DP, expert parameters see ETP × EP × PP × expert-DP. The planner needs both
+data-parallel sizes because the distributed optimizer shards dense state over DP × CP and expert state over
+expert-DP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emo_plugin.training.config import ConfigError, TrainingConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    world_size: int
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    etp: int = 1
+    sequence_parallel: bool = False
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel size of dense parameters (without CP)."""
+        return self.world_size // (self.tp * self.pp * self.cp)
+
+    @property
+    def dense_grad_group(self) -> int:
+        """Ranks that reduce a dense gradient: DP × CP (Megatron's ``data_parallel_group(with_context_parallel)``)."""
+        return self.dp * self.cp
+
+    @property
+    def expert_dp(self) -> int:
+        """Ranks that hold the same expert shard and reduce its gradient."""
+        return self.world_size // (self.etp * self.ep * self.pp)
+
+    def describe(self) -> str:
+        sp = "+SP" if self.sequence_parallel else ""
+        return (f"world {self.world_size} = TP {self.tp}{sp} × CP {self.cp} × PP {self.pp} × DP {self.dp}; "
+                f"experts: ETP {self.etp} × EP {self.ep} × PP {self.pp} × expert-DP {self.expert_dp}")
+
+    @classmethod
+    def from_config(cls, cfg: TrainingConfig, world_size: int) -> "Layout":
+        """The layout of ``cfg`` on ``world_size`` ranks, or ``ConfigError`` naming what does not divide."""
+        par = cfg.parallel
+        layout = cls(
+            world_size=world_size,
+            tp=par.tensor_model_parallel_size,
+            pp=par.pipeline_model_parallel_size,
+            cp=par.context_parallel_size,
+            ep=par.expert_model_parallel_size,
+            etp=par.expert_tensor_parallel_size or 1,
+            sequence_parallel=par.sequence_parallel,
+        )
+        if world_size < 1:
+            raise ConfigError(f"plan.world_size={world_size}: expected an integer >= 1")
+        dense = layout.tp * layout.pp * layout.cp
+        if world_size % dense:
+            raise ConfigError(f"parallel: tp*pp*cp={dense} does not divide the world size {world_size}")
+        experts = layout.etp * layout.ep * layout.pp
+        if world_size % experts:
+            raise ConfigError(f"parallel.expert_model_parallel_size={layout.ep}: ep*etp*pp={experts} does not divide "
+                              f"the world size {world_size}")
+        return layout
