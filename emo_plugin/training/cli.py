@@ -49,9 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="YAML", help="training config file (default with no arguments: examples/configs/tiny_cpu.yaml)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the memory/communication/FLOPs plan of this config per rank and exit (no GPU, no "
-                        "data needed; world size: --plan.world_size); exit 0 if it fits, 1 if not")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config (fields, files, memory estimate) and exit without training")
     cfg = TrainingConfig()
     top = parser.add_argument_group("run")
     for section, section_cls in [(None, TrainingConfig), *SECTIONS.items()]:
@@ -71,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: str) -> dict:
+    """The YAML mapping of ``--config``; a missing, unreadable or malformed file is a ``ConfigError``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: file not found (examples: {DEFAULT_CONFIG.parent})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config {path}: cannot read the file ({error})") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" line {where.line + 1}, column {where.column + 1}" if where else ""
+        reason = getattr(error, "problem", None) or error
+        raise ConfigError(f"--config {path}:{at}: malformed YAML ({reason})") from None
+
+
 def parse_config(argv: list[str]) -> TrainingConfig:
     namespace, unknown = build_parser().parse_known_args(argv)
     args = vars(namespace)
@@ -79,10 +94,9 @@ def parse_config(argv: list[str]) -> TrainingConfig:
     if config_path is None and not argv:
         config_path = str(DEFAULT_CONFIG)
     if config_path:
-        with open(config_path) as f:
-            apply_mapping(cfg, yaml.safe_load(f) or {}, config_path)
+        apply_mapping(cfg, read_config_file(config_path), config_path)
     args.pop("print_config", None)
-    args.pop("dry_run", None)
+    args.pop("check_config", None)
     for key, value in args.items():
         set_value(cfg, key, value)
     for item in unknown:  # unknown '--section.field=value': set_value names what is wrong
@@ -99,13 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         if "--print-config" in argv:
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
             return 0
-        if "--dry-run" in argv:
-            from emo_plugin.planning.dry_run import dry_run
-
-            return dry_run(cfg)
         from emo_plugin.training.validation import validate
 
         validate(cfg)
+        if "--check-config" in argv:
+            print("emo-pretrain: config OK", file=sys.stderr)
+            return 0
     except ConfigError as error:
         print(f"emo-pretrain: config error: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,9 @@ config in one place before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,18 +151,6 @@ class CheckpointSection:
 
 
 @dataclass
-class PlanSection:
-    """Memory planner (``emo-pretrain --dry-run``) and the fit check that runs before GPU training."""
-
-    world_size: int | None = opt(
-        None, "GPUs emo-pretrain --dry-run plans for (default: the launcher's WORLD_SIZE or SLURM_NTASKS); training "
-        "checks the world size it was launched with")
-    device_memory_gib: float = opt(80.0, "memory of one accelerator in GiB (H100 SXM: 80)")
-    reserved_gib: float = opt(6.0, "GiB kept free for the CUDA context, NCCL buffers and allocator fragmentation")
-    skip_fit_check: bool = opt(False, "train even if the planner estimates that a GPU layout does not fit")
-
-
-@dataclass
 class TrainingConfig:
     """The whole run."""
 
@@ -174,7 +165,6 @@ class TrainingConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    plan: PlanSection = field(default_factory=PlanSection)
     seed: int = opt(1234, "seed of initialisation, data order and EMO pool draws", megatron="--seed")
     nan_policy: str = opt("stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
 
@@ -186,8 +176,35 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field, the value and what was expected."""
 
 
+@functools.cache
 def field_types(section_cls) -> dict[str, Any]:
     return typing.get_type_hints(section_cls)
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _list_items(value: str) -> list[str]:
+    """``a,b``, ``a b`` or the ``[a, b]`` form ``--help`` shows (brackets and quotes are syntax, not names)."""
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [item.strip("'\"") for item in text.replace(",", " ").split() if item.strip("'\"")]
+
+
+def parse_split(split: str) -> tuple[float, float, float]:
+    """``data.split`` as three non-negative finite weights, or ``ConfigError`` naming the field."""
+    parts = [p.strip() for p in str(split).split(",")]
+    try:
+        weights = tuple(float(p) for p in parts)
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(w >= 0 and w != float("inf") for w in weights):
+        raise ConfigError(f"data.split={split!r}: expected three comma-separated weights >= 0 'train,valid,test', "
+                          "e.g. '98,2,0'")
+    return weights
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -197,6 +214,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         annotation = next(a for a in args if a is not type(None))
+    name = getattr(annotation, "__name__", str(annotation))
+    if isinstance(value, (dict, list, tuple)) and annotation is not list:
+        raise ConfigError(f"{key}={value!r}: expected {name}, got a {type(value).__name__}")
     try:
         if annotation is bool:
             if isinstance(value, bool):
@@ -207,22 +227,31 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return False
             raise ValueError
         if annotation is int:
-            if isinstance(value, bool) or float(value) != int(float(value)):
+            if isinstance(value, bool):
                 raise ValueError
-            return int(float(value))
+            if isinstance(value, int):
+                return value
+            text = str(value).strip()
+            if re.fullmatch(r"[+-]?\d+", text):
+                return int(text)
+            number = float(text)
+            if number != int(number):
+                raise ValueError
+            return int(number)
         if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
             return float(value)
         if annotation is str:
             return str(value)
         if annotation is list:
             if isinstance(value, (list, tuple)):
                 return [str(v) for v in value]
-            return [v for v in str(value).replace(",", " ").split() if v]
-    except (TypeError, ValueError):
+            return _list_items(str(value))
+    except (TypeError, ValueError, OverflowError):
         pass
     else:
         raise ConfigError(f"{key}: unsupported type {annotation}")
-    name = getattr(annotation, "__name__", str(annotation))
     raise ConfigError(f"{key}={value!r}: expected {name}")
 
 
@@ -232,13 +261,15 @@ def set_value(cfg: TrainingConfig, key: str, value: Any) -> None:
     target = cfg
     if len(parts) == 2:
         if parts[0] not in SECTIONS:
-            raise ConfigError(f"{key}: unknown section {parts[0]!r}; sections: {', '.join(SECTIONS)}")
+            hint = _did_you_mean(parts[0], SECTIONS) or f"; sections: {', '.join(SECTIONS)}"
+            raise ConfigError(f"{key}: unknown section {parts[0]!r}{hint}")
         target = getattr(cfg, parts[0])
     elif len(parts) != 1 or parts[0] in SECTIONS:
         raise ConfigError(f"{key}: expected 'section.field' or a top-level field")
     types = field_types(type(target))
     if parts[-1] not in types:
-        raise ConfigError(f"{key}: unknown field; {type(target).__name__} has {', '.join(types)}")
+        hint = _did_you_mean(parts[-1], types) or f"; {type(target).__name__} has {', '.join(types)}"
+        raise ConfigError(f"{key}: unknown field{hint}")
     setattr(target, parts[-1], coerce(value, types[parts[-1]], key))
 
 

@@ -11,41 +11,89 @@ Routing ids are drawn per sample from a generator seeded with (seed, global samp
 from __future__ import annotations
 
 import hashlib
-
+import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
+from emo_plugin.data.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.routing_ids import build_routing_ids
 from emo_plugin.training.builders import resolve_device
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.training.config import ConfigError, TrainingConfig
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over the seed space
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_paths(paths: list[str]) -> tuple[list[str], list[float] | None]:
+    """``data.paths`` as (prefixes, blend weights or None); a malformed blend is a ``ConfigError``."""
+    items = list(paths)
+    if not items or not _is_number(items[0]):
+        return items, None
+    weights, prefixes = items[0::2], items[1::2]
+    if len(weights) != len(prefixes) or not all(_is_number(w) and float(w) > 0 for w in weights):
+        raise ConfigError(
+            f"data.paths={items!r}: expected prefixes, or a blend 'w1 prefix1 w2 prefix2 ...' with positive weights"
+        )
+    return prefixes, [float(w) for w in weights]
+
+
 def prepare_prefixes(cfg: TrainingConfig) -> tuple[list[str], list[float] | None]:
-    """Dataset prefixes (and blend weights); tokenises ``data.corpus`` once (rank 0) if no paths are given."""
+    """Dataset prefixes (and blend weights); tokenises ``data.corpus`` once (rank 0) if no paths are given.
+
+    Rank 0 tokenises with a progress bar and one worker per CPU; the other ranks wait on a gloo barrier whose
+    timeout grows with the corpus size, and hear rank 0's error instead of timing out when it fails.
+    """
     d = cfg.data
     if d.paths:
-        items = list(d.paths)
-        try:
-            weights = [float(w) for w in items[0::2]]
-            return items[1::2], weights
-        except ValueError:
-            return items, None
+        return parse_paths(d.paths)
+    prefix = Path(d.cache_dir) / f"{Path(d.corpus).stem}_{_corpus_key(d.corpus, d.tokenizer_model)}_text_document"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    error = None
+    if rank == 0 and not Path(f"{prefix}.idx").exists():
+        error = _tokenise_corpus(d.corpus, d.tokenizer_model, prefix)
+    if dist.is_initialized():
+        group = dist.new_group(backend="gloo", timeout=_tokenising_timeout(d.corpus))
+        message = [error]
+        dist.broadcast_object_list(message, src=0, group=group)
+        dist.destroy_process_group(group)
+        error = message[0]
+    if error is not None:
+        raise DataError(error)
+    return [str(prefix)], None
+
+
+def _tokenise_corpus(corpus: str, tokenizer_model: str, prefix: Path) -> str | None:
+    """Tokenise ``corpus`` into ``prefix``; returns the error message instead of raising, for the other ranks."""
     from emo_plugin.data.preprocess import preprocess_jsonl
 
-    prefix = Path(d.cache_dir) / f"{Path(d.corpus).stem}_{_corpus_key(d.corpus, d.tokenizer_model)}_text_document"
-    if (not dist.is_initialized() or dist.get_rank() == 0) and not Path(f"{prefix}.idx").exists():
-        preprocess_jsonl([d.corpus], d.tokenizer_model, prefix, progress=False)
-    if dist.is_initialized():
-        dist.barrier()
-    return [str(prefix)], None
+    workers = max(1, min(16, len(os.sched_getaffinity(0))))
+    print(f"tokenising {corpus} into {prefix} (first use; {workers} workers)", file=sys.stderr, flush=True)
+    try:
+        meta = preprocess_jsonl([corpus], tokenizer_model, prefix, workers=workers, progress=True)
+    except DataError as error:
+        return f"data.corpus: {error}"
+    print(f"tokenised {meta.num_documents} documents, {meta.num_tokens} tokens", file=sys.stderr, flush=True)
+    return None
+
+
+def _tokenising_timeout(corpus: str) -> timedelta:
+    """How long the other ranks wait for rank 0: 10 minutes plus one second per 100 kB (single core ~1 MB/s)."""
+    return timedelta(seconds=600 + Path(corpus).stat().st_size / 100_000)
 
 
 def _corpus_key(corpus: str, tokenizer_model: str) -> str:
@@ -93,6 +141,12 @@ def sample_indices(consumed: int, micro_batch: int, mbs: int, dp_rank: int, dp_s
 def routing_ids_for(doc_ids_BS: torch.Tensor, indices: list[int], seed: int, max_docs: int) -> torch.Tensor:
     """EMO routing ids, one generator per sample so the draw is independent of the parallel layout."""
     rows = []
+    most = int(doc_ids_BS.max())  # one host sync per micro-batch, on the data path (not in the layers)
+    if most > max_docs:
+        raise DataError(
+            f"a sequence of this data holds {most} documents, more than emo.max_documents_per_sequence={max_docs}; "
+            f"set --emo.max_documents_per_sequence={most} or more"
+        )
     for row, index in zip(doc_ids_BS, indices):
         generator = torch.Generator().manual_seed((seed * _MIX + index) % (2**63 - 1))
         rows.append(build_routing_ids(doc_ids_BS=row[None], max_documents_per_sequence=max_docs, generator=generator))
