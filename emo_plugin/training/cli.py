@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config (fields, files, memory estimate) and exit without training")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the memory/communication/FLOPs plan of this config per rank and exit (no GPU, no "
+                        "data needed; world size: --plan.world_size); exit 0 if it fits, 1 if not")
     cfg = TrainingConfig()
     top = parser.add_argument_group("run")
     for section, section_cls in [(None, TrainingConfig), *SECTIONS.items()]:
@@ -97,6 +100,7 @@ def parse_config(argv: list[str]) -> TrainingConfig:
         apply_mapping(cfg, read_config_file(config_path), config_path)
     args.pop("print_config", None)
     args.pop("check_config", None)
+    args.pop("dry_run", None)
     for key, value in args.items():
         set_value(cfg, key, value)
     for item in unknown:  # unknown '--section.field=value': set_value names what is wrong
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         if "--print-config" in argv:
             print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
             return 0
+        if "--dry-run" in argv:
+            from emo_plugin.planning.dry_run import dry_run
+
+            return dry_run(cfg)
         from emo_plugin.training.validation import validate
 
         validate(cfg)

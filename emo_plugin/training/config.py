@@ -151,6 +151,18 @@ class CheckpointSection:
 
 
 @dataclass
+class PlanSection:
+    """Memory planner (``emo-pretrain --dry-run``) and the fit check that runs before GPU training."""
+
+    world_size: int | None = opt(
+        None, "GPUs emo-pretrain --dry-run plans for (default: the launcher's WORLD_SIZE or SLURM_NTASKS); training "
+        "checks the world size it was launched with")
+    device_memory_gib: float = opt(80.0, "memory of one accelerator in GiB (H100 SXM: 80)")
+    reserved_gib: float = opt(6.0, "GiB kept free for the CUDA context, NCCL buffers and allocator fragmentation")
+    skip_fit_check: bool = opt(False, "train even if the planner estimates that a GPU layout does not fit")
+
+
+@dataclass
 class TrainingConfig:
     """The whole run."""
 
@@ -165,6 +177,7 @@ class TrainingConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    plan: PlanSection = field(default_factory=PlanSection)
     seed: int = opt(1234, "seed of initialisation, data order and EMO pool draws", megatron="--seed")
     nan_policy: str = opt("stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
 
