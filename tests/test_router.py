@@ -10,9 +10,9 @@ from megatron.core.transformer.moe.router import TopKRouter
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from emo_plugin.router import EmoRouter
-from emo_plugin.routing import document_slots, draw_pool_sizes, emo_route, with_unrestricted_padding
 from emo_plugin.routing_ids import build_routing_ids, split_routing_ids
 from tests.helpers import tiny_config
+from tests.test_routing import reference_route
 
 pytestmark = pytest.mark.usefixtures("megatron_single_rank")
 SEQ, BATCH, HIDDEN = 24, 3, 32
@@ -50,8 +50,38 @@ def test_unrestricted_pool_without_shared_experts_reproduces_topk_router():
         torch.testing.assert_close(g_emo, g_stock, rtol=1e-6, atol=1e-7)
 
 
+def reference_pool_size(salt: int, layer: int, seed: int, pool_min: int, pool_max: int) -> int:
+    """The pool-size hash of emo_plugin/routing.py written out for one document in Python integers."""
+    mersenne31 = (1 << 31) - 1
+    key = (seed * 1_000_003 + layer * 7919) % mersenne31
+    x = (salt * 0x9E3779B1 + key) % mersenne31
+    x ^= x >> 13
+    x = (x * 0x5BD1E995) % mersenne31
+    x ^= x >> 15
+    return pool_min + x % (pool_max - pool_min + 1)
+
+
+def reference_routing(logits_SBE, ids_BS, pool_size_of):
+    """Per-document loop of tests/test_routing.py plus the pool-masked logits: (probs, map, masked) [S·B, E]."""
+    segments_SB, salts_SB = split_routing_ids(ids_BS.T)
+    sizes = {}
+    for b in range(BATCH):
+        for doc in segments_SB[:, b].unique().tolist():
+            sizes[(b, doc)] = pool_size_of(int(salts_SB[:, b][segments_SB[:, b] == doc][0]))
+    probs, chosen, pools = reference_route(logits_SBE, segments_SB, lambda b, d: sizes[(b, d)], 2, 8)
+    masked = logits_SBE.clone()
+    for (b, doc), pool in pools.items():
+        outside = torch.ones(8, dtype=torch.bool)
+        outside[list(pool)] = False
+        rows = segments_SB[:, b] == doc
+        masked[rows, b] = masked[rows, b].masked_fill(outside, float("-inf"))
+    return probs, chosen, masked.view(-1, 8), pools
+
+
 @pytest.mark.parametrize("training", [True, False])
-def test_router_equals_pure_routing_function(training):
+def test_router_matches_per_document_loop(training):
+    """Pool sizes from the salt hash (training) or pool_eval, pools and gates from a loop over documents;
+    padding tokens routed over all experts. fp32 softmax of the same logits: gates to 1e-6 relative."""
     config = tiny_config(emo=dict(pool_min=2, pool_max=6, pool_eval=3))
     torch.manual_seed(1)
     router = make_router(config).train(training)
@@ -66,64 +96,83 @@ def test_router_equals_pure_routing_function(training):
     router.routing_ids_SB = ids_BS.T
     probs, routing_map = router(x)
 
-    segments, salts = split_routing_ids(ids_BS.T.reshape(-1))
-    slots = document_slots(segments, BATCH, 16)
-    salt_N = torch.zeros(BATCH * 17, dtype=torch.long).scatter_(0, slots, salts)
     if training:
-        sizes = draw_pool_sizes(salt_N, layer_number=1, seed=config.emo.seed, pool_min=2, pool_max=6)
+        pool_size_of = lambda salt: reference_pool_size(salt, 1, config.emo.seed, 2, 6)  # noqa: E731
     else:
-        sizes = torch.full_like(salt_N, 3)
-    logits = (x.view(-1, HIDDEN) @ router.weight.T).detach()
-    expected = emo_route(logits, slots, with_unrestricted_padding(sizes, 16, 8), topk=2)
-    assert torch.equal(routing_map, expected.routing_map_TE)
-    torch.testing.assert_close(probs, expected.probs_TE)
+        pool_size_of = lambda salt: 3  # noqa: E731
+    logits = (x @ router.weight.T).detach()
+    expected_probs, expected_map, _, pools = reference_routing(logits, ids_BS, pool_size_of)
+    if training:
+        assert len({len(p) for p in pools.values()}) > 1, "documents should draw different pool sizes"
+    assert torch.equal(routing_map, expected_map)
+    torch.testing.assert_close(probs, expected_probs, rtol=1e-6, atol=1e-7)
 
 
-def test_load_balancing_and_z_loss_match_their_formulas():
+def test_load_balancing_z_loss_and_statistics_match_their_formulas():
+    """Expected values from the per-document loop's routing (not the router's own map). Expert 7 is made
+    unreachable (a large negative logit for every token) so the fraction of experts used is 7/8, not 1."""
     config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.1, z_loss_coeff=0.001))
     torch.manual_seed(2)
     router = make_router(config).train()
     get_moe_metrics_tracker().clear()
     x = torch.randn(SEQ, BATCH, HIDDEN)
+    x[..., 0] = 3.0
+    with torch.no_grad():
+        router.weight[7] = 0.0
+        router.weight[7, 0] = -20.0
     padding = torch.zeros(BATCH, SEQ, dtype=torch.bool)
     padding[0, :4] = True
     ids_BS = build_routing_ids(
         tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, padding_BS=padding, max_documents_per_sequence=16
     )
     router.routing_ids_SB = ids_BS.T
-    probs, routing_map = router(x)
+    router(x)
     metrics = {k: v.values[0] for k, v in get_moe_metrics_tracker().metrics.items()}
 
-    valid = (ids_BS.T.reshape(-1) > 0)
-    logits = (x.view(-1, HIDDEN) @ router.weight.T).detach()
-    masked = logits.masked_fill(~pool_of(router, ids_BS, logits), float("-inf"))
-    scores = torch.softmax(masked, -1)
-    f = routing_map[valid].float().sum(0) / valid.sum()
-    p = scores[valid].mean(0)
-    expected_lb = (8 / 2) * (f * p).sum()
-    expected_z = (torch.logsumexp(masked[valid], -1) ** 2).mean()
-    torch.testing.assert_close(metrics["load_balancing_loss"], expected_lb)
-    torch.testing.assert_close(metrics["z_loss"], expected_z)
+    valid = ids_BS.T.reshape(-1) > 0
+    logits = (x @ router.weight.T).detach()
+    _, expected_map, masked, pools = reference_routing(logits, ids_BS, lambda salt: 3)
+    counts = expected_map[valid].float().sum(0)
+    f = counts / valid.sum()
+    p = torch.softmax(masked, -1)[valid].mean(0)
+    torch.testing.assert_close(metrics["load_balancing_loss"], (8 / 2) * (f * p).sum())
+    torch.testing.assert_close(metrics["z_loss"], (torch.logsumexp(masked[valid], -1) ** 2).mean())
     assert metrics["emo_pool_size"] == 3.0
-    assert 0 < metrics["emo_fraction_experts_used"] <= 1
+    assert counts[7] == 0 and metrics["emo_fraction_experts_used"] == 7 / 8
+    torch.testing.assert_close(metrics["emo_load_imbalance"], counts.max() / counts.mean())
+    doc_entropies = []
+    for b, doc in pools:
+        rows = (ids_BS.T[:, b] & ((1 << 20) - 1)) == doc
+        mean_probs = torch.softmax(logits[rows, b], -1).mean(0)
+        doc_entropies.append(-(mean_probs * mean_probs.log()).sum())
+    torch.testing.assert_close(metrics["emo_doc_entropy"], torch.stack(doc_entropies).mean())
 
 
-def pool_of(router, ids_BS, logits):
-    """Recover the pool mask the router used: experts routed by ANY token of a document lie in its pool; the
-    pool is the top-3 by summed softmax, recomputed here per document."""
-    segments = ids_BS.T.reshape(-1) & ((1 << 20) - 1)
-    batch_of = torch.arange(segments.numel()) % BATCH
-    pool = torch.ones_like(logits, dtype=torch.bool)
-    for b in range(BATCH):
-        for doc in segments[batch_of == b].unique().tolist():
-            if doc == 0:
-                continue
-            rows = (batch_of == b) & (segments == doc)
-            top = torch.softmax(logits[rows], -1).sum(0).topk(3).indices
-            doc_pool = torch.zeros(8, dtype=torch.bool)
-            doc_pool[top] = True
-            pool[rows] = doc_pool
-    return pool
+def test_z_loss_gradient_matches_autograd_of_its_formula():
+    """Only the z-loss reaches the router weight (LM gradient zero, lb_coeff 0): the gradient equals autograd of
+    coeff · mean over valid tokens of logsumexp(pool-masked logits)², a plain re-computation (fp32: 1e-5)."""
+    config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.0, z_loss_coeff=0.01))
+    torch.manual_seed(4)
+    router = make_router(config).train()
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    padding = torch.zeros(BATCH, SEQ, dtype=torch.bool)
+    padding[2, -6:] = True
+    ids_BS = build_routing_ids(
+        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, padding_BS=padding, max_documents_per_sequence=16
+    )
+    router.routing_ids_SB = ids_BS.T
+    probs, _ = router(x)
+    (grad,) = torch.autograd.grad((probs * 0).sum(), router.weight)
+
+    weight = router.weight.detach().clone().requires_grad_()
+    logits = x @ weight.T
+    _, _, masked, _ = reference_routing(logits.detach(), ids_BS, lambda salt: 3)
+    in_pool = torch.isfinite(masked)
+    valid = ids_BS.T.reshape(-1) > 0
+    z = torch.logsumexp(logits.view(-1, 8).masked_fill(~in_pool, float("-inf"))[valid], -1)
+    (expected,) = torch.autograd.grad(0.01 * (z**2).mean(), weight)
+    assert expected.abs().max() > 1e-4
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-8)
 
 
 def test_router_refuses_to_train_without_routing_ids():
