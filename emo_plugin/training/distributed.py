@@ -8,6 +8,7 @@ wrapper is needed. ``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MA
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class LaunchEnv:
 
 
 def _first_slurm_host() -> str:
+    """The job's first node, where rank 0 listens: ``scontrol show hostnames`` expands ``SLURM_JOB_NODELIST``."""
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
     if not nodelist:
         return "127.0.0.1"
@@ -37,7 +39,14 @@ def _first_slurm_host() -> str:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
         return out.stdout.split()[0]
     except (OSError, subprocess.CalledProcessError, IndexError):
-        return nodelist.split(",")[0]
+        return first_host_of_nodelist(nodelist)
+
+
+def first_host_of_nodelist(nodelist: str) -> str:
+    """First host of a Slurm hostlist without scontrol: ``gpu[007-009,012],cpu1`` -> ``gpu007``."""
+    match = re.match(r"([^,\[]*)(?:\[([^\],-]+))?", nodelist.strip())
+    prefix, first = match.group(1), match.group(2)
+    return prefix + (first or "")
 
 
 def launch_env() -> LaunchEnv:
@@ -46,9 +55,9 @@ def launch_env() -> LaunchEnv:
         return LaunchEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
                          env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT", "29500"))
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        job = int(env.get("SLURM_JOB_ID", "0"))
+        port = env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
         return LaunchEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
-                         env.get("MASTER_ADDR") or _first_slurm_host(), env.get("MASTER_PORT") or str(20000 + job % 20000))
+                         env.get("MASTER_ADDR") or _first_slurm_host(), port)
     # A single process needs a rendezvous port too; pick a free one unless told.
     return LaunchEnv(0, 1, 0, env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT") or str(_free_port()))
 
