@@ -14,7 +14,9 @@ Everything else (splits, blending, sample-index caching, padding) is Megatron's,
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -27,7 +29,20 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from emo_plugin.data.dataset_meta import DatasetMeta, token_dtype_for
 from emo_plugin.data.documents import doc_ids_from_segment_lengths, doc_ids_from_tokens
 from emo_plugin.data.errors import DataError
+from emo_plugin.data.integrity import check_dataset
 from emo_plugin.data.tokenizer import EmoTokenizer
+
+
+def check_prefix(prefix: str, tokenizer) -> tuple[DatasetMeta, str]:
+    """The sidecar of ``prefix`` after checking it against ``tokenizer`` and the files; and their fingerprint."""
+    if not isinstance(tokenizer, EmoTokenizer):
+        raise DataError(
+            f"GPTDatasetConfig.tokenizer must be an emo_plugin.data.EmoTokenizer (needed to check "
+            f"{prefix}'s tokenizer sidecar), got {type(tokenizer).__name__}"
+        )
+    meta = DatasetMeta.read(prefix)
+    meta.check_tokenizer(tokenizer, prefix)
+    return meta, check_dataset(prefix, meta)
 
 
 class EmoGPTDataset(GPTDataset):
@@ -43,13 +58,7 @@ class EmoGPTDataset(GPTDataset):
     def build_low_level_dataset(dataset_path: str, config: GPTDatasetConfig) -> IndexedDataset:
         """Open ``dataset_path`` after checking its sidecar against ``config.tokenizer``."""
         tokenizer = config.tokenizer
-        if not isinstance(tokenizer, EmoTokenizer):
-            raise DataError(
-                f"GPTDatasetConfig.tokenizer must be an emo_plugin.data.EmoTokenizer (needed to check "
-                f"{dataset_path}'s tokenizer sidecar), got {type(tokenizer).__name__}"
-            )
-        meta = DatasetMeta.read(dataset_path)
-        meta.check_tokenizer(tokenizer, dataset_path)
+        meta = check_prefix(dataset_path, tokenizer)[0]
         indexed = GPTDataset.build_low_level_dataset(dataset_path, config)
         expected = numpy.dtype(token_dtype_for(meta.vocab_size))
         if numpy.dtype(indexed.index.dtype) != expected:
@@ -107,7 +116,19 @@ def build_emo_gpt_datasets(
     bool ``attention_mask`` (True = masked); ``reset_position_ids`` restarts positions per
     document. ``config_overrides`` go to ``GPTDatasetConfig`` (e.g. ``create_attention_mask``).
     Builds on every rank; with torch.distributed initialized, rank 0 builds the index caches first.
+
+    Every prefix is checked against its sidecar first (``integrity.py``). The index cache goes to
+    ``<first prefix's folder>/cache/<content fingerprint>`` unless ``path_to_cache`` is given, so a dataset
+    re-made under the same prefix never reuses the indices of the old one.
     """
+    fingerprints, documents = [], []
+    for prefix in data_prefixes:
+        meta, content = check_prefix(prefix, tokenizer)
+        fingerprints.append(content)
+        documents.append(meta.num_documents)
+    if path_to_cache is None and data_prefixes:
+        combined = hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16]
+        path_to_cache = str(Path(data_prefixes[0]).parent / "cache" / f"emo-{combined}")
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=sequence_length,
@@ -120,4 +141,22 @@ def build_emo_gpt_datasets(
         eod_mask_loss=eod_mask_loss,
         **config_overrides,
     )
+    _check_splits_have_documents(data_prefixes, documents, config.split_matrix, split)
     return BlendedMegatronDatasetBuilder(EmoGPTDataset, list(num_samples), lambda: True, config).build()
+
+
+def _check_splits_have_documents(prefixes, documents, split_matrix, split: str) -> None:
+    """Refuse a requested split that gets no document of a prefix: Megatron's epoch count loops forever on it."""
+    hint = {"validation": ", or skip validation: data.split='100,0,0' with eval.iters=0",
+            "test": ", or give the test split weight 0"}
+    for prefix, count in zip(prefixes, documents):
+        for name, bookends in zip(("train", "validation", "test"), split_matrix):
+            if bookends is None:  # weight 0: Megatron builds no dataset for this split
+                continue
+            begin, end = (int(round(b * float(count))) for b in bookends)  # Megatron's rounding
+            if end <= begin:
+                raise DataError(
+                    f"{prefix}: data.split={split!r} gives the {name} split {end - begin} of its {count} documents "
+                    f"(share {bookends[1] - bookends[0]:.3g}); add documents, raise that split's weight "
+                    f"(e.g. data.split='80,20,0'){hint.get(name, '')}"
+                )

@@ -1,5 +1,6 @@
 """EmoGPTDataset: doc_ids agree with an independent recomputation, masks block cross-document attention."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy
@@ -9,7 +10,7 @@ from megatron.core.datasets.blended_dataset import BlendedDataset
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from emo_plugin.data.dataset import EmoGPTDataset, build_emo_gpt_datasets
-from emo_plugin.data.dataset_meta import meta_path
+from emo_plugin.data.dataset_meta import DatasetMeta
 from emo_plugin.data.documents import doc_ids_from_tokens
 from emo_plugin.data.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
@@ -114,11 +115,14 @@ def test_documents_without_eod_are_refused(tmp_path: Path, subset_prefix: str, b
     """A dataset whose documents do not end in EOD (not made by preprocess_data) fails loudly."""
     prefix = tmp_path / "no_eod"
     builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=numpy.uint16)
+    tokens = 0
     for text in ("first document " * 20, "second document " * 20, "third document " * 20):
         ids = numpy.array(bundled_tokenizer.encode(text))
         builder.add_document(ids, [ids.size])
+        tokens += ids.size
     builder.finalize(f"{prefix}.idx")
-    meta_path(prefix).write_text(meta_path(subset_prefix).read_text())
+    # A sidecar that agrees with the files (sizes), so only the missing EODs are wrong.
+    dataclasses.replace(DatasetMeta.read(subset_prefix), num_documents=3, num_tokens=tokens).write(prefix)
     (train, _, _) = build_emo_gpt_datasets(
         bundled_tokenizer, [str(prefix)], 32, [4, None, None], split="100,0,0", path_to_cache=str(tmp_path),
     )
