@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, apply_mapping, field_types, set_value
+from emo_plugin.training.exit_codes import EPILOG as EXIT_CODES_HELP
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny_cpu.yaml"
 
@@ -33,9 +34,13 @@ examples:
   emo-pretrain --config examples/configs/emo_1b14b.yaml --expert-model-parallel-size 8 --save ckpt/
   emo-pretrain --config examples/configs/tiny_cpu.yaml --schedule.train_iters=20 --emo.pool_eval=8
 
-Checkpoints: <save>/iter_XXXXXXX (Megatron torch_dist, reshardable) and latest_checkpointed_iteration.txt;
-a run resumes from --load (default: --save) automatically. SIGTERM saves after the current step and exits 0.
-"""
+Checkpoints: <save>/iter_XXXXXXX (Megatron torch_dist, reshardable) and latest_checkpointed_iteration.txt.
+On start the newest checkpoint in --save wins (resume after preemption or requeue); otherwise --load is the
+initial state (--finetune: model weights only); a --load without a checkpoint is an error unless
+--checkpoint.allow_missing_load=true. The log says which checkpoint was loaded and why.
+SIGTERM or SIGUSR1 (alike), or --exit-duration-in-mins: save after the current step and exit 75.
+
+""" + EXIT_CODES_HELP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emo-pretrain: config error: {error}", file=sys.stderr)
         return 2
     from emo_plugin.data.errors import DataError
+    from emo_plugin.training.checkpoint import CheckpointError
     from emo_plugin.training.trainer import NonFiniteLossError, run
 
     try:
@@ -144,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"emo-pretrain: stopped: {error}", file=sys.stderr)
         return 3
+    except CheckpointError as error:
+        print(f"emo-pretrain: checkpoint error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

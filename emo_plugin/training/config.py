@@ -99,6 +99,9 @@ class ScheduleSection:
     lr_warmup_iters: int = opt(20, "linear warm-up steps", megatron="--lr-warmup-iters")
     lr_decay_iters: int | None = opt(None, "cosine decay length (default: train_iters)", megatron="--lr-decay-iters")
     lr_decay_style: str = opt("cosine", "cosine, linear or constant", megatron="--lr-decay-style")
+    exit_duration_minutes: float | None = opt(
+        None, "run-time budget: once this many minutes have passed since start, save after the current step and "
+        "exit 75 (resumable); set it below the job's time limit by a step plus a save", megatron="--exit-duration-in-mins")
 
 
 @dataclass
@@ -147,7 +150,15 @@ class CheckpointSection:
 
     save: str | None = opt(None, "checkpoint directory (iter_XXXXXXX sub-folders + latest_checkpointed_iteration.txt)", megatron="--save")
     save_interval: int = opt(0, "save every N steps (0: only at the end and on SIGTERM)", megatron="--save-interval")
-    load: str | None = opt(None, "resume from this directory's latest checkpoint (default: checkpoint.save if it has one)", megatron="--load")
+    load: str | None = opt(None, "initial state of a fresh run: this directory's latest checkpoint (or an iter_XXXXXXX "
+                           "folder); a checkpoint in checkpoint.save always wins (resume after preemption)", megatron="--load")
+    finetune: bool = opt(False, "load only the model weights from checkpoint.load; iteration, optimizer, data position "
+                         "and RNG start fresh (automatic for weights-only checkpoints such as tools/import_hf.py's)",
+                         megatron="--finetune")
+    allow_missing_load: bool = opt(False, "train from scratch when checkpoint.load does not exist or holds no checkpoint "
+                                   "(default: that is an error)")
+    keep_last_n: int = opt(0, "keep only the newest N iter_* folders in checkpoint.save (0: keep all); the newest and "
+                           "the one this run started from are never deleted")
 
 
 @dataclass
@@ -180,6 +191,8 @@ class TrainingConfig:
     plan: PlanSection = field(default_factory=PlanSection)
     seed: int = opt(1234, "seed of initialisation, data order and EMO pool draws", megatron="--seed")
     nan_policy: str = opt("stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
+    nan_max_skipped_fraction: float = opt(0.1, "with nan_policy=skip: exit 3 at the end if more than this share of "
+                                          "the steps was skipped")
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainingConfig) if dataclasses.is_dataclass(f.default_factory)}

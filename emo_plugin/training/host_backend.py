@@ -179,3 +179,11 @@ class HostBackend:
         self.optimizer.load_state_dict(state)
         if "host_rng" in loaded:
             torch.set_rng_state(loaded["host_rng"])
+
+    def model_sharded_state_dict(self) -> dict:
+        """The model part alone, for a weights-only load (``checkpoint.finetune``, tools/import_hf.py output)."""
+        return {"model": self.model.sharded_state_dict(prefix="")}
+
+    def load_weights(self, loaded: dict) -> None:
+        """Model weights only: the optimizer keeps its fresh (zero-moment) state."""
+        self.model.load_state_dict(loaded["model"])

@@ -136,3 +136,13 @@ class MegatronBackend:
     def load_state(self, loaded: dict, common: dict) -> None:
         self.model.module.load_state_dict(loaded["model"])
         self.optimizer.load_state_dict(loaded["optimizer"])
+
+    def model_sharded_state_dict(self) -> dict:
+        """The model part alone, for a weights-only load (``checkpoint.finetune``, tools/import_hf.py output)."""
+        return {"model": self.model.module.sharded_state_dict(prefix="")}
+
+    @torch.no_grad()
+    def load_weights(self, loaded: dict) -> None:
+        """Model weights only; the optimizer's main params are refreshed from them (Megatron-LM's finetune load)."""
+        self.model.module.load_state_dict(loaded["model"])
+        self.optimizer.reload_model_params()

@@ -1,33 +1,48 @@
-"""SIGTERM → finish the current step, save, exit 0 (Slurm sends SIGTERM before the kill at time limit / preemption).
+"""Stop requests: SIGTERM or SIGUSR1 (Slurm's ``--signal`` may send either), or the run-time budget.
 
-The handler only sets a flag; the loop agrees on it across ranks (one all-reduce per step) so every rank
-saves at the same iteration.
+The handlers only set a flag. Once per step, ``agreed()`` folds the flag and the budget into one small
+all-reduce (MAX) that the loop already pays for, so every rank stops, saves and exits at the same iteration.
+Handlers are installed before the model is built, so a signal during start-up is not lost either.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 
 import torch
 import torch.distributed as dist
 
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
 
 class StopRequest:
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+    def __init__(self, budget_minutes: float | None = None, start: float | None = None) -> None:
+        self.signal_name: str | None = None
+        self.budget_seconds = None if budget_minutes is None else budget_minutes * 60.0
+        self.start = time.monotonic() if start is None else start
+        self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        self.signal_name = signal.Signals(signum).name
 
-    def agreed(self) -> bool:
-        flag = torch.tensor([1 if self.requested else 0])
-        if dist.is_initialized() and dist.get_backend() == "gloo":
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        elif dist.is_initialized():
-            flag = flag.cuda()
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def _over_budget(self) -> bool:
+        return self.budget_seconds is not None and time.monotonic() - self.start >= self.budget_seconds
+
+    def agreed(self) -> str | None:
+        """Why to stop now, the same on every rank ('SIGTERM/SIGUSR1 received', 'run-time budget ...'), or None."""
+        flags = torch.tensor([1 if self.signal_name else 0, 1 if self._over_budget() else 0])
+        if dist.is_initialized():
+            on_device = flags if dist.get_backend() == "gloo" else flags.cuda()
+            dist.all_reduce(on_device, op=dist.ReduceOp.MAX)
+            flags = on_device.cpu()
+        signalled, over_budget = flags.tolist()
+        if signalled:
+            return f"{self.signal_name or 'SIGTERM/SIGUSR1'} received" + ("" if self.signal_name else " (on another rank)")
+        if over_budget:
+            return f"run-time budget schedule.exit_duration_minutes={self.budget_seconds / 60:g} reached"
+        return None
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)

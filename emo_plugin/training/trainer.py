@@ -1,19 +1,21 @@
-"""The training run: setup, the iteration loop, validation, checkpoints, NaN policy, SIGTERM.
+"""The training run: setup, the iteration loop, validation, checkpoints, NaN policy, stopping early.
 
 Backend-independent: ``HostBackend`` (CPU/gloo, plain PyTorch step) or ``MegatronBackend`` (GPU, Megatron's
 DDP/optimizer/schedules) does the step and says what goes into a checkpoint; everything else is here.
+Where a run starts is ``start_point``'s decision; how it ends is the contract in ``exit_codes``.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-from emo_plugin.training import checkpoint
+from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
 from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
@@ -55,6 +57,7 @@ class Trainer:
         validate(cfg, world_size=launch.world_size)
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
+        self.start = start_point.choose(cfg)  # before the data and model: a bad checkpoint.load fails fast
         get_moe_metrics_tracker().clear()
         self.dp_size = data_parallel_size(cfg, launch.world_size)
         self.dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=False)
@@ -84,6 +87,7 @@ class Trainer:
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
+        self.skipped = 0
         self.flops_per_token = flops_per_token(self.size, vocab, self.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
@@ -114,28 +118,41 @@ class Trainer:
             "consumed_samples": self.consumed_samples,
             "world_size": dist.get_world_size(),
             "config": to_dict(self.cfg),
+            "vocab_size": self.vocab_size,
+            "skipped_steps": self.skipped,
             **self.backend.common_state(),
         }
         state.update(common)
-        path = checkpoint.save(root, self.iteration, state, self.backend.save_strategy)
+        protect = {self.start.iteration} if self.start.root is not None and self.start.root == Path(root) else set()
+        path = checkpoint.save(root, self.iteration, state, self.backend.save_strategy,
+                               keep_last_n=self.cfg.checkpoint.keep_last_n, protect=protect)
         self.reporter.message(f" saved checkpoint at iteration {self.iteration:7d} to {path}")
 
     def _maybe_load(self) -> None:
-        root = self.cfg.checkpoint.load or self.cfg.checkpoint.save
-        if not root:
+        start = self.start
+        if start.root is None:
+            self.reporter.message(f" no checkpoint loaded: {start.reason}")
             return
-        checkpoint.remove_incomplete(root)
-        iteration = checkpoint.latest_iteration(root)
-        if iteration is None:
-            return
-        common = checkpoint.load_common(root, iteration)
-        same_world = common.get("world_size") == dist.get_world_size()
-        state = self.backend.sharded_state_dict(is_loading=True, include_rng=same_world)
-        loaded = checkpoint.load(root, iteration, state)
-        self.backend.load_state(loaded, common)
-        self.iteration, self.consumed_samples = common["iteration"], common["consumed_samples"]
-        self.last_saved = iteration
-        self.reporter.message(f" loaded checkpoint from {checkpoint.iteration_dir(root, iteration)} at iteration {iteration}")
+        folder = start.folder
+        current = architecture_check.architecture(self.cfg, self.vocab_size)
+        architecture_check.check_fields(architecture_check.stored_architecture(start.common), current, folder)
+        model_state = self.backend.model_sharded_state_dict()
+        architecture_check.check_tensor_shapes(model_state, folder)
+        if start.weights_only:
+            self.backend.load_weights(checkpoint.load(start.root, start.iteration, model_state))
+            kind = "weights only: iteration, optimizer, data position and RNG start fresh"
+        else:
+            common = start.common
+            same_world = common.get("world_size") == dist.get_world_size()
+            state = self.backend.sharded_state_dict(is_loading=True, include_rng=same_world)
+            loaded = checkpoint.load(start.root, start.iteration, state)
+            self.backend.load_state(loaded, common)
+            self.iteration, self.consumed_samples = common["iteration"], common["consumed_samples"]
+            self.skipped = common.get("skipped_steps", 0)
+            save = self.cfg.checkpoint.save
+            self.last_saved = self.iteration if save and start.root == Path(save) else None
+            kind = "full training state"
+        self.reporter.message(f" loaded checkpoint from {folder} at iteration {start.iteration} ({kind}): {start.reason}")
 
     # -- the loop ------------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -148,11 +165,50 @@ class Trainer:
         ]
         self.reporter.validation(self.iteration, sum(losses) / len(losses))
 
-    def train(self) -> int:
+    def _skip_summary(self, finished: bool) -> None:
+        """With nan_policy=skip: how many steps were skipped; an error at the end if more than allowed."""
         cfg = self.cfg
-        stop = StopRequest()
+        if cfg.nan_policy != "skip" or not self.iteration:
+            return
+        share = self.skipped / self.iteration
+        self.reporter.message(f" nan_policy=skip: {self.skipped} of {self.iteration} steps skipped "
+                              f"(non-finite loss or gradient norm)")
+        if finished and share > cfg.nan_max_skipped_fraction:
+            raise NonFiniteLossError(
+                f"{self.skipped} of {self.iteration} steps were skipped ({share:.0%}), more than "
+                f"nan_max_skipped_fraction={cfg.nan_max_skipped_fraction:g}: the saved weights saw only "
+                f"{self.iteration - self.skipped} updates. Lower optimizer.lr or check the data; raise "
+                "nan_max_skipped_fraction to accept such a run."
+            )
+
+    def _stop_early(self, reason: str, start_iteration: int) -> int:
+        """Save and return ``RESUMABLE``, or ``ERROR`` when there is nowhere to save the steps just trained."""
+        if not self.cfg.checkpoint.save:
+            self.reporter.message(f" {reason} at iteration {self.iteration}: checkpoint.save is not set, so the "
+                                  f"{self.iteration - start_iteration} steps of this attempt are lost; exiting "
+                                  f"{exit_codes.ERROR}")
+            return exit_codes.ERROR
+        self.reporter.message(f" {reason} at iteration {self.iteration}: saving and exiting {exit_codes.RESUMABLE} "
+                              "(resumable)")
+        self._save()
+        self._skip_summary(finished=False)
+        return exit_codes.RESUMABLE
+
+    def train(self, stop: StopRequest | None = None) -> int:
+        """Train to ``schedule.train_iters``; returns an ``exit_codes`` value."""
+        cfg = self.cfg
+        owns_stop = stop is None
+        stop = stop or StopRequest(cfg.schedule.exit_duration_minutes)
         try:
             self._maybe_load()
+            if not cfg.checkpoint.save:
+                self.reporter.message(" checkpoint.save is not set: this run saves no checkpoint")
+            if self.iteration >= cfg.schedule.train_iters:
+                self.reporter.message(
+                    f" already complete: the checkpoint is at iteration {self.iteration} and schedule.train_iters="
+                    f"{cfg.schedule.train_iters}; nothing to train (raise schedule.train_iters to continue)")
+                return exit_codes.FINISHED
+            start_iteration = self.iteration
             while self.iteration < cfg.schedule.train_iters:
                 start = time.time()
                 batches = self._micro_batches(self.data.train, self.consumed_samples)
@@ -165,6 +221,7 @@ class Trainer:
                         f"iteration {self.iteration}: non-finite training step (lm loss {result['lm loss']}, "
                         f"grad norm {result['grad-norm']}); nan_policy=stop. Set nan_policy=skip to skip such steps."
                     )
+                self.skipped += 0 if result["finite"] else 1
                 elapsed = time.time() - start
                 tokens_per_sec = cfg.batch.global_batch_size * self.seq_length / elapsed
                 tflops = self.flops_per_token * tokens_per_sec / dist.get_world_size() / 1e12
@@ -189,21 +246,30 @@ class Trainer:
                 interval = cfg.checkpoint.save_interval
                 if interval and self.iteration % interval == 0 and self.iteration < cfg.schedule.train_iters:
                     self._save()
-                if stop.agreed():
-                    self.reporter.message(f" SIGTERM received: saving at iteration {self.iteration} and exiting")
-                    self._save()
-                    return 0
+                # After the step, as Megatron-LM checks --exit-duration-in-mins: every attempt makes progress
+                # even when start-up alone outlasts the budget; a request during the last step just finishes.
+                reason = stop.agreed()
+                if reason and self.iteration < cfg.schedule.train_iters:
+                    return self._stop_early(reason, start_iteration)
             if not cfg.eval.interval or self.iteration % cfg.eval.interval:
                 self._validate()
             self._save()
-            return 0
+            self._skip_summary(finished=True)
+            return exit_codes.FINISHED
         finally:
-            stop.restore()
+            if owns_stop:
+                stop.restore()
             self.reporter.close()
 
 
 def run(cfg: TrainingConfig) -> int:
+    """One training run as ``emo-pretrain`` does it; returns an ``exit_codes`` value.
+
+    The stop handlers go in first, so SIGTERM/SIGUSR1 during start-up (data, model) is honoured at step one.
+    """
+    stop = StopRequest(cfg.schedule.exit_duration_minutes)
     try:
-        return Trainer(cfg).train()
+        return Trainer(cfg).train(stop)
     finally:
+        stop.restore()
         shutdown()

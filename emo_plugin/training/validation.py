@@ -148,6 +148,12 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(cfg.logging.log_interval >= 1, "logging.log_interval", cfg.logging.log_interval, "an integer >= 1")
     _check(cfg.logging.peak_tflops is None or cfg.logging.peak_tflops > 0, "logging.peak_tflops", cfg.logging.peak_tflops, "none or a positive float")
     _check(cfg.checkpoint.save_interval >= 0, "checkpoint.save_interval", cfg.checkpoint.save_interval, "an integer >= 0")
+    _check(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", cfg.checkpoint.keep_last_n, "an integer >= 0 (0: keep all)")
+    _check(sch.exit_duration_minutes is None or sch.exit_duration_minutes > 0, "schedule.exit_duration_minutes",
+           sch.exit_duration_minutes, "none or a positive number of minutes")
+    _check(sch.exit_duration_minutes is None or bool(cfg.checkpoint.save), "schedule.exit_duration_minutes",
+           sch.exit_duration_minutes, "checkpoint.save to be set (the run saves there before its budget runs out)")
+    _check(0 <= cfg.nan_max_skipped_fraction <= 1, "nan_max_skipped_fraction", cfg.nan_max_skipped_fraction, "a share in [0, 1]")
     for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
                                 ("logging.metrics_file", cfg.logging.metrics_file, True),
                                 ("checkpoint.save", cfg.checkpoint.save, False)):

@@ -81,3 +81,13 @@ def read_metrics(path: Path) -> dict[int, dict]:
         key = ("valid", rec["iteration"]) if "lm loss validation" in rec else rec["iteration"]
         records[key] = rec
     return records
+
+
+@pytest.fixture(scope="module")
+def seed_run(corpus_prefix, tmp_path_factory) -> Path:
+    """A finished 2-step run: saved every step with ``keep_last_n=1`` (only iter_0000002 stays), validated at the
+    end (metrics record ('valid', 2)). The starting point of the resume, fine-tune and import tests."""
+    out = tmp_path_factory.mktemp("seed")
+    run_cli(base_args(corpus_prefix, out, schedule__train_iters=2, checkpoint__save_interval=1,
+                      checkpoint__keep_last_n=1, eval__iters=1, eval__interval=0))
+    return out

@@ -82,8 +82,13 @@ def test_nan_policy_stop_names_the_iteration(corpus_prefix, tmp_path):
 
 
 def test_nan_policy_skip_skips_the_step(corpus_prefix, tmp_path):
+    """Skipped steps are counted; more than nan_max_skipped_fraction (default 0.1) skipped exits 3 after saving."""
     args = base_args(corpus_prefix, tmp_path, optimizer__lr="1e30", schedule__lr_warmup_iters=0, schedule__train_iters=3)
-    run_cli(args + ["--nan_policy=skip"])
+    proc = run_cli(args + ["--nan_policy=skip"], check=False)
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert [metrics[i]["skipped"] for i in (1, 2, 3)] == [0.0, 1.0, 1.0]
     assert checkpoint.latest_iteration(tmp_path / "ckpt") == 3
+    assert proc.returncode == 3
+    assert " nan_policy=skip: 2 of 3 steps skipped (non-finite loss or gradient norm)" in proc.stdout
+    assert ("emo-pretrain: stopped: 2 of 3 steps were skipped (67%), more than nan_max_skipped_fraction=0.1: "
+            "the saved weights saw only 1 updates.") in proc.stderr

@@ -1,0 +1,105 @@
+"""Refuse to load a checkpoint into a model of another shape, naming the fields that differ.
+
+Loading tensors into a differently shaped model ends deep inside ``dist_checkpointing`` with a shape traceback.
+Before any tensor is read, the architecture the checkpoint describes (the trainer's stored run config, or the
+``emo_architecture`` that tools/import_hf.py stores) is compared field by field with the current config; then,
+as a backstop for what the fields do not describe, every model tensor's global shape is compared with the
+checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+from emo_plugin.training.builders import resolved_size
+from emo_plugin.training.config import ConfigError, TrainingConfig, apply_mapping
+
+# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
+_SIZE_FIELDS = {
+    "model.num_layers": "num_layers",
+    "model.hidden_size": "hidden_size",
+    "model.num_attention_heads": "num_attention_heads",
+    "model.num_query_groups": "num_query_groups",
+    "model.num_moe_experts": "num_moe_experts",
+    "model.moe_router_topk": "moe_router_topk",
+    "model.moe_ffn_hidden_size": "moe_ffn_hidden_size",
+    "emo.num_shared_experts": "num_shared_experts",
+}
+
+
+def architecture(cfg: TrainingConfig, vocab_size: int | None) -> dict:
+    """The shape-relevant fields of a run config, keyed by their config names."""
+    size = resolved_size(cfg)
+    fields = {key: getattr(size, name) for key, name in _SIZE_FIELDS.items()}
+    fields["emo.num_inert_experts"] = cfg.emo.num_inert_experts or 0
+    if vocab_size is not None:
+        fields["model.vocab_size"] = vocab_size
+    return fields
+
+
+def stored_architecture(common: dict) -> dict | None:
+    """The same fields from a checkpoint's common state, or None if it does not describe its model."""
+    if "emo_architecture" in common:
+        arch = common["emo_architecture"]
+        inert = arch.get("num_inert_experts", 0)
+        return {
+            "model.num_layers": arch["num_layers"],
+            "model.hidden_size": arch["hidden_size"],
+            "model.num_attention_heads": arch["num_attention_heads"],
+            "model.num_query_groups": arch["num_query_groups"],
+            "model.num_moe_experts": arch["num_routed_experts"] + inert,
+            "model.moe_router_topk": arch["routed_per_token"],
+            "model.moe_ffn_hidden_size": arch["moe_ffn_hidden_size"],
+            "emo.num_shared_experts": arch["num_shared_experts"],
+            "emo.num_inert_experts": inert,
+            "model.vocab_size": arch["vocab_size"],
+        }
+    if isinstance(common.get("config"), dict):
+        stored = TrainingConfig()
+        sections = {k: v for k, v in common["config"].items() if k in ("model", "emo")}
+        try:
+            apply_mapping(stored, sections, "the checkpoint's stored config")
+            return architecture(stored, common.get("vocab_size"))
+        except (ConfigError, KeyError, TypeError):  # written by another version: the tensor check still runs
+            return None
+    return None
+
+
+def check_fields(stored: dict | None, current: dict, source: Path) -> None:
+    if stored is None:
+        return
+    differing = {k: (stored[k], current[k]) for k in stored if k in current and stored[k] != current[k]}
+    if not differing:
+        return
+    listed = ", ".join(f"{key}: checkpoint {old}, now {new}" for key, (old, new) in differing.items())
+    hint = ""
+    if differing.keys() & {"model.num_moe_experts", "emo.num_inert_experts"}:
+        hint = (f"; model.num_moe_experts counts the routed experts including the emo.num_inert_experts inert ones, "
+                f"so this checkpoint needs --model.num_moe_experts={stored['model.num_moe_experts']} "
+                f"--emo.num_inert_experts={stored['emo.num_inert_experts']}")
+    raise ConfigError(
+        f"{source}: the checkpoint's model has another architecture ({listed}); set these fields to the "
+        f"checkpoint's values to load it{hint}"
+    )
+
+
+def check_tensor_shapes(model_state: dict, source: Path) -> None:
+    """Every model tensor must exist in the checkpoint with the same global shape."""
+    metadata = dist_checkpointing.load_tensors_metadata(str(source))
+    problems = []
+    for tensor in nested_values(model_state):
+        if not isinstance(tensor, ShardedTensor):
+            continue
+        stored = metadata.get(tensor.key)
+        if stored is None:
+            problems.append(f"{tensor.key} is not in the checkpoint")
+        elif tuple(stored.global_shape) != tuple(tensor.global_shape):
+            problems.append(f"{tensor.key}: checkpoint {tuple(stored.global_shape)}, now {tuple(tensor.global_shape)}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConfigError(f"{source}: the checkpoint's tensors do not fit the model ({'; '.join(problems[:3])}{more}); "
+                          "the model config differs from the one the checkpoint was written with")
