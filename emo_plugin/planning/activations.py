@@ -16,7 +16,9 @@ grouped-GEMM experts with the probability-weighted SwiGLU) keeps n = 2, c = 3, x
 ``torch.nn.RMSNorm``, ``SequentialMLP``, unfused SwiGLU) keeps n = 3, c = 6, x = 1, counted from its autograd
 graph. The last stage adds the final norm and the fp32 logits of the vocabulary-parallel cross entropy (V/t).
 Selective MoE recompute (``model.recompute_moe``) keeps only each MoE layer's input and re-materialises one
-layer's MoE tensors during its backward. A 1F1B pipeline stage r holds min(pp − r, micro-batches) micro-batches.
+layer's MoE tensors during its backward. A 1F1B pipeline stage r holds min(pp − r, micro-batches) micro-batches;
+with v virtual stages (interleaved 1F1B) it holds 2·(pp − r − 1) + (v − 1)·pp + 1 model chunks of L/(pp·v)
+layers (Megatron's warm-up count + 1), which for r = 0 is Korthikanti's L·(1 + (pp − 1)/(pp·v)) layers.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ActivationMemory:
 
     per_micro_batch: int
     per_micro_batch_recompute: int
-    in_flight: int
+    in_flight: float
     peak: int
     peak_recompute: int
 
@@ -68,8 +70,17 @@ def _per_token_layer(size: ModelSize, layout: Layout, impl: Implementation, elem
     return (attention + moe_norm) * elem, (routed + shared) * elem + router, h / sp * elem
 
 
+def in_flight(layout: Layout, stage: int, num_micro_batches: int, virtual_stages: int) -> float:
+    """Micro-batches' worth of this stage's layers held at the 1F1B peak (fractional when interleaved)."""
+    if virtual_stages <= 1 or layout.pp == 1:
+        return min(layout.pp - stage, num_micro_batches)
+    chunks = 2 * (layout.pp - stage - 1) + (virtual_stages - 1) * layout.pp + 1
+    return min(chunks, num_micro_batches * virtual_stages) / virtual_stages
+
+
 def activation_memory(size: ModelSize, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
-                      num_micro_batches: int, layers: int, impl: Implementation, elem: int) -> ActivationMemory:
+                      num_micro_batches: int, layers: int, impl: Implementation, elem: int,
+                      virtual_stages: int = 1) -> ActivationMemory:
     tokens = micro_batch_size * size.seq_length // layout.cp
     kept, moe_internal, _ = _per_token_layer(size, layout, impl, elem)
     sp = layout.tp if layout.sequence_parallel else 1
@@ -78,11 +89,11 @@ def activation_memory(size: ModelSize, vocab_size: int, layout: Layout, *, stage
     logits_transient = vocab_size / layout.tp * elem if last else 0.0
     full = tokens * (layers * (kept + moe_internal) + head)
     recompute = tokens * (layers * kept + head)
-    in_flight = min(layout.pp - stage, num_micro_batches)
+    held = in_flight(layout, stage, num_micro_batches, virtual_stages)
     return ActivationMemory(
         per_micro_batch=int(full),
         per_micro_batch_recompute=int(recompute),
-        in_flight=in_flight,
-        peak=int(in_flight * full + tokens * logits_transient),
-        peak_recompute=int(in_flight * recompute + tokens * (moe_internal + logits_transient)),
+        in_flight=held,
+        peak=int(held * full + tokens * logits_transient),
+        peak_recompute=int(held * recompute + tokens * (moe_internal + logits_transient)),
     )

@@ -6,7 +6,7 @@ with balanced routing (ep − 1)/ep of them leave the rank, once to dispatch and
 and again in the backward. Megatron's sequence parallelism replaces each TP all-reduce by an all-gather plus a
 reduce-scatter of the same total volume: attention and the shared expert each do one pair per layer forward and
 one backward. Context parallelism passes K and V around a ring (forward, and K, V and their gradients backward).
-Pipeline stages exchange one activation per micro-batch each way.
+Pipeline stages exchange one activation per micro-batch and model chunk each way.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _gradient_sync(label: str, numel: int, n: int, param_bytes: int, distributed
 
 def communication(size: ModelSize, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
                   micro_batch_size: int, num_micro_batches: int, elem: int, distributed_optimizer: bool,
-                  param_bytes: int) -> list[Collective]:
+                  param_bytes: int, virtual_stages: int = 1) -> list[Collective]:
     """Per-step traffic of one rank on pipeline stage ``stage``; collectives of size 1 are left out."""
     h, tp, m = size.hidden_size, layout.tp, num_micro_batches
     tokens = micro_batch_size * size.seq_length // layout.cp  # per rank before SP
@@ -58,6 +58,7 @@ def communication(size: ModelSize, layout: Layout, params: ParameterCount, *, st
     head_dim = h // size.num_attention_heads
     kv = 2 * size.num_query_groups * head_dim // tp * tokens * elem
     out.append(Collective("CP ring K/V exchange (fwd+bwd)", layout.cp, int(3 * (layout.cp - 1) * kv * layers * m)))
-    boundaries = (stage > 0) + (stage < layout.pp - 1)
+    # each of the v model chunks of a rank passes activations on and gradients back, except at the model's ends
+    boundaries = 2 * virtual_stages - (stage == 0) - (stage == layout.pp - 1)
     out.append(Collective("PP p2p activations+grads", layout.pp, int(boundaries * tokens // sp * h * elem * m)))
     return [c for c in out if c.group_size > 1 and c.bytes_per_step > 0]

@@ -55,6 +55,7 @@ class Plan:
     micro_batch_size: int
     global_batch_size: int
     num_micro_batches: int
+    virtual_stages: int
     stages: list[StagePlan]
     flops_per_step: float
     device_memory: int
@@ -104,16 +105,18 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
     backend = "megatron" if device == "cuda" else "host"
     distributed = cfg.optimizer.use_distributed_optimizer and backend == "megatron"
     layers = layers_per_stage(size, layout)
+    virtual_stages = getattr(cfg.parallel, "virtual_pipeline_model_parallel_size", None) or 1
     stages = []
     for stage in range(layout.pp):
         params = stage_parameters(size, vocab, layout, stage)
         states = model_states(params, layout, backend=backend, param_bytes=elem, distributed_optimizer=distributed)
         acts = activation_memory(size, vocab, layout, stage=stage, micro_batch_size=b.micro_batch_size,
                                  num_micro_batches=num_micro, layers=layers,
-                                 impl=FUSED_GPU if backend == "megatron" else HOST, elem=elem)
+                                 impl=FUSED_GPU if backend == "megatron" else HOST, elem=elem,
+                                 virtual_stages=virtual_stages)
         comms = communication(size, layout, params, stage=stage, layers=layers, micro_batch_size=b.micro_batch_size,
                               num_micro_batches=num_micro, elem=elem, distributed_optimizer=distributed,
-                              param_bytes=elem)
+                              param_bytes=elem, virtual_stages=virtual_stages)
         stages.append(StagePlan(stage, layers, params, states, acts, cfg.model.recompute_moe, comms))
     return Plan(
         size=size,
@@ -126,6 +129,7 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
         micro_batch_size=b.micro_batch_size,
         global_batch_size=b.global_batch_size,
         num_micro_batches=num_micro,
+        virtual_stages=virtual_stages,
         stages=stages,
         flops_per_step=flops_per_token(size, vocab, size.seq_length) * b.global_batch_size * size.seq_length,
         device_memory=int(cfg.plan.device_memory_gib * GIB),

@@ -23,7 +23,7 @@ def _stage_block(plan: Plan, s: StagePlan) -> list[str]:
         f"  memory GiB        parameters {_gib(st.parameters)}  gradients {_gib(st.gradients)}  "
         f"optimizer {_gib(st.optimizer)}",
         f"  activations GiB   per micro-batch {_gib(a.per_micro_batch)} (MoE recompute "
-        f"{_gib(a.per_micro_batch_recompute)})  × {a.in_flight} in flight: peak {_gib(a.peak)} (MoE recompute "
+        f"{_gib(a.per_micro_batch_recompute)})  × {a.in_flight:g} in flight: peak {_gib(a.peak)} (MoE recompute "
         f"{_gib(a.peak_recompute)})",
         f"  total GiB         {_gib(s.total)}  (activations {'with' if s.recompute else 'without'} MoE recompute, "
         "as configured)",
@@ -42,7 +42,9 @@ def render(plan: Plan, suggestions: list | None = None) -> str:
         f"expert slots ({plan.num_inert_experts} inert), top-{size.moe_router_topk} + {size.num_shared_experts} "
         f"shared, vocab {plan.vocab_size:,} "
         f"({plan.vocab_source}), sequence {size.seq_length}",
-        f"layout: {layout.describe()}; device {plan.device}",
+        f"layout: {layout.describe()}"
+        + (f", {plan.virtual_stages} virtual stages (interleaved 1F1B)" if plan.virtual_stages > 1 else "")
+        + f"; device {plan.device}",
         f"batch: global {plan.global_batch_size} = micro {plan.micro_batch_size} × DP {layout.dp} × "
         f"{plan.num_micro_batches} micro-batches ({tokens:,} tokens per step)",
         f"model FLOPs per step (trainer's MFU formula): {plan.flops_per_step:.4e} "
