@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# The test command: set up .venv, then run the whole suite on the CPU.
+# The test command: set up .venv from the lock, run the whole suite on the CPU, then run the Hugging Face tests
+# (tests/hf, tests/convert) again with the oldest supported transformers (scripts/setup_oldest_hf.sh), so both
+# ends of setup.cfg's transformers range are tested. With arguments, only `pytest <arguments>` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+fi
+status=0
+.venv/bin/python -m pytest -q -p no:cacheprovider tests || status=$?
+bash scripts/setup_oldest_hf.sh
+echo "== tests/hf and tests/convert with the oldest supported transformers (requirements/lock-oldest-hf.txt)"
+PYTHONPATH=.venv/oldest-hf .venv/bin/python -m pytest -q -p no:cacheprovider tests/hf tests/convert || status=$?
+exit "$status"

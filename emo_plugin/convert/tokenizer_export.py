@@ -18,11 +18,23 @@ from pathlib import Path
 from emo_plugin.convert.errors import ConversionError
 
 
+def bpe_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Every split of a piece into two vocabulary pieces, in SentencePiece's merge priority: by the id of the merged
+    piece, then shorter left part first, then by the parts' ids. (transformers has such a helper, but it moved
+    between 4.57 and 5.x; this runs once per export over the vocabulary.)"""
+    ranked = []
+    for piece, piece_id in vocab.items():
+        splits = [(piece[:i], piece[i:]) for i in range(1, len(piece)) if piece[:i] in vocab and piece[i:] in vocab]
+        splits.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        ranked += [((piece_id, len(left), len(right)), left, right) for left, right in splits]
+    ranked.sort(key=lambda entry: entry[0])  # stable: ties keep the order by the parts' ids
+    return [(left, right) for _, left, right in ranked]
+
+
 def build_fast_tokenizer(sp_model_path: str | Path):
     from sentencepiece import sentencepiece_model_pb2
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
     from transformers import PreTrainedTokenizerFast
-    from transformers.tokenization_utils_base import generate_merges
 
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(sp_model_path).read_bytes())
@@ -34,7 +46,7 @@ def build_fast_tokenizer(sp_model_path: str | Path):
         )
     if spec.model_type == 2:  # BPE: merges in piece order, which is SentencePiece's merge priority
         vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-        model = models.BPE(vocab, generate_merges(vocab), unk_token=spec.unk_piece, fuse_unk=True, byte_fallback=True)
+        model = models.BPE(vocab, bpe_merges(vocab), unk_token=spec.unk_piece, fuse_unk=True, byte_fallback=True)
     elif spec.model_type == 1:
         model = models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=spec.unk_id, byte_fallback=True)
     else:
