@@ -1,0 +1,34 @@
+"""emo-pretrain on data that cannot work: a clear error in bounded time, with progress while tokenising."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tests.reliability import record
+from tests.training.conftest import REPO, run_cli
+
+
+def test_corpus_too_small_for_the_validation_split(tmp_path: Path) -> None:
+    """Issue 12.1: 10 documents with split 98,2,0 used to loop forever inside Megatron's epoch computation."""
+    lines = (REPO / "examples/data/corpus.jsonl").read_text(encoding="utf-8").splitlines()[:10]
+    corpus = tmp_path / "ten.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["--config", str(REPO / "examples/configs/tiny_cpu.yaml"), f"--data.corpus={corpus}",
+            f"--data.cache_dir={tmp_path}/cache", f"--checkpoint.save={tmp_path}/ckpt",
+            f"--logging.tensorboard_dir={tmp_path}/tb", "--schedule.train_iters=2", "--schedule.lr_warmup_iters=1"]
+    start = time.monotonic()
+    proc = run_cli(args, timeout=180, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert time.monotonic() - start < 180
+    err = proc.stderr
+    assert "Traceback" not in err
+    assert f"tokenising {corpus}" in err and "tokenised 10 documents" in err  # first use shows progress
+    error = next(line for line in err.splitlines() if line.startswith("emo-pretrain: data error"))
+    assert "gives the validation split 0 of its 10 documents" in error
+    assert not (tmp_path / "ckpt").exists()
+    assert [json.loads(line) for line in lines] == [json.loads(line) for line in corpus.read_text().splitlines()]
+    record("emo-pretrain --data.corpus=<10 documents> (default split 98,2,0)", seen=error,
+           kept="the corpus; its tokenised copy in data.cache_dir (reused next time); no checkpoint folder",
+           area="data")
