@@ -10,6 +10,7 @@ import json
 import sys
 
 from emo_plugin.convert import ConversionError, export_to_hf
+from emo_plugin.convert.output_dir import refuse_overlap
 
 
 def main(argv=None) -> int:
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     args = p.parse_args(argv)
     try:
+        refuse_overlap(args.output, [args.checkpoint, args.tokenizer, args.model_config])  # before any work
         summary = export_to_hf(
             args.checkpoint, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,
             tokenizer=args.tokenizer, model_config=args.model_config, key_prefix=args.key_prefix, force=args.force,

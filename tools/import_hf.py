@@ -12,6 +12,7 @@ import json
 import sys
 
 from emo_plugin.convert import ConversionError, import_from_hf
+from emo_plugin.convert.output_dir import refuse_overlap
 
 
 def main(argv=None) -> int:
@@ -23,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     args = p.parse_args(argv)
     try:
+        refuse_overlap(args.output, [args.hf])  # before the model is built
         summary = import_from_hf(
             args.hf, args.output, target_expert_parallel_size=args.target_expert_parallel_size,
             dtype=args.dtype, force=args.force,

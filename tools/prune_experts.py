@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from emo_plugin.convert.errors import ConversionError
+    from emo_plugin.convert.output_dir import check_output_dir
     from emo_plugin.selection import write_pruned_checkpoint
 
     try:
+        check_output_dir(args.output, args.force, inputs=[args.model, args.selection])  # before any work
         selection = read_selection(args.selection)
         summary = write_pruned_checkpoint(
             args.model, args.output, selection, max_shard_size=args.max_shard_size, force=args.force

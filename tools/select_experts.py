@@ -37,13 +37,15 @@ def main(argv=None) -> int:
 
     from emo_plugin.analysis.checkpoint import eos_token_id, load_emo_model
     from emo_plugin.analysis.errors import AnalysisError
-    from emo_plugin.convert.output_dir import check_output_dir
+    from emo_plugin.convert.output_dir import check_output_dir, refuse_overlap
     from emo_plugin.selection import select_experts, write_pruned_checkpoint
     from emo_plugin.selection.calibration import read_documents, tokenize_documents
 
     try:
+        inputs = [args.model, args.documents]
+        refuse_overlap(args.selection_json, inputs, flag="--selection-json")
         if args.output:
-            check_output_dir(args.output, args.force)
+            check_output_dir(args.output, args.force, inputs=inputs)
         model = load_emo_model(args.model, dtype=args.dtype)
         tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)  # tokenizer needs no model code
         texts = read_documents(args.documents, args.text_field, args.max_documents)

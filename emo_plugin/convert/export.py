@@ -94,7 +94,7 @@ def export_to_hf(
     run = resolved_run(reader.common_state().get("config"))
     recorded = {} if run is None else {"router_aux_loss_coef": run[1].lb_coeff}
     config = EmoConfig(**arch.hf_config_kwargs(), **recorded)
-    with atomic_output_dir(output, force) as folder:
+    with atomic_output_dir(output, force, inputs=(checkpoint, tokenizer, model_config)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(
             hf_tensors(reader, arch), total=tensor_count(arch), desc="export", unit="tensor", disable=not progress

@@ -139,7 +139,7 @@ def import_from_hf(
     check_layer_count(hf, arch)
     model = build_host_model(arch, params_dtype=DTYPES[dtype])
     fill_host_model(model, hf, arch, progress)
-    with atomic_output_dir(output, force) as folder:
+    with atomic_output_dir(output, force, inputs=(hf_folder,)) as folder:
         state = {"model": model.sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict(), "iteration": 0}
         path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
         if (Path(hf_folder) / "tokenizer.model").is_file():

@@ -16,6 +16,7 @@ import numpy
 
 from emo_plugin.data.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.temporary_files import temporary_name
 
 META_SUFFIX = ".meta.json"
 FORMAT_VERSION = 1
@@ -51,7 +52,7 @@ class DatasetMeta:
     def write(self, prefix: str | os.PathLike[str]) -> None:
         """Write the sidecar atomically (temporary name, then rename)."""
         path = meta_path(prefix)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary = temporary_name(path, "tmp")
         temporary.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, path)
 

@@ -24,7 +24,7 @@ import numpy
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from tqdm import tqdm
 
-from emo_plugin.data.dataset_meta import DatasetMeta, meta_path, token_dtype_for
+from emo_plugin.data.dataset_meta import META_SUFFIX, DatasetMeta, meta_path, token_dtype_for
 from emo_plugin.data.errors import DataError
 from emo_plugin.data.records import (
     DEFAULT_EXTRA_FIELDS,
@@ -34,6 +34,7 @@ from emo_plugin.data.records import (
     parse_record,
 )
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.temporary_files import remove_stale_temporaries, temporary_name
 
 LINES_PER_TASK = 64
 
@@ -93,6 +94,18 @@ def _count_lines(inputs: Sequence[Path]) -> int:
     return total
 
 
+def _refuse_outputs_over_inputs(prefix: Path, inputs: Sequence[Path]) -> None:
+    """The outputs ``prefix.{bin,idx,meta.json}`` must not be an input: writing them would destroy it."""
+    sources = {p.resolve(): p for p in inputs}
+    for suffix in (".bin", ".idx", META_SUFFIX):
+        output = Path(f"{prefix}{suffix}").resolve()
+        if output in sources:
+            raise DataError(
+                f"--output-prefix {prefix} would overwrite the input {sources[output]} with {prefix}{suffix}; "
+                "choose another prefix (nothing was written)"
+            )
+
+
 def preprocess_jsonl(
     inputs: Sequence[str | os.PathLike[str]],
     tokenizer_model: str | os.PathLike[str],
@@ -120,8 +133,11 @@ def preprocess_jsonl(
     dtype = token_dtype_for(tokenizer.vocab_size)
 
     prefix = Path(output_prefix)
+    _refuse_outputs_over_inputs(prefix, [*paths, Path(tokenizer_model)])
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    temporary_prefix = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(prefix)  # what a killed run (kill -9) left behind
+    remove_stale_temporaries(meta_path(prefix))
+    temporary_prefix = temporary_name(prefix, "tmp")
     builder = IndexedDatasetBuilder(f"{temporary_prefix}.bin", dtype=dtype)
     num_documents = num_tokens = skipped = 0
     tasks = _iter_tasks(paths, text_field, tuple(extra_fields), skip_empty)

@@ -69,7 +69,7 @@ def write_pruned_checkpoint(
     config.num_shared_experts_per_layer = shared_per_layer
     config._validate_emo_fields()
     dtype = hf.get(N.EMBED).dtype
-    with atomic_output_dir(output, force) as folder:
+    with atomic_output_dir(output, force, inputs=(source,)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name in hf.names():
             if ".mlp.experts." in name or name.endswith(".mlp.gate.weight"):
