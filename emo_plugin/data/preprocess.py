@@ -37,6 +37,7 @@ from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.temporary_files import remove_stale_temporaries, temporary_name
 
 LINES_PER_TASK = 64
+SKIP_EMPTY_HINT = "pass --skip-empty to skip and count such records"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class _Task:
     text_field: str
     extra_fields: tuple[str, ...]
     skip_empty: bool
+    empty_hint: str
 
 
 _worker_tokenizer: EmoTokenizer | None = None
@@ -69,7 +71,7 @@ def _encode_task(task: _Task) -> tuple[list[numpy.ndarray], int]:
             if not task.skip_empty:
                 raise DataError(
                     f"{task.source}:{line_number}: empty document (field {task.text_field!r} has no "
-                    "non-whitespace text); remove it or pass --skip-empty to skip and count such records"
+                    f"non-whitespace text); remove it or {task.empty_hint}"
                 )
             empty += 1
             continue
@@ -78,12 +80,12 @@ def _encode_task(task: _Task) -> tuple[list[numpy.ndarray], int]:
 
 
 def _iter_tasks(
-    inputs: Sequence[Path], text_field: str, extra_fields: tuple[str, ...], skip_empty: bool
+    inputs: Sequence[Path], text_field: str, extra_fields: tuple[str, ...], skip_empty: bool, empty_hint: str
 ) -> Iterator[_Task]:
     for path in inputs:
         numbered = iter_numbered_lines(path)
         while batch := list(itertools.islice(numbered, LINES_PER_TASK)):
-            yield _Task(str(path), batch, text_field, extra_fields, skip_empty)
+            yield _Task(str(path), batch, text_field, extra_fields, skip_empty, empty_hint)
 
 
 def _count_lines(inputs: Sequence[Path]) -> int:
@@ -115,12 +117,13 @@ def preprocess_jsonl(
     extra_fields: Iterable[str] = DEFAULT_EXTRA_FIELDS,
     skip_empty: bool = False,
     progress: bool = True,
+    empty_hint: str = SKIP_EMPTY_HINT,
 ) -> DatasetMeta:
     """Tokenize ``inputs`` (``.jsonl``, in order) into ``<output_prefix>.{bin,idx,meta.json}``.
 
     Records must be JSON objects with a string ``text_field``; other keys must be in
     ``extra_fields``. Raises ``DataError`` (naming file:line) on any bad input. Returns the
-    sidecar that was written.
+    sidecar that was written. ``empty_hint`` ends the empty-document error with what the caller's user can do.
     """
     paths = [Path(p) for p in inputs]
     if not paths:
@@ -140,7 +143,7 @@ def preprocess_jsonl(
     temporary_prefix = temporary_name(prefix, "tmp")
     builder = IndexedDatasetBuilder(f"{temporary_prefix}.bin", dtype=dtype)
     num_documents = num_tokens = skipped = 0
-    tasks = _iter_tasks(paths, text_field, tuple(extra_fields), skip_empty)
+    tasks = _iter_tasks(paths, text_field, tuple(extra_fields), skip_empty, empty_hint)
     try:
         with multiprocessing.get_context("fork").Pool(
             workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)

@@ -31,7 +31,7 @@ def json_object(line: str, where: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise DataError(f"{where}: corrupt JSON ({error.msg} at column {error.colno})") from None
+        raise DataError(f"{where}: corrupt JSON: {error.msg} (column {error.colno})") from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     return record
@@ -70,14 +70,24 @@ def parse_record(
 
 
 def iter_numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(1-based line number, line)`` for every non-blank line of a UTF-8 file."""
-    with path.open("r", encoding="utf-8") as stream:
-        try:
-            for line_number, line in enumerate(stream, start=1):
-                if line.strip():
-                    yield line_number, line
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}: not valid UTF-8 near byte {error.start} ({error.reason})") from None
+    """Yield ``(1-based line number, line)`` for every non-blank line of a UTF-8 file.
+
+    Lines are decoded one by one, so an invalid byte is reported at its line and its offset in the file (a
+    decoder over the whole stream only knows the offset inside its current read buffer).
+    """
+    offset = 0
+    with path.open("rb") as stream:
+        for line_number, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path}:{line_number}: not valid UTF-8 at byte {offset + error.start} of the file (byte "
+                    f"{error.start + 1} of the line: {raw[error.start:error.start + 1]!r}, {error.reason})"
+                ) from None
+            offset += len(raw)
+            if line.strip():
+                yield line_number, line
 
 
 def iter_texts(

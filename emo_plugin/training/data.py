@@ -84,7 +84,8 @@ def _tokenise_corpus(corpus: str, tokenizer_model: str, prefix: Path) -> str | N
     workers = max(1, min(16, len(os.sched_getaffinity(0))))
     print(f"tokenising {corpus} into {prefix} (first use; {workers} workers)", file=sys.stderr, flush=True)
     try:
-        meta = preprocess_jsonl([corpus], tokenizer_model, prefix, workers=workers, progress=True)
+        meta = preprocess_jsonl([corpus], tokenizer_model, prefix, workers=workers, progress=True, empty_hint=(
+            "make the dataset with tools/preprocess_data.py --skip-empty and train on it with data.paths=<prefix>"))
     except DataError as error:
         return f"data.corpus: {error}"
     print(f"tokenised {meta.num_documents} documents, {meta.num_tokens} tokens", file=sys.stderr, flush=True)
