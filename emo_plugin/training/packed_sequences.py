@@ -5,7 +5,9 @@ On the host path intra-document attention is a dense ``[b, 1, s, s]`` mask. On G
 ``cu_seqlens`` marking where each document starts. Megatron's attention squeezes the batch dimension for thd
 (``attention.py``: ``query.squeeze(1)``), so a micro-batch of ``b`` rows becomes one ``[1, b·s]`` row; every
 row start is a document boundary, so no document spans two rows. RoPE follows ``cu_seqlens`` too (positions
-restart at every document), which is what ``reset_position_ids`` gives the host path.
+restart at every document) while the host path's RoPE counts from the row start; since attention never
+crosses a document and RoPE scores depend only on the distance between two positions, both give the same
+attention (``test_packed_row_trains_like_the_dense_mask_batch``).
 
 The boundaries are the routing ids' document segments (``routing_ids.py``), so attention and the EMO router
 see the same documents. The packed row is one routed sequence: segments are renumbered 1..K across it (salts

@@ -213,3 +213,66 @@ def test_packed_seq_params_fields():
     assert params.cu_seqlens_q is cu and params.cu_seqlens_kv_padded is cu
     assert (params.max_seqlen_q, params.max_seqlen_kv) == (8, 8)
     assert params.tokens_per_sample is None  # else Megatron would unflatten the row before the MoE layer
+
+
+class _ThdReferenceAttention(torch.nn.Module):
+    """Test-only stand-in for TE's thd attention on CPU: causal attention within each ``cu_seqlens`` span.
+
+    (Megatron's local attention refuses ``packed_seq_params``; TE needs a GPU.) Dense-mask batches go to the
+    host attention it wraps, unchanged.
+    """
+
+    def __init__(self, host):
+        super().__init__()
+        self.host = host
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if packed_seq_params is None:
+            return self.host(query, key, value, attention_mask, attn_mask_type, attention_bias)
+        q, k, v = (t.permute(1, 0, 2)[None] for t in (query, key, value))  # [T, heads, d] -> [1, heads, T, d]
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        mask = _dense_mask(packed_seq_params.cu_seqlens_q_padded)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~mask, scale=self.host.softmax_scale)
+        return out[0].permute(1, 0, 2).reshape(q.shape[2], -1)
+
+
+@pytest.mark.usefixtures("megatron_single_rank")
+@pytest.mark.parametrize("cp_padding", [1, 2])
+def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
+    """The whole GPTModel (RoPE over cu_seqlens, EMO routing of the renumbered packed row, MoE, loss) on the thd
+    row equals the host path's dense-mask batch: per-token losses and every gradient. ``cp_padding=2`` uses the
+    context-parallel layout (documents padded to a multiple of 4) without the split."""
+    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.training.host_backend import forward, lm_loss
+    from tests.helpers import tiny_config
+
+    b, s, vocab = 3, 24, 64
+    torch.manual_seed(0)
+    model = build_emo_gpt_model(tiny_config(num_layers=2, emo={"max_documents_per_sequence": 32}), vocab_size=vocab,
+                                max_sequence_length=s, use_transformer_engine=False, host_execution=True)
+    for layer in model.decoder.layers:
+        layer.self_attention.core_attention = _ThdReferenceAttention(layer.self_attention.core_attention)
+    batch = _synthetic_batch(b, s, seed=21)
+    batch["tokens"] %= vocab
+    batch["labels"] %= vocab
+    doc_ids = batch["doc_ids"]
+    batch["attention_mask"] = ~((doc_ids[:, :, None] == doc_ids[:, None, :]) & torch.ones(s, s).bool().tril())[:, None]
+
+    def loss_and_grads(micro_batch):
+        model.zero_grad(set_to_none=True)
+        per_token = forward(model, micro_batch)
+        lm_loss(per_token, micro_batch["loss_mask"]).backward()
+        return per_token.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    dense_loss, dense_grads = loss_and_grads(batch)
+    packing = ThdPacking(max_documents=32, context_parallel_size=cp_padding)
+    packed, cu, max_seqlen = packed_layout(dict(batch), packing)
+    packed["packed_seq_params"] = packed_seq_params(cu.to(torch.int32), max_seqlen)
+    thd_loss, thd_grads = loss_and_grads(packed)
+    real = packed["loss_mask"][0] > 0
+    torch.testing.assert_close(thd_loss[0][real], dense_loss.reshape(-1), rtol=1e-5, atol=1e-5)
+    assert dense_grads.keys() == thd_grads.keys()
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(thd_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
