@@ -45,6 +45,7 @@ from emo_plugin.analysis.subset_finetune import finetune_subset, restoring_weigh
 from emo_plugin.analysis.subset_report import fraction_label, markdown_report  # noqa: E402
 from emo_plugin.analysis.subset_selection import METHODS, kept_mask_by_layer, select_kept_experts  # noqa: E402
 from emo_plugin.analysis.text_encoding import encode_documents, load_text_encoder  # noqa: E402
+from emo_plugin.selection.keep import fraction_argument  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fractions",
         nargs="+",
-        type=float,
+        type=fraction_argument,
         default=[1.0, 0.25, 0.125],
-        help="fractions of the expert slots to keep, shared included (default: %(default)s)",
+        help="fractions of the expert slots to keep, shared included: 0.25 or 25%%; 1 = 100%% = every slot "
+        "(the rule of select_experts --keep; default: %(default)s)",
     )
     parser.add_argument("--method", choices=METHODS, default="greedy", help="expert selection (default: %(default)s)")
     parser.add_argument(

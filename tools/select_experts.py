@@ -4,7 +4,9 @@
   python tools/select_experts.py --model hf/emo-tiny --documents task.jsonl --keep 0.25 --method greedy \\
       --selection-json sel.json --output hf/emo-tiny-task25
 
---keep: fraction (< 1) or count of ALL expert slots per layer, shared included (AI2: "32 of 128").
+--keep: of ALL expert slots per layer, shared included (AI2: "32 of 128"): a number <= 1 or a percentage is a
+fraction (0.25, 25%; 1 = 100% = every slot), a number > 1 a whole count (32); 1.5 or a count above the slots is
+refused.
 Without --output only the selection JSON is written (for analysis tools).
 """
 
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from emo_plugin.convert import ConversionError
+from emo_plugin.selection.keep import keep_argument
 
 
 def main(argv=None) -> int:
@@ -24,7 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-documents", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per document (eos included)")
     p.add_argument("--method", choices=("greedy", "easy_ep", "random"), default="greedy")
-    p.add_argument("--keep", type=float, required=True, help="fraction (0.125, 0.25) or count of expert slots per layer")
+    p.add_argument("--keep", type=keep_argument, required=True,
+                   help="fraction (0.125, 25%%; <= 1) or whole count (> 1) of expert slots per layer")
     p.add_argument("--seed", type=int, default=0, help="seed of --method random")
     p.add_argument("--selection-json", required=True, help="where to write {layer: kept routed expert ids}")
     p.add_argument("--output", help="pruned HF folder to write")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from emo_plugin.convert.errors import ConversionError
+from emo_plugin.selection.keep import kept_slots
 from emo_plugin.selection.scoring import LayerScorer, random_scores
 
 METHODS = ("greedy", "easy_ep", "random")
@@ -25,15 +26,15 @@ def _raise_stop(*_):
 
 
 def routed_to_keep(keep: float, block) -> int:
-    """Kept routed experts of a layer from ``keep``: a fraction (< 1) or a count, both of ALL expert slots
-    (shared included, as AI2 counts "16 of 128"); the shared experts are part of the kept slots."""
+    """Kept routed experts of a layer from ``keep``: a fraction (<= 1) or a whole count (> 1), both of ALL expert
+    slots (shared included, as AI2 counts "16 of 128"; rule in ``keep.py``); shared experts are among the kept."""
     slots = len(block.experts)
     shared = slots - block.n_routed
-    kept_slots = round(keep * slots) if keep < 1 else int(keep)
-    routed = min(kept_slots - shared, block.n_routed)
+    kept = kept_slots(keep, slots)
+    routed = min(kept - shared, block.n_routed)
     if routed < block.routed_per_token:
         raise ConversionError(
-            f"--keep {keep} leaves {kept_slots} of {slots} slots = {routed} routed experts, fewer than the "
+            f"--keep {keep:g} leaves {kept} of {slots} slots = {routed} routed experts, fewer than the "
             f"{block.routed_per_token} each token needs (plus {shared} shared)"
         )
     return routed
