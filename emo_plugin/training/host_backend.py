@@ -48,6 +48,7 @@ def forward(model, batch: dict) -> torch.Tensor:
         batch.get("attention_mask"),
         labels=batch["labels"],
         padding_mask=batch["routing_ids"],
+        packed_seq_params=batch.get("packed_seq_params"),  # thd intra-document attention on GPU
     )
 
 

@@ -21,6 +21,7 @@ from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
 from emo_plugin.training.distributed import initialize, initialize_model_parallel, shutdown
 from emo_plugin.training.flops import flops_per_token, peak_tflops
+from emo_plugin.training.packed_sequences import thd_packing_for_run
 from emo_plugin.training.reporting import Reporter
 from emo_plugin.training.schedule import learning_rate
 from emo_plugin.training.signals import StopRequest
@@ -78,6 +79,7 @@ class Trainer:
         self.vocab_size = vocab
         torch.manual_seed(cfg.seed)
         self.transformer_config = build_transformer_config(cfg, self.device)
+        self.packing = thd_packing_for_run(cfg, self.transformer_config, self.device, self.seq_length)
         if self.device == "cpu":
             from emo_plugin.training.host_backend import HostBackend as Backend
         else:
@@ -102,6 +104,7 @@ class Trainer:
                 seed=self.cfg.seed,
                 max_docs=self.transformer_config.emo.max_documents_per_sequence,
                 device=torch_device,
+                packing=self.packing,
             )
             for m in range(self.num_micro)
         ]
