@@ -144,3 +144,59 @@ def test_near_tied_pool_does_not_depend_on_token_order():
         order = torch.randperm(2 * half, generator=torch.Generator().manual_seed(seed))
         routed = emo_route(logits[order], slots, sizes, topk=1)
         assert routed.pool_NE[1].nonzero().flatten().tolist() == [1], f"token order {seed} changed the pool"
+
+
+def test_tied_document_scores_keep_the_lower_expert_indices():
+    """Equal logits give every expert exactly the same summed probability: the pool is the P lowest indices.
+    64 experts: small rows may be sorted stably even by an unstable sort."""
+    logits = torch.zeros(6, 64)
+    logits[3:, 5] = 1.0  # second document: expert 5 first, then the tied rest by index
+    slots = document_slots(torch.tensor([1, 1, 1, 2, 2, 2]), 1, 2)
+    routed = emo_route(logits, slots, torch.tensor([64, 3, 3]), topk=2)
+    assert routed.pool_NE[1].nonzero().flatten().tolist() == [0, 1, 2]
+    assert routed.pool_NE[2].nonzero().flatten().tolist() == [0, 1, 5]
+
+
+def test_document_statistics_and_masked_logits_are_the_per_document_sums():
+    """Token counts, summed softmax probabilities (float64 loop) and −inf outside the pool, per slot."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(10, 6, generator=g)
+    segments = torch.tensor([1, 1, 1, 2, 2, 0, 1, 1, 0, 0])  # two sequences (t = s·2 + b)
+    slots = document_slots(segments, 2, 3)
+    routed = emo_route(logits, slots, torch.full((8,), 2), topk=1)
+    for slot in range(8):
+        rows = (slots == slot).nonzero().flatten().tolist()
+        assert routed.doc_mass_N[slot] == len(rows)
+        expected = sum((torch.softmax(logits[r].double(), -1) for r in rows), torch.zeros(6, dtype=torch.float64))
+        torch.testing.assert_close(routed.doc_scores_NE[slot], expected.float(), rtol=1e-6, atol=1e-7)
+        for r in rows:
+            pool = routed.pool_NE[slot]
+            assert torch.equal(routed.masked_logits_TE[r][pool], logits[r][pool])
+            assert (routed.masked_logits_TE[r][~pool] == float("-inf")).all()
+
+
+def test_shards_that_sum_their_statistics_route_like_the_whole_sequence():
+    """Two halves of a batch (as under sequence parallelism) each add the other's per-slot statistics through
+    ``reduce_doc_stats`` and must then choose the pools, and route their tokens, exactly as the full batch."""
+    g = torch.Generator().manual_seed(6)
+    seq, batch, max_docs = 12, 2, 3
+    logits_SBE = torch.randn(seq, batch, 8, generator=g)
+    segments_SB = random_segments(seq, batch, max_docs, g, pad_tail=True)
+    sizes = with_unrestricted_padding(torch.randint(2, 6, (batch * (max_docs + 1),), generator=g), max_docs, 8)
+    full = emo_route(logits_SBE.reshape(-1, 8), document_slots(segments_SB.reshape(-1), batch, max_docs), sizes, topk=2)
+    halves = [slice(0, seq // 2), slice(seq // 2, seq)]
+    own_stats = []
+    for half in halves:
+        local = emo_route(
+            logits_SBE[half].reshape(-1, 8), document_slots(segments_SB[half].reshape(-1), batch, max_docs), sizes,
+            topk=2,
+        )
+        own_stats.append(torch.cat([local.doc_scores_NE, local.doc_mass_N.unsqueeze(-1)], -1).double())
+    for i, half in enumerate(halves):
+        other = own_stats[1 - i]
+        shard = emo_route(
+            logits_SBE[half].reshape(-1, 8), document_slots(segments_SB[half].reshape(-1), batch, max_docs), sizes,
+            topk=2, reduce_doc_stats=lambda stats: stats + other,
+        )
+        assert torch.equal(shard.pool_NE, full.pool_NE)
+        assert torch.equal(shard.routing_map_TE, full.routing_map_TE.view(seq, batch, 8)[half].reshape(-1, 8))

@@ -59,3 +59,26 @@ def test_every_document_of_a_batch_gets_its_own_salt():
     assert len(salt_of) == 4 * 12
     assert len(set(salt_of.values())) == 4 * 12
     assert all(0 < salt < 2**31 for salt in salt_of.values())
+
+
+def test_tokens_without_an_eod_id_are_refused():
+    with pytest.raises(ValueError, match="tokens_BS together with eod_token_id"):
+        build_routing_ids(tokens_BS=torch.ones(1, 4, dtype=torch.long), max_documents_per_sequence=2)
+
+
+def test_empty_batch_gives_empty_ids():
+    ids = build_routing_ids(doc_ids_BS=torch.zeros(2, 0, dtype=torch.long), max_documents_per_sequence=1)
+    assert ids.shape == (2, 0)
+
+
+def test_salts_come_from_the_given_generator_only():
+    """The same seeded generator gives the same ids whatever the global RNG did in between."""
+    tokens = torch.tensor([[1, 1, EOD, 1, 1, EOD, 1]])
+    first = build_routing_ids(
+        tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4, generator=torch.Generator().manual_seed(3)
+    )
+    torch.rand(100)
+    second = build_routing_ids(
+        tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(first, second)
