@@ -2,6 +2,9 @@
 # EMO pretraining with torchrun (one node, or several with NNODES/NODE_RANK/MASTER_ADDR).
 #   examples/torchrun.sh                                   # 2 CPU ranks, embedded tiny config
 #   NPROC=8 EMO_DEVICE=cuda examples/torchrun.sh --config examples/configs/small_gpu.yaml
+# torchrun reports any non-zero worker exit as its own failure (exit 1), so the trainer's 75 ("stopped early,
+# checkpoint saved, resume me") does not reach the caller; under Slurm use examples/slurm/pretrain.sbatch (srun
+# starts the ranks itself and the script acts on 75). See docs/slurm.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NPROC=${NPROC:-2}

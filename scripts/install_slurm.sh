@@ -28,7 +28,7 @@ own_policy=0
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
 fi
-trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+trap 'if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 

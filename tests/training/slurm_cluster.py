@@ -125,6 +125,14 @@ class SlurmCluster:
         self.pidfiles.append(self.root / f"slurmd-{name}.pid")
 
     def start(self) -> "SlurmCluster":
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # whatever did start
+            raise
+        return self
+
+    def _start(self) -> None:
         self._munge()
         for d in ("state", "log"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -138,9 +146,8 @@ class SlurmCluster:
         while time.time() < deadline:
             out = self.run("sinfo", "-h", "-N", "-o", "%N %t").stdout
             if sorted(out.split()) == sorted([*NODES, *["idle"] * len(NODES)]):
-                return self
+                return
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"slurm nodes not idle after 60 s (sinfo: {out!r}); see the logs in {self.root}/log")
 
     def env(self) -> dict:

@@ -2,16 +2,24 @@
 
 * Two nodes, one CPU rank each, rendezvous on the first node: the same losses, bit for bit, as torchrun with
   two processes on one machine (same config and seed).
+* Preemption: a job signalled mid-run (SIGUSR1, what ``--signal=USR1@180`` sends before the time limit) saves,
+  requeues itself and, left to finish, ends with the losses and weights of an uninterrupted run; every iteration
+  is trained exactly once across the two attempts.
 
 Slurm and munge are installed by scripts/install_slurm.sh when missing; a machine where that fails fails here.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from emo_plugin.training import checkpoint
 from tests.training.conftest import PYTHON, REPO, base_args, env, free_port, read_metrics, run_cli
@@ -55,6 +63,13 @@ def _assert_same_steps(out: Path, reference: Path) -> None:
             assert got[iteration][name] == ref[iteration][name], (iteration, name)
 
 
+def _tensors(folder: Path, scratch: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a torch_dist checkpoint (weights, optimizer moments), read without a process group."""
+    dcp_to_torch_save(folder, scratch)
+    flat = torch.load(scratch, weights_only=False)
+    return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+
+
 def test_two_nodes_train_like_torchrun_on_one_machine(slurm, reference, corpus_prefix, tmp_path):
     out = tmp_path / "run"
     job = _sbatch(slurm, tmp_path, ["--nodes=2", "--ntasks-per-node=1"],
@@ -62,9 +77,66 @@ def test_two_nodes_train_like_torchrun_on_one_machine(slurm, reference, corpus_p
     state = slurm.wait(job, timeout=170)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert state == "COMPLETED", log[-4000:]
+    assert slurm.job(job)["Restarts"] == "0" and f"job {job} attempt 1: run finished" in log  # no requeue
     assert f"job {job} attempt 1: 2 tasks on 2 node(s) (emo-node[1-2]), rendezvous on emo-node1" in log, log[-4000:]
     for node in NODES:  # each node's slurmd started one task of the training step
         assert f"launch task StepId={job}.0 " in (slurm.root / "log" / f"slurmd-{node}.log").read_text(), node
     assert checkpoint.latest_iteration(out / "ckpt") == ITERS
     assert sorted(k for k in read_metrics(out / "metrics.jsonl") if isinstance(k, int)) == list(range(1, ITERS + 1))
     _assert_same_steps(out, reference)
+
+
+def _wait_for_steps(path: Path, steps: int, slurm: SlurmCluster, job: str, timeout: float) -> None:
+    deadline, next_state_check = time.time() + timeout, 0.0
+    while time.time() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= steps:
+            return
+        if time.time() > next_state_check:  # scontrol is slow next to a file read: once a second
+            if slurm.job(job).get("JobState") not in ("PENDING", "RUNNING", "CONFIGURING"):
+                raise AssertionError(f"job {job} ended before step {steps}: {slurm.job(job)}")
+            next_state_check = time.time() + 1
+        time.sleep(0.05)
+    raise AssertionError(f"job {job}: fewer than {steps} steps in {path} after {timeout} s")
+
+
+def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(slurm, reference, corpus_prefix, tmp_path):
+    out = tmp_path / "run"
+    job = _sbatch(slurm, tmp_path, ["--nodes=1", "--ntasks-per-node=2"],
+                  base_args(corpus_prefix, out, schedule__train_iters=ITERS))
+    _wait_for_steps(out / "metrics.jsonl", 2, slurm, job, timeout=150)
+    slurm.run("scancel", "--signal=USR1", job, check=True)  # every rank, not the batch shell, as --signal does
+    state = slurm.wait(job, timeout=170)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert state == "COMPLETED", log[-4000:]
+    assert slurm.job(job)["Restarts"] == "1", log[-4000:]
+
+    first, second = log.split(f"emo-pretrain: job {job} attempt 2: ", 1)
+    saved = [int(m) for m in re.findall(r"saved checkpoint at iteration +(\d+)", first)]
+    assert len(saved) == 1 and 2 <= saved[0] < ITERS, first[-4000:]
+    assert "SIGUSR1 received" in first and "checkpoint saved, run not finished: requeueing" in first, first[-4000:]
+    assert f"loaded checkpoint from {checkpoint.iteration_dir(out / 'ckpt', saved[0])}" in second, second[-4000:]
+    assert f"job {job} attempt 2: run finished" in second
+    # Each iteration trained once: 1..k in the first attempt, k+1..ITERS in the second.
+    trained = [[int(i) for i in re.findall(r" iteration +(\d+)/", part)] for part in (first, second)]
+    assert trained == [list(range(1, saved[0] + 1)), list(range(saved[0] + 1, ITERS + 1))], trained
+    iterations = [r["iteration"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+    assert iterations == list(range(1, ITERS + 1))
+    _assert_same_steps(out, reference)
+
+    got = _tensors(checkpoint.iteration_dir(out / "ckpt", ITERS), tmp_path / "requeued.pt")
+    ref = _tensors(checkpoint.iteration_dir(reference / "ckpt", ITERS), tmp_path / "reference.pt")
+    assert got.keys() == ref.keys() and any("weight" in k for k in got)
+    for name, tensor in ref.items():
+        assert torch.equal(got[name], tensor), name
+
+
+def test_failed_run_is_not_requeued(slurm, corpus_prefix, tmp_path):
+    """An error exit (2: bad config) ends the job FAILED with that code; only 75 requeues."""
+    args = base_args(corpus_prefix, tmp_path / "run", batch__micro_batch_size=0)
+    job = _sbatch(slurm, tmp_path, ["--nodes=1", "--ntasks-per-node=1"], args)
+    state = slurm.wait(job, timeout=120)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    info = slurm.job(job)
+    assert (state, info["ExitCode"], info["Restarts"]) == ("FAILED", "2:0", "0"), log[-4000:]
+    assert f"job {job} attempt 1: training failed with exit code 2" in log
+    assert "batch.micro_batch_size" in log
