@@ -11,6 +11,7 @@ import dataclasses
 import functools
 
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
+from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.moe.moe_layer import MoELayer
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
@@ -28,6 +29,21 @@ def with_emo_moe_layer(mlp_spec):
         return mlp_spec
     submodules = dataclasses.replace(mlp_spec.keywords["submodules"], router=EmoRouter)
     return functools.partial(EmoMoELayer, *mlp_spec.args, **{**mlp_spec.keywords, "submodules": submodules})
+
+
+def _with_local_moe_norm_key(layer_spec):
+    """A TE-spec MoE layer whose pre-MLP norm is checkpointed under the local spec's key.
+
+    Megatron's local spec saves every layer's ``pre_mlp_layernorm`` as ``mlp.linear_fc1.layer_norm_*`` (the
+    name of TE's fused norm + fc1 in dense layers); its TE spec keeps a MoE layer's separate norm as
+    ``pre_mlp_layernorm.*``. Mapped the same way, CPU (local) and GPU (TE) checkpoints load into each other and
+    ``convert.megatron_keys.MLP_NORM`` names the norm in both.
+    """
+    submodules = layer_spec.submodules
+    if submodules.pre_mlp_layernorm is IdentityOp:  # dense TE layer: the norm is fused into linear_fc1
+        return layer_spec
+    keys = {**submodules.sharded_state_dict_keys_map, "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"}
+    return dataclasses.replace(layer_spec, submodules=dataclasses.replace(submodules, sharded_state_dict_keys_map=keys))
 
 
 def _host_norm(norm_spec):
@@ -80,6 +96,8 @@ def emo_decoder_block_spec(
     for layer_spec in block.layer_specs:
         mlp = with_emo_moe_layer(layer_spec.submodules.mlp)
         layer_spec = dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, mlp=mlp))
+        if use_transformer_engine:
+            layer_spec = _with_local_moe_norm_key(layer_spec)
         layer_specs.append(_with_host_attention(layer_spec) if host_attention else layer_spec)
     final_norm = _host_norm(block.layer_norm) if host_attention else block.layer_norm
     return dataclasses.replace(block, layer_specs=layer_specs, layer_norm=final_norm)
