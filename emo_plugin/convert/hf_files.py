@@ -44,4 +44,6 @@ def copy_extra_files(source: Path, folder: Path, names) -> None:
             shutil.copyfile(Path(source) / name, Path(folder) / name)
 
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"
+)

@@ -75,6 +75,7 @@ class ShardedSafetensorsWriter:
             final = f"model-{i + 1:05d}-of-{count:05d}.safetensors"
             (self.folder / f"shard-{i:05d}.tmp").rename(self.folder / final)
             weight_map.update({name: final for name in names})
-        index = {"metadata": {"total_size": self.total_bytes, "total_parameters": self.total_params}, "weight_map": weight_map}
+        metadata = {"total_size": self.total_bytes, "total_parameters": self.total_params}
+        index = {"metadata": metadata, "weight_map": weight_map}
         (self.folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         return index

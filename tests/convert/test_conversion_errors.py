@@ -32,7 +32,8 @@ def test_import_of_a_corrupted_tensor_names_it(hf_folder, tmp_path):
     tensors = load_file(shard)
     tensors[name] = torch.zeros(16, 31)
     save_file(tensors, shard, metadata={"format": "pt"})
-    with pytest.raises(ConversionError, match=r"model\.layers\.1\.mlp\.experts\.3\.up_proj\.weight.*\(16, 31\).*\(16, 32\)"):
+    expected = r"model\.layers\.1\.mlp\.experts\.3\.up_proj\.weight.*\(16, 31\).*\(16, 32\)"
+    with pytest.raises(ConversionError, match=expected):
         import_from_hf(broken, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
@@ -52,7 +53,8 @@ def test_checkpoint_without_model_description_asks_for_a_config(megatron_model, 
     from emo_plugin.training import checkpoint
     from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
 
-    checkpoint.save(tmp_path / "bare", 1, {"model": megatron_model.sharded_state_dict(prefix="")}, HostTorchDistSaveStrategy())
+    state = {"model": megatron_model.sharded_state_dict(prefix="")}
+    checkpoint.save(tmp_path / "bare", 1, state, HostTorchDistSaveStrategy())
     with pytest.raises(ConversionError, match="--model-config"):
         export_to_hf(tmp_path / "bare", tmp_path / "out", progress=False)
     (tmp_path / "arch.json").write_text(json.dumps(TINY.to_dict()))
