@@ -13,6 +13,7 @@ run never leaves a half-written dataset under the requested prefix.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -96,6 +97,21 @@ def _count_lines(inputs: Sequence[Path]) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _encoder(workers: int, tokenizer: EmoTokenizer):
+    """``imap`` over a pool of ``workers`` tokenizer processes; one worker encodes in this process (no fork, so
+    it also works where children are not allowed, e.g. inside a daemonic process)."""
+    if workers == 1:
+        global _worker_tokenizer
+        _worker_tokenizer = tokenizer
+        yield map
+        return
+    with multiprocessing.get_context("fork").Pool(
+        workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)
+    ) as pool:
+        yield pool.imap
+
+
 def _refuse_outputs_over_inputs(prefix: Path, inputs: Sequence[Path]) -> None:
     """The outputs ``prefix.{bin,idx,meta.json}`` must not be an input: writing them would destroy it."""
     sources = {p.resolve(): p for p in inputs}
@@ -145,10 +161,10 @@ def preprocess_jsonl(
     num_documents = num_tokens = skipped = 0
     tasks = _iter_tasks(paths, text_field, tuple(extra_fields), skip_empty, empty_hint)
     try:
-        with multiprocessing.get_context("fork").Pool(
-            workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)
-        ) as pool, tqdm(total=_count_lines(paths), unit="doc", disable=not progress, desc=prefix.name) as bar:
-            for documents, empty in pool.imap(_encode_task, tasks):
+        with _encoder(workers, tokenizer) as encode, tqdm(
+            total=_count_lines(paths), unit="doc", disable=not progress, desc=prefix.name
+        ) as bar:
+            for documents, empty in encode(_encode_task, tasks):
                 for document in documents:
                     builder.add_document(document, [document.size])
                     num_tokens += document.size

@@ -11,6 +11,7 @@ Routing ids are drawn per sample from a generator seeded with (seed, global samp
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def _tokenise_corpus(corpus: str, tokenizer_model: str, prefix: Path) -> str | N
     """Tokenise ``corpus`` into ``prefix``; returns the error message instead of raising, for the other ranks."""
     from emo_plugin.data.preprocess import preprocess_jsonl
 
-    workers = max(1, min(16, len(os.sched_getaffinity(0))))
+    # One worker per CPU (training has not started yet); none where this process may not have children.
+    workers = 1 if multiprocessing.current_process().daemon else max(1, min(16, len(os.sched_getaffinity(0))))
     print(f"tokenising {corpus} into {prefix} (first use; {workers} workers)", file=sys.stderr, flush=True)
     try:
         meta = preprocess_jsonl([corpus], tokenizer_model, prefix, workers=workers, progress=True, empty_hint=(
