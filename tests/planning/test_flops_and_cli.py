@@ -27,10 +27,11 @@ def corpus_prefix(tmp_path_factory) -> str:
 
 
 def test_flops_per_step_equal_the_trainers_mfu_numerator(corpus_prefix, tmp_path):
-    """A 2-step CPU run reports TFLOP/s per rank and tokens/s; their ratio × tokens per step is its FLOPs per step."""
-    args = base_args(corpus_prefix, tmp_path, schedule__train_iters=2)
+    """A 1-step CPU run reports TFLOP/s per rank and tokens/s; their ratio × tokens per step is its FLOPs per step."""
+    args = base_args(corpus_prefix, tmp_path, schedule__train_iters=1, schedule__lr_warmup_iters=0,
+                     batch__global_batch_size=2, batch__micro_batch_size=2, data__seq_length=64, checkpoint__save="none")
     run_cli(args)
-    record = read_metrics(tmp_path / "metrics.jsonl")[2]
+    record = read_metrics(tmp_path / "metrics.jsonl")[1]
     cfg = parse_config(args)
     tokens_per_step = cfg.batch.global_batch_size * cfg.data.seq_length
     reported = record["throughput"] * 1e12 / record["throughput/tokens-per-sec"] * tokens_per_step
