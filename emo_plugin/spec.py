@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from megatron.core.extensions.transformer_engine import HAVE_TE
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.moe.moe_layer import MoELayer
@@ -51,13 +52,18 @@ def _host_norm(norm_spec):
     return HostNorm if norm_spec is WrappedTorchNorm else norm_spec
 
 
-def _with_host_attention(layer_spec):
+def _with_host_norms(layer_spec):
+    """The local spec's norms as ``HostNorm`` (same parameters, but sequence-parallel capable); TE norms stay."""
+    return _with_host_attention(layer_spec, core_attention=None)
+
+
+def _with_host_attention(layer_spec, core_attention=HostDotProductAttention):
     attention = layer_spec.submodules.self_attention
     attention = dataclasses.replace(
         attention,
         submodules=dataclasses.replace(
             attention.submodules,
-            core_attention=HostDotProductAttention,
+            core_attention=core_attention or attention.submodules.core_attention,
             q_layernorm=_host_norm(attention.submodules.q_layernorm),
             k_layernorm=_host_norm(attention.submodules.k_layernorm),
         ),
@@ -89,6 +95,12 @@ def emo_decoder_block_spec(
         raise TypeError(f"emo_decoder_block_spec needs an EmoTransformerConfig, got {type(config).__name__}")
     if host_attention and use_transformer_engine:
         raise ValueError("host_attention replaces Megatron's local attention; it cannot combine with the TE spec")
+    if use_transformer_engine and not HAVE_TE:
+        raise ImportError(
+            "use_transformer_engine=True but Transformer Engine is not importable "
+            "(megatron.core.extensions.transformer_engine.HAVE_TE is False): install transformer-engine[pytorch] "
+            "(pip install 'emo_plugin[te]') or build the local spec (use_transformer_engine=False)"
+        )
     block = get_gpt_decoder_block_spec(
         config, use_transformer_engine=use_transformer_engine, vp_stage=vp_stage, pp_rank=pp_rank
     )
@@ -98,6 +110,6 @@ def emo_decoder_block_spec(
         layer_spec = dataclasses.replace(layer_spec, submodules=dataclasses.replace(layer_spec.submodules, mlp=mlp))
         if use_transformer_engine:
             layer_spec = _with_local_moe_norm_key(layer_spec)
-        layer_specs.append(_with_host_attention(layer_spec) if host_attention else layer_spec)
-    final_norm = _host_norm(block.layer_norm) if host_attention else block.layer_norm
+        layer_specs.append(_with_host_attention(layer_spec) if host_attention else _with_host_norms(layer_spec))
+    final_norm = _host_norm(block.layer_norm)
     return dataclasses.replace(block, layer_specs=layer_specs, layer_norm=final_norm)

@@ -39,6 +39,9 @@ class ModelSection:
     rotary_base: int | None = opt(None, "override RoPE theta", megatron="--rotary-base")
     init_method_std: float = opt(0.02, "std of the normal weight init", megatron="--init-method-std")
     recompute_moe: bool = opt(False, "selective recompute of the MoE layers (GPU memory saver)")
+    transformer_impl: str = opt("transformer_engine", "GPU layers: 'transformer_engine' (TE spec; an error if TE is "
+                                "not installed) or 'local' (Megatron's PyTorch spec); CPU always runs local",
+                                megatron="--transformer-impl")
 
 
 @dataclass
@@ -66,6 +69,8 @@ class ParallelSection:
     expert_model_parallel_size: int = opt(1, "expert parallel size", megatron="--expert-model-parallel-size")
     expert_tensor_parallel_size: int | None = opt(None, "tensor parallel size inside experts (default 1)", megatron="--expert-tensor-parallel-size")
     context_parallel_size: int = opt(1, "context parallel size (GPU only)", megatron="--context-parallel-size")
+    virtual_pipeline_model_parallel_size: int | None = opt(
+        None, "model chunks per pipeline rank: interleaved 1F1B (GPU only)", megatron="--virtual-pipeline-model-parallel-size")
     sequence_parallel: bool = opt(False, "sequence parallelism (required for MoE with TP > 1)", megatron="--sequence-parallel")
 
 
@@ -89,6 +94,9 @@ class OptimizerSection:
     weight_decay: float = opt(0.1, "decoupled weight decay (never on embeddings, norms or biases)", megatron="--weight-decay")
     clip_grad: float = opt(1.0, "clip the global grad norm to this (0 disables)", megatron="--clip-grad")
     use_distributed_optimizer: bool = opt(True, "shard optimizer state over data-parallel ranks (GPU)", megatron="--use-distributed-optimizer")
+    overlap_grad_reduce: bool = opt(False, "overlap the DP gradient reduce with backward (GPU)", megatron="--overlap-grad-reduce")
+    overlap_param_gather: bool = opt(False, "overlap the distributed optimizer's parameter all-gather with the next "
+                                     "forward (GPU; needs use_distributed_optimizer)", megatron="--overlap-param-gather")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 from emo_plugin.model import build_emo_gpt_model
 from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.training.param_groups import parameter_groups
+from emo_plugin.training.schedule import param_scheduler, set_iteration
 
 
 def _is_expert(param: torch.nn.Parameter) -> bool:
@@ -73,6 +74,7 @@ class HostBackend:
             foreach=False,
         )
         self._init_optimizer_state()
+        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule)
         self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         self.expert_dp_group = parallel_state.get_expert_data_parallel_group()
         self.ep_group = parallel_state.get_expert_model_parallel_group()
@@ -89,9 +91,10 @@ class HostBackend:
                 }
 
     # -- one optimizer step ---------------------------------------------------------------------------
-    def train_step(self, micro_batches: list[dict], lr: float, nan_policy: str) -> dict:
+    def train_step(self, micro_batches: list[dict], iteration: int, nan_policy: str) -> dict:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=False)
+        lr = set_iteration(self.scheduler, iteration)
         num_micro = len(micro_batches)
         MoEAuxLossAutoScaler.set_loss_scale(torch.ones(1) / num_micro)
         total = torch.zeros(1)
@@ -113,10 +116,8 @@ class HostBackend:
                 for p in self.model.parameters():
                     if p.grad is not None:
                         p.grad.mul_(coeff)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             self.optimizer.step()
-        return {"lm loss": total.item(), "grad-norm": grad_norm.item(), "finite": finite}
+        return {"lm loss": total.item(), "grad-norm": grad_norm.item(), "finite": finite, "learning-rate": lr}
 
     def _all_reduce_grads(self) -> None:
         scale = 1.0 / self.dp_group.size()

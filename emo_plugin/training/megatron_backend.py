@@ -1,33 +1,81 @@
 """The GPU training step: Megatron-Core's own machinery, nothing re-implemented.
 
-``DistributedDataParallel`` (grad buffers, reduce over DP / expert-DP), ``get_megatron_optimizer`` (distributed
-optimizer, fp32 main params, grad clipping), ``get_forward_backward_func`` (no-pipelining / 1F1B / interleaved,
-which also sets the MoE aux-loss scale), ``finalize_model_grads`` (DP/SP/embedding grad sync and the EMO routers'
-per-step reset through ``reset_model_temporary_tensors``), Transformer Engine layers when installed.
-Written for NCCL + CUDA; not exercised by the CPU test suite.
+``DistributedDataParallel`` (grad buffers, reduce over DP / expert-DP, optional overlap), ``get_megatron_optimizer``
+(distributed optimizer, fp32 main params, grad clipping), ``OptimizerParamScheduler`` (lr and weight decay with
+``wd_mult``, schedule.py), ``get_forward_backward_func`` (no pipelining / 1F1B / interleaved 1F1B over model
+chunks, which also sets the MoE aux-loss scale), ``finalize_model_grads`` (DP/SP/embedding grad sync and the EMO
+routers' per-step reset through ``reset_model_temporary_tensors``), Transformer Engine layers unless
+``model.transformer_impl=local``. Seeds, optimizer sharding metadata and the hook/sync wiring follow Megatron-LM
+(``megatron/training``). The CPU suite runs this file unmodified on gloo ranks (tests/cuda_free/).
 """
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-from megatron.core.optimizer.optimizer_config import ParamGroupOverride, ParamKey, ParamWithNamePredicate
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_batch_on_this_cp_rank
 
 from emo_plugin.model import build_emo_gpt_model
+from emo_plugin.training.builders import use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
-from emo_plugin.training.param_groups import no_weight_decay
+from emo_plugin.training.param_groups import megatron_overrides
+from emo_plugin.training.schedule import param_scheduler, set_iteration
 
-try:
-    import transformer_engine  # noqa: F401
+_SCHEDULER_KEY = "opt_param_scheduler"
 
-    HAVE_TE = True
-except ImportError:
-    HAVE_TE = False
+
+def seed_like_megatron_lm(seed: int) -> int:
+    """Megatron-LM's ``_set_random_seed``: every pipeline stage gets ``seed + 100 × pp_rank`` (host RNGs and the
+    CUDA RNG tracker's data/tensor/expert-parallel streams), so stages do not draw identical initialisations."""
+    stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(stage_seed)
+    np.random.seed(stage_seed)
+    torch.manual_seed(stage_seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(stage_seed)
+    return stage_seed
+
+
+def sharded_state_dict_metadata() -> dict:
+    """What Megatron-LM passes to ``sharded_state_dict`` (``_build_sharded_state_dict_metadata``): without it the
+    distributed optimizer falls back to the deprecated ``fully_sharded_model_space`` format, which 0.19 refuses.
+    ``fully_reshardable`` stores canonical per-parameter state, so a checkpoint resumes at another DP/TP/PP/EP."""
+    return {
+        "distrib_optim_sharding_type": "fully_reshardable",
+        "distrib_optim_fully_reshardable_mem_efficient": False,
+        "singleton_local_shards": False,
+        "chained_optim_avoid_prefix": True,
+        "dp_cp_group": parallel_state.get_data_parallel_group(with_context_parallel=True),
+    }
+
+
+def _build_chunks(cfg, transformer_config, vocab_size: int, seq_length: int) -> list:
+    """This rank's model chunks: one per virtual pipeline stage (interleaved schedule), else one."""
+    use_te = use_transformer_engine(cfg, "cuda")
+    vpp = cfg.parallel.virtual_pipeline_model_parallel_size
+    chunks = []
+    for vp_stage in range(vpp) if vpp else [None]:
+        chunk = build_emo_gpt_model(
+            transformer_config,
+            vocab_size=vocab_size,
+            max_sequence_length=seq_length,
+            use_transformer_engine=use_te,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+            vp_stage=vp_stage,
+        )
+        chunks.append(chunk.cuda(torch.cuda.current_device()))
+    return chunks
+
+
+def _one_or_list(items: list):
+    return items[0] if len(items) == 1 else items
 
 
 class MegatronBackend:
@@ -35,24 +83,20 @@ class MegatronBackend:
 
     def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int):
         self.cfg, self.seq_length = cfg, seq_length
-        tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed)
-        model = build_emo_gpt_model(
-            transformer_config,
-            vocab_size=vocab_size,
-            max_sequence_length=seq_length,
-            use_transformer_engine=HAVE_TE,
-            pre_process=parallel_state.is_pipeline_first_stage(),
-            post_process=parallel_state.is_pipeline_last_stage(),
-        )
-        model.cuda(torch.cuda.current_device())
+        seed_like_megatron_lm(cfg.seed)
         opt = cfg.optimizer
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             use_distributed_optimizer=opt.use_distributed_optimizer,
-            overlap_grad_reduce=False,
+            overlap_grad_reduce=opt.overlap_grad_reduce,
+            overlap_param_gather=opt.overlap_param_gather,
         )
-        self.model = DistributedDataParallel(config=transformer_config, ddp_config=ddp_config, module=model)
-        no_wd = ParamKey(with_name_predicate=ParamWithNamePredicate(name="emo_no_wd", fn=lambda p, n: no_weight_decay(n, p)))
+        self.model = [
+            DistributedDataParallel(
+                config=transformer_config, ddp_config=ddp_config, module=chunk, disable_bucketing=index > 0
+            )
+            for index, chunk in enumerate(_build_chunks(cfg, transformer_config, vocab_size, seq_length))
+        ]
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
                 optimizer="adam",
@@ -67,16 +111,24 @@ class MegatronBackend:
                 params_dtype=transformer_config.params_dtype,
                 use_distributed_optimizer=opt.use_distributed_optimizer,
             ),
-            [self.model],
-            config_overrides={no_wd: ParamGroupOverride(wd_mult=0.0)},
+            self.model,
+            config_overrides=megatron_overrides(),
         )
+        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule)
+        # Megatron-LM's wiring (training.py, setup_model_and_optimizer / train).
         transformer_config.finalize_model_grads_func = finalize_model_grads
         transformer_config.grad_scale_func = self.optimizer.scale_loss
-        transformer_config.no_sync_func = self.model.no_sync
+        if opt.overlap_grad_reduce:
+            transformer_config.no_sync_func = _one_or_list([m.no_sync for m in self.model])
+            transformer_config.grad_sync_func = _one_or_list([m.start_grad_sync for m in self.model])
+        if opt.overlap_param_gather:
+            transformer_config.param_sync_func = _one_or_list([m.start_param_sync for m in self.model])
 
+    # -- forward / backward ---------------------------------------------------------------------------
     def _run(self, micro_batches: list[dict], forward_only: bool) -> torch.Tensor:
         cp = parallel_state.get_context_parallel_world_size()
-        batches = iter([get_batch_on_this_cp_rank(b) if cp > 1 else b for b in micro_batches])
+        packed = "packed_seq_params" in micro_batches[0]  # thd rows, already split per CP rank (packed_sequences.py)
+        batches = [get_batch_on_this_cp_rank(b) if cp > 1 and not packed else b for b in micro_batches]
 
         def forward_step(data_iterator, model):
             batch = next(data_iterator)
@@ -84,16 +136,18 @@ class MegatronBackend:
 
             def loss_func(loss_BS):
                 loss = lm_loss(loss_BS, batch["loss_mask"])
-                return loss, {"lm loss": loss.detach()}
+                # clone: the schedule scales the returned loss in place (÷ micro-batches × CP) for backward
+                return loss, {"lm loss": loss.detach().clone()}
 
             return output, loss_func
 
         store = get_forward_backward_func()(
             forward_step_func=forward_step,
-            data_iterator=batches,
-            model=[self.model],
+            data_iterator=_one_or_list([iter(batches) for _ in self.model]),  # each chunk sees every micro-batch
+            model=self.model,
             num_microbatches=len(micro_batches),
-            seq_length=self.seq_length // cp,
+            # full length: the schedule divides by CP (and TP under SP) itself; a thd row holds the micro-batch
+            seq_length=micro_batches[0]["tokens"].shape[1] * cp if packed else self.seq_length,
             micro_batch_size=micro_batches[0]["tokens"].shape[0],
             forward_only=forward_only,
         )
@@ -105,44 +159,79 @@ class MegatronBackend:
         dist.all_reduce(loss, group=parallel_state.get_pipeline_model_parallel_group())  # to every stage
         return loss
 
-    def train_step(self, micro_batches: list[dict], lr: float, nan_policy: str) -> dict:
-        self.model.train()
-        self.model.zero_grad_buffer()
+    def train_step(self, micro_batches: list[dict], iteration: int, nan_policy: str) -> dict:
+        """One optimizer step producing ``iteration``; a non-finite loss or gradient never reaches the weights."""
+        for chunk in self.model:
+            chunk.train()
+            chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
+        lr = set_iteration(self.scheduler, iteration)
         loss = self._run(micro_batches, forward_only=False)
-        finite = bool(torch.isfinite(loss).all())
-        grad_norm = float("nan")
+        # Without a loss scaler Megatron's optimizer steps on NaN/inf gradients, so look before it steps
+        # (prepare_grads only copies the reduced grads into the main grads; step() repeats it harmlessly).
+        self.optimizer.prepare_grads()
+        grad_norm = float(self.optimizer.get_grad_norm())
+        finite = bool(torch.isfinite(loss).all()) and np.isfinite(grad_norm)
         if finite:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            ok, grad_norm, _ = self.optimizer.step()
-            finite = bool(ok) and grad_norm is not None and bool(torch.isfinite(torch.tensor(grad_norm)))
-        return {"lm loss": loss.item(), "grad-norm": float(grad_norm or 0.0), "finite": finite}
+            ok, _, _ = self.optimizer.step()
+            finite = bool(ok)
+        return {"lm loss": loss.item(), "grad-norm": grad_norm, "finite": finite, "learning-rate": lr}
 
     @torch.no_grad()
     def eval_loss(self, micro_batches: list[dict]) -> float:
-        self.model.eval()
+        self._sync_params()
+        for chunk in self.model:
+            chunk.eval()
         loss = self._run(micro_batches, forward_only=True).item()
-        self.model.train()
+        for chunk in self.model:
+            chunk.train()
         return loss
 
+    def _sync_params(self) -> None:
+        """With overlapped param gather the weights are current only after the next forward's hooks ran: make them
+        current now (Megatron-LM's ``disable_forward_pre_hook`` + ``enable_forward_pre_hook`` around eval/save)."""
+        for chunk in self.model:
+            if chunk.use_forward_hook:
+                chunk.disable_forward_pre_hook(param_sync=True)
+                chunk.enable_forward_pre_hook()
+
+    # -- checkpoint state -----------------------------------------------------------------------------
+    def _model_keys(self) -> list[str]:
+        """Megatron-LM's names: ``model``, or ``model0``, ``model1``, ... for virtual pipeline chunks."""
+        return ["model"] if len(self.model) == 1 else [f"model{i}" for i in range(len(self.model))]
+
+    def _model_sharded_state_dict(self, metadata: dict) -> dict:
+        return {
+            key: chunk.module.sharded_state_dict(prefix="", metadata=metadata)
+            for key, chunk in zip(self._model_keys(), self.model)
+        }
+
     def sharded_state_dict(self, is_loading: bool = False, include_rng: bool = True) -> dict:
-        model_sd = self.model.module.sharded_state_dict(prefix="")
-        return {"model": model_sd, "optimizer": self.optimizer.sharded_state_dict(model_sd, is_loading=is_loading)}
+        if not is_loading:
+            self._sync_params()
+        metadata = sharded_state_dict_metadata()
+        state = self._model_sharded_state_dict(metadata)
+        state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=is_loading, metadata=metadata)
+        return state
 
     def common_state(self) -> dict:
-        return {}
+        return {_SCHEDULER_KEY: self.scheduler.state_dict()}
 
+    @torch.no_grad()  # Megatron-LM loads under no_grad: the fp32 distributed optimizer copies into leaf views
     def load_state(self, loaded: dict, common: dict) -> None:
-        self.model.module.load_state_dict(loaded["model"])
+        for key, chunk in zip(self._model_keys(), self.model):
+            chunk.module.load_state_dict(loaded[key])
         self.optimizer.load_state_dict(loaded["optimizer"])
+        if _SCHEDULER_KEY in common:
+            self.scheduler.load_state_dict(common[_SCHEDULER_KEY])
 
     def model_sharded_state_dict(self) -> dict:
         """The model part alone, for a weights-only load (``checkpoint.finetune``, tools/import_hf.py output)."""
-        return {"model": self.model.module.sharded_state_dict(prefix="")}
+        return self._model_sharded_state_dict(sharded_state_dict_metadata())
 
     @torch.no_grad()
     def load_weights(self, loaded: dict) -> None:
         """Model weights only; the optimizer's main params are refreshed from them (Megatron-LM's finetune load)."""
-        self.model.module.load_state_dict(loaded["model"])
+        for key, chunk in zip(self._model_keys(), self.model):
+            chunk.module.load_state_dict(loaded[key])
         self.optimizer.reload_model_params()

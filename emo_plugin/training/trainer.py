@@ -23,7 +23,6 @@ from emo_plugin.training.distributed import initialize, initialize_model_paralle
 from emo_plugin.training.flops import flops_per_token, peak_tflops
 from emo_plugin.training.packed_sequences import thd_packing_for_run
 from emo_plugin.training.reporting import Reporter
-from emo_plugin.training.schedule import learning_rate
 from emo_plugin.training.signals import StopRequest
 from emo_plugin.training.validation import data_parallel_size, validate
 
@@ -215,8 +214,7 @@ class Trainer:
             while self.iteration < cfg.schedule.train_iters:
                 start = time.time()
                 batches = self._micro_batches(self.data.train, self.consumed_samples)
-                lr = learning_rate(self.iteration + 1, cfg.optimizer, cfg.schedule)
-                result = self.backend.train_step(batches, lr, cfg.nan_policy)
+                result = self.backend.train_step(batches, self.iteration + 1, cfg.nan_policy)
                 self.iteration += 1
                 self.consumed_samples += cfg.batch.global_batch_size
                 if not result["finite"] and cfg.nan_policy == "stop":
@@ -233,7 +231,7 @@ class Trainer:
                     {
                         "lm loss": result["lm loss"],
                         "grad-norm": result["grad-norm"],
-                        "learning-rate": lr,
+                        "learning-rate": result["learning-rate"],
                         "iteration-time": elapsed,
                         "batch-size": float(cfg.batch.global_batch_size),
                         "throughput/tokens-per-sec": tokens_per_sec,
