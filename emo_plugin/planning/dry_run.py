@@ -31,6 +31,8 @@ def dry_run(cfg: TrainingConfig) -> int:
         build_transformer_config(cfg, resolve_device(cfg))
     except EmoConfigError as error:
         raise ConfigError(f"model/emo: {error}") from None
+    except (ValueError, AssertionError, ZeroDivisionError) as error:  # Megatron's own TransformerConfig checks
+        raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
     world_size = planned_world_size(cfg)
     plan = make_plan(cfg, world_size)
     print(render(plan, None if plan.fits else suggestions(cfg, world_size)))
