@@ -85,3 +85,14 @@ def test_dry_run_needs_a_world_size(capsys, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     code = main(["--dry-run", "--config", str(REPO / "examples/configs/small_gpu.yaml")])
     assert code == 2 and "plan.world_size" in capsys.readouterr().err
+
+
+def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(corpus_prefix, tmp_path):
+    """``emo-pretrain`` on the EP 1 flagship, one process: refused by the planner before CUDA or NCCL start."""
+    proc = run_cli(["--config", str(REPO / "examples/configs/emo_1b14b.yaml"), "--parallel.expert_model_parallel_size=1",
+                    f"--data.paths={corpus_prefix}", f"--data.tokenizer_model={REPO / 'examples/data/tokenizer.model'}",
+                    f"--checkpoint.save={tmp_path / 'ckpt'}", f"--logging.tensorboard_dir={tmp_path / 'tb'}"],
+                   check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.search(r"config error: plan: pipeline stage 0 .* needs an estimated [\d.]+ GiB per GPU", proc.stderr)
+    assert not (tmp_path / "ckpt").exists()
