@@ -10,9 +10,10 @@ The table is generated from the tests, never written by hand. In a test::
                area="conversion")
 
 ``record`` (call it after the assertions that prove ``kept``) normalises temporary paths to ``<tmp>``, the
-repository root to ``.`` and a quoted amount of RAM, then, in a normal run, checks that ``docs/reliability.md`` holds exactly this row and
-fails otherwise, so CI catches a stale table. With ``EMO_RELIABILITY_UPDATE=1`` in the environment it writes
-the row into the table instead; regenerate everything with ``bash scripts/update_reliability.sh``.
+repository root to ``.`` and a quoted amount of RAM, then, in a normal run, checks that ``docs/reliability.md``
+holds exactly this row and fails otherwise, so CI catches a stale table. With ``EMO_RELIABILITY_UPDATE=1`` in
+the environment it writes the row into the table instead; regenerate everything with
+``bash scripts/update_reliability.sh``.
 Rows are keyed by ``case``: keep it short, unique and stable (what the user typed or did).
 """
 

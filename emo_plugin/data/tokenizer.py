@@ -127,7 +127,7 @@ class EmoTokenizer:
             self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_bytes)
         except RuntimeError:
             raise DataError(
-                f"{self.model_path}: not a sentencepiece model ({len(model_bytes)} bytes that do not parse as one); "
+                f"{self.model_path}: not a sentencepiece model (its bytes do not parse as one); "
                 "pass the .model file written by tools/train_tokenizer.py"
             ) from None
         self.vocab_size: int = self._processor.get_piece_size()

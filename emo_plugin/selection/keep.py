@@ -58,5 +58,7 @@ def fraction_argument(text: str) -> float:
     """argparse ``type`` for --fractions: like --keep, but only fractions (a count is select_experts' business)."""
     value = keep_argument(text)
     if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is a count of slots; --fractions takes fractions <= 1 (0.25 or 25%)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a count of slots; --fractions takes fractions <= 1 (0.25 or 25%)"
+        )
     return value

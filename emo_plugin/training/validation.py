@@ -15,7 +15,13 @@ from pathlib import Path
 
 from emo_plugin.config import EmoConfigError
 from emo_plugin.model_sizes import SIZES, ModelSize
-from emo_plugin.training.builders import FP8_FORMAT, build_transformer_config, padded_vocab_size, resolve_device, resolved_size
+from emo_plugin.training.builders import (
+    FP8_FORMAT,
+    build_transformer_config,
+    padded_vocab_size,
+    resolve_device,
+    resolved_size,
+)
 from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
 
@@ -33,7 +39,8 @@ def _check_finite_floats(cfg: TrainingConfig) -> None:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{f.name if name is None else f'{name}.{f.name}'}={value!r}: expected a finite number")
+                key = f.name if name is None else f"{name}.{f.name}"
+                raise ConfigError(f"{key}={value!r}: expected a finite number")
 
 
 def _check_writable(key: str, value: str | None, *, is_file: bool = False) -> None:
@@ -72,10 +79,13 @@ def _check_model(cfg: TrainingConfig) -> None:
 
 def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
     d = cfg.data
-    _check(bool(d.paths) or bool(d.corpus), "data.paths", d.paths, "at least one indexed dataset prefix, or data.corpus with data.tokenizer_model")
-    _check(bool(d.tokenizer_model), "data.tokenizer_model", d.tokenizer_model, "a sentencepiece model (vocabulary size, EOD id, dataset sidecar check)")
+    _check(bool(d.paths) or bool(d.corpus), "data.paths", d.paths,
+           "at least one indexed dataset prefix, or data.corpus with data.tokenizer_model")
+    _check(bool(d.tokenizer_model), "data.tokenizer_model", d.tokenizer_model,
+           "a sentencepiece model (vocabulary size, EOD id, dataset sidecar check)")
     _check(not d.corpus or Path(d.corpus).is_file(), "data.corpus", d.corpus, "an existing JSON-lines file")
-    _check(Path(d.tokenizer_model).is_file(), "data.tokenizer_model", d.tokenizer_model, "an existing sentencepiece .model file")
+    _check(Path(d.tokenizer_model).is_file(), "data.tokenizer_model", d.tokenizer_model,
+           "an existing sentencepiece .model file")
     train, valid, _ = parse_split(d.split)
     _check(train > 0, "data.split", d.split, "a positive train weight (the first of 'train,valid,test')")
     _check(valid > 0 or eval_iters == 0, "data.split", d.split,
@@ -85,7 +95,8 @@ def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
 
         for prefix in parse_paths(d.paths)[0]:
             missing = [s for s in (".bin", ".idx") if not Path(f"{prefix}{s}").is_file()]
-            _check(not missing, "data.paths", prefix, f"an indexed dataset prefix ({prefix}{missing[0] if missing else ''} "
+            _check(not missing, "data.paths", prefix,
+                   f"an indexed dataset prefix ({prefix}{missing[0] if missing else ''} "
                    "does not exist; make it with tools/preprocess_data.py)")
     else:
         _check_writable("data.cache_dir", d.cache_dir)
@@ -102,26 +113,32 @@ def _tokenizer_vocab(cfg: TrainingConfig) -> int:
 
 
 def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
-    m, par, prec, opt, sch, b, d = cfg.model, cfg.parallel, cfg.precision, cfg.optimizer, cfg.schedule, cfg.batch, cfg.data
+    m, par, prec, opt = cfg.model, cfg.parallel, cfg.precision, cfg.optimizer
+    sch, b, d = cfg.schedule, cfg.batch, cfg.data
     _check_finite_floats(cfg)
     _check(m.size in SIZES, "model.size", m.size, f"one of {', '.join(SIZES)}")
     _check(par.device in ("auto", "cpu", "cuda"), "parallel.device", par.device, "'auto', 'cpu' or 'cuda'")
     device = resolve_device(cfg)
     _check(device in ("cpu", "cuda"), "EMO_DEVICE", device, "'cpu' or 'cuda'")
-    for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size", "context_parallel_size"):
+    for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size",
+                "context_parallel_size"):
         _check(getattr(par, key) >= 1, f"parallel.{key}", getattr(par, key), "an integer >= 1")
     _check(par.expert_tensor_parallel_size is None or par.expert_tensor_parallel_size >= 1,
            "parallel.expert_tensor_parallel_size", par.expert_tensor_parallel_size, "none or an integer >= 1")
     _check(prec.dtype in ("fp32", "bf16"), "precision.dtype", prec.dtype, "'fp32' or 'bf16'")
-    _check(prec.fp8_recipe in (None, *FP8_FORMAT), "precision.fp8_recipe", prec.fp8_recipe, f"none or one of {', '.join(FP8_FORMAT)}")
+    _check(prec.fp8_recipe in (None, *FP8_FORMAT), "precision.fp8_recipe", prec.fp8_recipe,
+           f"none or one of {', '.join(FP8_FORMAT)}")
     if device == "cpu":
         # The host path has no Megatron CUDA machinery: only data and expert parallelism, fp32.
         for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size"):
-            _check(getattr(par, key) == 1, f"parallel.{key}", getattr(par, key), "1 on CPU (only data and expert parallelism run on the host)")
-        _check((par.expert_tensor_parallel_size or 1) == 1, "parallel.expert_tensor_parallel_size", par.expert_tensor_parallel_size, "1 on CPU")
+            _check(getattr(par, key) == 1, f"parallel.{key}", getattr(par, key),
+                   "1 on CPU (only data and expert parallelism run on the host)")
+        _check((par.expert_tensor_parallel_size or 1) == 1, "parallel.expert_tensor_parallel_size",
+               par.expert_tensor_parallel_size, "1 on CPU")
         _check(not par.sequence_parallel, "parallel.sequence_parallel", par.sequence_parallel, "false on CPU")
         _check(prec.dtype == "fp32", "precision.dtype", prec.dtype, "'fp32' on CPU")
-        _check(prec.fp8_recipe is None, "precision.fp8_recipe", prec.fp8_recipe, "none on CPU (FP8 needs Transformer Engine on a GPU)")
+        _check(prec.fp8_recipe is None, "precision.fp8_recipe", prec.fp8_recipe,
+               "none on CPU (FP8 needs Transformer Engine on a GPU)")
         _check(not m.recompute_moe, "model.recompute_moe", m.recompute_moe, "false on CPU")
     else:
         _check(not d.intra_document_attention, "data.intra_document_attention", d.intra_document_attention,
@@ -134,26 +151,34 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "a float >= 0")
     _check(opt.clip_grad >= 0, "optimizer.clip_grad", opt.clip_grad, "a float >= 0 (0 disables clipping)")
     _check(sch.train_iters >= 1, "schedule.train_iters", sch.train_iters, "an integer >= 1")
-    _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters, f"between 0 and schedule.train_iters={sch.train_iters}")
+    _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters,
+           f"between 0 and schedule.train_iters={sch.train_iters}")
     _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
            sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
-    _check(sch.lr_decay_style in ("cosine", "linear", "constant"), "schedule.lr_decay_style", sch.lr_decay_style, "'cosine', 'linear' or 'constant'")
+    _check(sch.lr_decay_style in ("cosine", "linear", "constant"), "schedule.lr_decay_style", sch.lr_decay_style,
+           "'cosine', 'linear' or 'constant'")
     _check(b.micro_batch_size >= 1, "batch.micro_batch_size", b.micro_batch_size, "an integer >= 1")
-    _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size, f">= batch.micro_batch_size={b.micro_batch_size}")
+    _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size,
+           f">= batch.micro_batch_size={b.micro_batch_size}")
     _check(cfg.eval.interval >= 0, "eval.interval", cfg.eval.interval, "an integer >= 0 (0: validate only at the end)")
     _check(cfg.eval.iters >= 0, "eval.iters", cfg.eval.iters, "an integer >= 0 (0: no validation)")
     _check(0 <= cfg.seed < SEED_LIMIT, "seed", cfg.seed, f"an integer in [0, {SEED_LIMIT}) (numpy's seed range)")
     _check(cfg.nan_policy in ("stop", "skip"), "nan_policy", cfg.nan_policy, "'stop' or 'skip'")
-    _check(cfg.emo.lb_scope in ("micro_batch", "global_batch"), "emo.lb_scope", cfg.emo.lb_scope, "'micro_batch' or 'global_batch'")
+    _check(cfg.emo.lb_scope in ("micro_batch", "global_batch"), "emo.lb_scope", cfg.emo.lb_scope,
+           "'micro_batch' or 'global_batch'")
     _check(cfg.logging.log_interval >= 1, "logging.log_interval", cfg.logging.log_interval, "an integer >= 1")
-    _check(cfg.logging.peak_tflops is None or cfg.logging.peak_tflops > 0, "logging.peak_tflops", cfg.logging.peak_tflops, "none or a positive float")
-    _check(cfg.checkpoint.save_interval >= 0, "checkpoint.save_interval", cfg.checkpoint.save_interval, "an integer >= 0")
-    _check(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", cfg.checkpoint.keep_last_n, "an integer >= 0 (0: keep all)")
+    _check(cfg.logging.peak_tflops is None or cfg.logging.peak_tflops > 0, "logging.peak_tflops",
+           cfg.logging.peak_tflops, "none or a positive float")
+    _check(cfg.checkpoint.save_interval >= 0, "checkpoint.save_interval", cfg.checkpoint.save_interval,
+           "an integer >= 0")
+    _check(cfg.checkpoint.keep_last_n >= 0, "checkpoint.keep_last_n", cfg.checkpoint.keep_last_n,
+           "an integer >= 0 (0: keep all)")
     _check(sch.exit_duration_minutes is None or sch.exit_duration_minutes > 0, "schedule.exit_duration_minutes",
            sch.exit_duration_minutes, "none or a positive number of minutes")
     _check(sch.exit_duration_minutes is None or bool(cfg.checkpoint.save), "schedule.exit_duration_minutes",
            sch.exit_duration_minutes, "checkpoint.save to be set (the run saves there before its budget runs out)")
-    _check(0 <= cfg.nan_max_skipped_fraction <= 1, "nan_max_skipped_fraction", cfg.nan_max_skipped_fraction, "a share in [0, 1]")
+    _check(0 <= cfg.nan_max_skipped_fraction <= 1, "nan_max_skipped_fraction", cfg.nan_max_skipped_fraction,
+           "a share in [0, 1]")
     for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
                                 ("logging.metrics_file", cfg.logging.metrics_file, True),
                                 ("checkpoint.save", cfg.checkpoint.save, False)):
@@ -179,9 +204,11 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
         raise ConfigError(f"{key}: {message}")
     if world_size is not None:
         model_parallel = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size
-        _check(world_size % model_parallel == 0, "parallel", f"tp*pp*cp={model_parallel}", f"a divisor of the world size {world_size}")
+        _check(world_size % model_parallel == 0, "parallel", f"tp*pp*cp={model_parallel}",
+               f"a divisor of the world size {world_size}")
         dp = world_size // model_parallel
-        expert_parallel = par.expert_model_parallel_size * (par.expert_tensor_parallel_size or 1) * par.pipeline_model_parallel_size
+        expert_parallel = (par.expert_model_parallel_size * (par.expert_tensor_parallel_size or 1)
+                           * par.pipeline_model_parallel_size)
         _check(world_size % expert_parallel == 0, "parallel.expert_model_parallel_size", par.expert_model_parallel_size,
                f"ep*etp*pp={expert_parallel} to divide the world size {world_size}")
         _check(b.global_batch_size % (b.micro_batch_size * dp) == 0, "batch.global_batch_size", b.global_batch_size,

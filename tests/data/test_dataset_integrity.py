@@ -90,7 +90,8 @@ def test_remade_dataset_does_not_reuse_the_old_index_cache(tmp_path: Path, corpu
     assert old[0]["tokens"].tolist() != new[0]["tokens"].tolist()
     assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache per content, none overwritten
     record("re-running preprocess_data to the same prefix, then training again",
-           seen="trains on the new data: the index cache is named by a content fingerprint (<prefix dir>/cache/emo-<hash>)",
+           seen="trains on the new data: the index cache is named by a content fingerprint "
+                "(<prefix dir>/cache/emo-<hash>)",
            kept="the old cache (unused)", area="data")
 
 
@@ -99,7 +100,8 @@ def test_split_without_documents_is_refused_not_a_hang(tmp_path: Path, corpus_re
     signal.signal(signal.SIGALRM, lambda *_: pytest.fail("hung in Megatron's epoch loop"))
     signal.alarm(60)
     try:
-        with pytest.raises(DataError, match=r"ten: data.split='98,2,0' gives the validation split 0 of its 10 documents"):
+        expected = r"ten: data.split='98,2,0' gives the validation split 0 of its 10 documents"
+        with pytest.raises(DataError, match=expected):
             build_emo_gpt_datasets(bundled_tokenizer, [str(prefix)], 32, [8, 4, None], split="98,2,0")
     finally:
         signal.alarm(0)

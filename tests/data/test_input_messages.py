@@ -22,7 +22,8 @@ def test_invalid_utf8_names_line_and_file_offset(tmp_path: Path) -> None:
         list(iter_numbered_lines(source))
     offset = len(first) + len('{"text": "caf')
     assert source.read_bytes()[offset] == 0xE9
-    assert f"latin1.jsonl:2: not valid UTF-8 at byte {offset} of the file (byte 14 of the line: b'\\xe9'" in str(info.value)
+    expected = f"latin1.jsonl:2: not valid UTF-8 at byte {offset} of the file (byte 14 of the line: b'\\xe9'"
+    assert expected in str(info.value)
     record("preprocess_data on a Latin-1 line after 20 kB of UTF-8", seen=f"error: {info.value}",
            kept="nothing written", area="data")
 

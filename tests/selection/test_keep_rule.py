@@ -43,7 +43,8 @@ def test_select_experts_refuses_ambiguous_keep(argv, expected, case, capsys, tmp
 
 
 def test_count_above_the_slots_is_refused_not_clamped():
-    with pytest.raises(ConversionError, match=r"--keep 100: the layer has only 16 expert slots \(use 16 or 100% for all\)") as info:
+    expected = r"--keep 100: the layer has only 16 expert slots \(use 16 or 100% for all\)"
+    with pytest.raises(ConversionError, match=expected) as info:
         kept_slots(100.0, 16)
     record("select_experts --keep 100 (16 slots per layer)", seen=f"error: {info.value}",
            kept="nothing written", area="selection")

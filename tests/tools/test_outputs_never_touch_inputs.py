@@ -51,8 +51,9 @@ def test_export_into_the_run_folder_that_holds_the_checkpoints(tmp_path, capsys)
     _refused(capsys, "export_hf", ["--checkpoint", str(run / "checkpoints"), "--output", str(run), "--force"], run,
              f"--output {run} contains the input {run / 'checkpoints'}",
              "export_hf --checkpoint R/checkpoints --output R --force", "every iter_* folder of R/checkpoints")
-    _refused(capsys, "export_hf", ["--checkpoint", str(run / "checkpoints"), "--output", str(run / "checkpoints" / "hf"),
-                                   "--force"], run, "is inside the input",
+    inside = str(run / "checkpoints" / "hf")
+    _refused(capsys, "export_hf", ["--checkpoint", str(run / "checkpoints"), "--output", inside, "--force"], run,
+             "is inside the input",
              "export_hf --checkpoint R/checkpoints --output R/checkpoints/hf", "the checkpoints")
 
 
