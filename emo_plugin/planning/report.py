@@ -49,6 +49,9 @@ def render(plan: Plan, suggestions: list | None = None) -> str:
         f"{plan.num_micro_batches} micro-batches ({tokens:,} tokens per step)",
         f"model FLOPs per step (trainer's MFU formula): {plan.flops_per_step:.4e} "
         f"({plan.flops_per_step / layout.world_size / 1e12:,.1f} TFLOP per rank)",
+        "method: parameters exact; activations per Korthikanti et al. 2022 adapted to RMSNorm/RoPE/GQA/flash "
+        "attention/SwiGLU MoE (emo_plugin/planning/activations.py); traffic = bytes each rank sends (ring "
+        "algorithms), balanced expert load; see docs/planning.md",
         "",
     ]
     for s in plan.stages:

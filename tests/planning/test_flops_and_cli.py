@@ -29,7 +29,8 @@ def corpus_prefix(tmp_path_factory) -> str:
 def test_flops_per_step_equal_the_trainers_mfu_numerator(corpus_prefix, tmp_path):
     """A 1-step CPU run reports TFLOP/s per rank and tokens/s; their ratio × tokens per step is its FLOPs per step."""
     args = base_args(corpus_prefix, tmp_path, schedule__train_iters=1, schedule__lr_warmup_iters=0,
-                     batch__global_batch_size=2, batch__micro_batch_size=2, data__seq_length=64, checkpoint__save="none")
+                     batch__global_batch_size=2, batch__micro_batch_size=2, data__seq_length=64,
+                     checkpoint__save="none")
     run_cli(args)
     record = read_metrics(tmp_path / "metrics.jsonl")[1]
     cfg = parse_config(args)
@@ -89,7 +90,8 @@ def test_dry_run_needs_a_world_size(capsys, monkeypatch):
 
 def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(corpus_prefix, tmp_path):
     """``emo-pretrain`` on the EP 1 flagship, one process: refused by the planner before CUDA or NCCL start."""
-    proc = run_cli(["--config", str(REPO / "examples/configs/emo_1b14b.yaml"), "--parallel.expert_model_parallel_size=1",
+    recipe = str(REPO / "examples/configs/emo_1b14b.yaml")
+    proc = run_cli(["--config", recipe, "--parallel.expert_model_parallel_size=1",
                     f"--data.paths={corpus_prefix}", f"--data.tokenizer_model={REPO / 'examples/data/tokenizer.model'}",
                     f"--checkpoint.save={tmp_path / 'ckpt'}", f"--logging.tensorboard_dir={tmp_path / 'tb'}"],
                    check=False)
