@@ -55,6 +55,22 @@ def sharded_state_dict_metadata() -> dict:
     }
 
 
+def context_parallel_share(micro_batch: dict) -> dict:
+    """This CP rank's part of a micro-batch: Megatron's zigzag split of every [b, s] tensor (routing ids included);
+    packed thd rows arrive already split per CP rank (packed_sequences.py)."""
+    if parallel_state.get_context_parallel_world_size() == 1 or "packed_seq_params" in micro_batch:
+        return micro_batch
+    return get_batch_on_this_cp_rank(micro_batch, is_hybrid_cp=False)
+
+
+def schedule_seq_length(micro_batch: dict, seq_length: int) -> int:
+    """The ``seq_length`` Megatron's schedules take: the full sequence, which they divide by CP (and by TP under
+    SP) for the p2p activation shape; a packed thd row holds this CP rank's share of the micro-batch's tokens."""
+    if "packed_seq_params" in micro_batch:
+        return micro_batch["tokens"].shape[1] * parallel_state.get_context_parallel_world_size()
+    return seq_length
+
+
 def _build_chunks(cfg, transformer_config, vocab_size: int, seq_length: int) -> list:
     """This rank's model chunks: one per virtual pipeline stage (interleaved schedule), else one."""
     use_te = use_transformer_engine(cfg, "cuda")
@@ -126,9 +142,7 @@ class MegatronBackend:
 
     # -- forward / backward ---------------------------------------------------------------------------
     def _run(self, micro_batches: list[dict], forward_only: bool) -> torch.Tensor:
-        cp = parallel_state.get_context_parallel_world_size()
-        packed = "packed_seq_params" in micro_batches[0]  # thd rows, already split per CP rank (packed_sequences.py)
-        batches = [get_batch_on_this_cp_rank(b) if cp > 1 and not packed else b for b in micro_batches]
+        batches = [context_parallel_share(b) for b in micro_batches]
 
         def forward_step(data_iterator, model):
             batch = next(data_iterator)
@@ -146,8 +160,7 @@ class MegatronBackend:
             data_iterator=_one_or_list([iter(batches) for _ in self.model]),  # each chunk sees every micro-batch
             model=self.model,
             num_microbatches=len(micro_batches),
-            # full length: the schedule divides by CP (and TP under SP) itself; a thd row holds the micro-batch
-            seq_length=micro_batches[0]["tokens"].shape[1] * cp if packed else self.seq_length,
+            seq_length=schedule_seq_length(micro_batches[0], self.seq_length),
             micro_batch_size=micro_batches[0]["tokens"].shape[0],
             forward_only=forward_only,
         )

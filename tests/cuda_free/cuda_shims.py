@@ -7,13 +7,15 @@ parameters as ``torch.cuda.*Tensor``. ``cuda_free()`` makes exactly those calls 
 Python code runs unmodified over gloo (which has reduce-scatter, all-gather-into-tensor, coalescing, uneven
 all-to-all and batched p2p), and its numbers can be compared against the host backend:
 
+* ``init_process_group("nccl")`` becomes gloo;
 * ``torch.cuda`` stubs: one device 0 (``current_device``/``set_device``/``device_count``), no-op
   ``synchronize``/``_lazy_init``/``empty_cache``, the CUDA RNG state and seed calls on the host RNG, zero memory
   statistics, and fake ``Stream``/``Event``/``current_stream``/``stream()`` (CPU ops run in program order);
 * Megatron's CUDA RNG tracker replaced by the no-op tracker of ``tests/shims.py`` (initialisation and dropout
   then draw from the host RNG);
 * ``CudaAsCpu`` (a ``TorchFunctionMode``): ``device="cuda"``/``cuda:N``/integer devices become CPU,
-  ``.cuda()``/``.to("cuda")``/``record_stream``/``pin_memory`` are no-ops, ``Tensor.type()`` reports
+  ``.cuda()``/``.to("cuda")``/``pin_memory`` are no-ops (``Tensor.record_stream`` is patched to one: the argument
+  parser rejects a fake stream before any mode sees the call), ``Tensor.type()`` reports
   ``torch.cuda.<T>Tensor`` (Megatron's optimizers check it) and ``Tensor.is_cuda`` answers ``True``;
 * ``CudaAllocationsToCpu`` (a ``TorchDispatchMode``): the backstop for factory calls that bypass the function
   mode, such as the allocations inside custom autograd backwards (``_AllToAll.backward``);
@@ -156,12 +158,27 @@ class CudaAllocationsToCpu(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def _gloo_for_nccl() -> None:
+    """A launch that asks for NCCL (the GPU path's ``init_process_group``) gets gloo, which has every collective
+    Megatron uses here (reduce-scatter, all-gather into tensor, coalescing, uneven all-to-all, batched p2p)."""
+    init = torch.distributed.init_process_group
+    if getattr(init, "cuda_free", False):
+        return
+
+    def init_process_group(backend=None, *args, **kwargs):
+        return init("gloo" if backend in (None, "nccl") else backend, *args, **kwargs)
+
+    init_process_group.cuda_free = True
+    torch.distributed.init_process_group = init_process_group
+
+
 def apply_cuda_free_shims() -> None:
-    """Process-wide patches (torch.cuda stubs, Megatron's RNG tracker); call once in a fresh rank process."""
+    """Process-wide patches (torch.cuda stubs, Megatron's RNG tracker, gloo for NCCL); call in a rank process."""
     from tests.shims import apply_cpu_shims
 
     apply_cpu_shims()
     _patch_torch_cuda()
+    _gloo_for_nccl()
 
 
 @contextlib.contextmanager
