@@ -141,8 +141,11 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
                "none on CPU (FP8 needs Transformer Engine on a GPU)")
         _check(not m.recompute_moe, "model.recompute_moe", m.recompute_moe, "false on CPU")
     else:
-        _check(not d.intra_document_attention, "data.intra_document_attention", d.intra_document_attention,
-               "false on GPU for now (the GPU path does not build THD packed-sequence params yet)")
+        # On GPU intra-document attention is thd packing (training/packed_sequences.py): TE attention only.
+        _check(not d.intra_document_attention or m.transformer_impl == "transformer_engine",
+               "data.intra_document_attention", d.intra_document_attention,
+               "false with model.transformer_impl=local (thd packed sequences run only in Transformer Engine's "
+               "attention; Megatron's local DotProductAttention refuses packed_seq_params)")
     _check(opt.lr > 0, "optimizer.lr", opt.lr, "a positive float")
     _check(0 <= opt.min_lr <= opt.lr, "optimizer.min_lr", opt.min_lr, f"between 0 and optimizer.lr={opt.lr}")
     for key in ("adam_beta1", "adam_beta2"):

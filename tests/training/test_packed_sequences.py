@@ -276,3 +276,15 @@ def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
     assert dense_grads.keys() == thd_grads.keys()
     for name, grad in dense_grads.items():
         torch.testing.assert_close(thd_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gpu_intra_document_attention_without_te_attention_is_refused():
+    from emo_plugin.training.cli import DEFAULT_CONFIG, parse_config
+    from emo_plugin.training.config import ConfigError
+    from emo_plugin.training.validation import validate
+
+    cfg = parse_config(["--config", str(DEFAULT_CONFIG), "--parallel.device=cuda", "--model.transformer_impl=local",
+                        "--data.intra_document_attention=true"])
+    with pytest.raises(ConfigError, match=r"data.intra_document_attention=True: expected false with "
+                                          r"model.transformer_impl=local \(thd packed sequences"):
+        validate(cfg)
