@@ -3,16 +3,18 @@
 What it runs on one H100/H200 (run by ``tools/gpu_check.sh``, about 5 minutes, each step in its own process
 with its own time limit, so one failure or hang does not lose the other steps' results):
 
+* ``gpu_init``: the product CLI (``emo-pretrain``) on the GPU trains the small model 3 steps from scratch (TE
+  spec, bf16, distributed optimizer, intra-document attention) and saves: the starting weights of every run
+  below, each a weights-only start (``checkpoint.finetune``: same weights, data position 0, fresh optimizer).
+* ``cpu_reference``: the product CLI on CPU (fp32 host path, local spec, dense intra-document mask) takes one
+  step from those weights, in the background while the GPU works: the reference first-step loss.
 * ``layer``: an EMO model (small size, 2 layers, bf16) built with Megatron's Transformer Engine spec and with
   its local spec, weights moved through a distributed checkpoint; per-token losses and gradient norms compared
   with causal attention, and TE's thd intra-document attention (``packed_sequences.py``) compared with the
   local spec's dense intra-document mask (the host path). Also: this package's context-parallel zigzag index
   against TE's ``thd_get_partitioned_indices``.
-* ``cpu_init`` / ``cpu_reference``: the product CLI on CPU (fp32 host path) trains the small model a few steps
-  from scratch and saves; then a weights-only start (``checkpoint.finetune``) from that checkpoint takes one
-  step: its loss is the reference for the GPU runs' first step, which start from the same weights and data.
 * ``train_bf16``: the product CLI on the GPU: TE spec, bf16, distributed optimizer, intra-document attention
-  (thd), 50 steps from the same checkpoint; first-step loss vs the CPU reference.
+  (thd), 50 steps from the same weights, saved at the end; first-step loss vs the CPU reference.
 * ``train_fp8_delayed`` / ``train_fp8_tensorwise``: the same with FP8 (delayed and current/tensorwise
   scaling); loss gaps to bf16 at the first step and over the last 10 steps.
 * ``bench_8192`` / ``bench_16384``: ``tools/bench_router.py`` at the EMO shape (hidden 2048, 128 experts,
@@ -30,6 +32,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -271,11 +274,17 @@ def tokenise(out: Path, documents: int | None) -> str:
     return str(prefix)
 
 
+def start_run(out: Path, name: str, config: dict, env: dict) -> subprocess.Popen:
+    """``emo-pretrain`` in a fresh ``out/name`` (a checkpoint left there by an earlier check would be resumed)."""
+    shutil.rmtree(out / name, ignore_errors=True)
+    metrics = out / name / "metrics.jsonl"
+    return start(cli_command({**config, "logging.metrics_file": str(metrics)}), out / name / "log.txt", env)
+
+
 def training_step(plan: Plan, out: Path, name: str, config: dict, deadline: Deadline, cap: float) -> dict:
     """One ``emo-pretrain`` run; the steps it logged are kept even when it fails later (e.g. in the final save)."""
     log, metrics = out / name / "log.txt", out / name / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
-    proc = start(cli_command({**config, "logging.metrics_file": str(metrics)}), log, child_env())
+    proc = start_run(out, name, config, child_env())
     record = {}
     try:
         finish(proc, deadline.left(cap), log)
@@ -320,38 +329,26 @@ def run_all(args: argparse.Namespace) -> int:
     if tokenised["status"] != "ok":
         return finalize(results)
     common = plan.common(out, tokenised["prefix"])
-    cpu_threads = max(1, (os.cpu_count() or 2) - 4)  # the rest feed the GPU runs
 
-    # CPU: a few steps from scratch, saved; runs while the GPU does the layer check and the benchmarks.
-    init_dir = out / "cpu_init" / "checkpoint"
-    init_config = {**common, **plan.cpu(), "schedule.train_iters": plan.init_steps, "schedule.lr_warmup_iters": 1,
-                   "optimizer.lr": 3e-3, "checkpoint.save": str(init_dir),
-                   "logging.metrics_file": str(out / "cpu_init" / "metrics.jsonl")}
-    (out / "cpu_init" / "metrics.jsonl").unlink(missing_ok=True)
-    init_began = time.monotonic()
-    init_proc = start(cli_command(init_config), out / "cpu_init" / "log.txt", child_env(cpu_threads))
+    # The GPU trains a few steps from scratch and saves: the starting weights of every later run.
+    init_dir = out / "gpu_init" / "checkpoint"
+    init_config = {**common, **plan.gpu(None), "schedule.train_iters": plan.init_steps, "schedule.lr_warmup_iters": 1,
+                   "optimizer.lr": 3e-3, "checkpoint.save": str(init_dir)}
+    init = run_guarded(results, "gpu_init", training_step, plan, out, "gpu_init", init_config, deadline, 200)
+
+    # Weights only from that checkpoint: iteration 0, data position 0, a fresh optimizer, on CPU and GPU alike.
+    # The CPU reference (fp32 host path, local spec) runs in the background while the GPU does the rest.
+    start_from = {"checkpoint.load": str(init_dir), "checkpoint.finetune": "true", "checkpoint.save": "none"}
+    reference_proc = None
+    if init.get("status") == "ok":
+        reference_config = {**common, **plan.cpu(), **start_from, "schedule.train_iters": 1,
+                            "schedule.lr_warmup_iters": 0}
+        reference_proc = start_run(out, "cpu_reference", reference_config,
+                                   child_env(cpu_threads=max(1, (os.cpu_count() or 2) - 4)))
 
     run_guarded(results, "layer", layer_step, plan, out, deadline)
     for name, bench_args in plan.bench.items():
         run_guarded(results, name, bench_step, plan, out, name, bench_args, deadline)
-
-    def wait_init() -> dict:
-        finish(init_proc, deadline.left(300), out / "cpu_init" / "log.txt")
-        values = losses(out / "cpu_init" / "metrics.jsonl")
-        return {"figures": {"steps": len(values), "first_loss": values[0], "last_loss": values[-1]},
-                "wall_seconds": time.monotonic() - init_began}
-
-    init = run_guarded(results, "cpu_init", wait_init)
-    if init["status"] != "ok":
-        return finalize(results)
-
-    # Every later run starts from the same weights (weights only: iteration 0, data position 0, fresh optimizer).
-    start_from = {"checkpoint.load": str(init_dir), "checkpoint.finetune": "true", "checkpoint.save": "none"}
-    reference_config = {**common, **plan.cpu(), **start_from, "schedule.train_iters": 1, "schedule.lr_warmup_iters": 0}
-    reference_metrics = out / "cpu_reference" / "metrics.jsonl"
-    reference_metrics.unlink(missing_ok=True)
-    reference_proc = start(cli_command({**reference_config, "logging.metrics_file": str(reference_metrics)}),
-                           out / "cpu_reference" / "log.txt", child_env(cpu_threads))
 
     gpu_runs = {"train_bf16": None, "train_fp8_delayed": "delayed", "train_fp8_tensorwise": "tensorwise"}
     records = {}
@@ -359,18 +356,23 @@ def run_all(args: argparse.Namespace) -> int:
         if fp8 and plan.dry_run:
             results.step(name, {"status": "skipped", "reason": "FP8 needs Transformer Engine on a GPU", "seconds": 0.0})
             continue
+        if reference_proc is None:
+            results.step(name, {"status": "skipped", "reason": "gpu_init failed: no starting weights", "seconds": 0.0})
+            continue
+        # bf16 also saves at the end (a distributed-optimizer checkpoint written on the GPU)
+        save = str(out / name / "checkpoint") if fp8 is None else "none"
         config = {**common, **plan.gpu(fp8), **start_from, "schedule.train_iters": plan.gpu_steps,
-                  "schedule.lr_warmup_iters": 5 if not plan.dry_run else 1,
-                  "checkpoint.save": str(out / name / "checkpoint")}
+                  "schedule.lr_warmup_iters": 5 if not plan.dry_run else 1, "checkpoint.save": save}
         records[name] = run_guarded(results, name, training_step, plan, out, name, config, deadline, 200)
 
-    def wait_reference() -> dict:
-        finish(reference_proc, deadline.left(300), out / "cpu_reference" / "log.txt")
-        values = losses(reference_metrics)
-        return {"figures": {"first_loss": values[0]}, "loss": values[0]}
+    if reference_proc is not None:
+        def wait_reference() -> dict:
+            finish(reference_proc, deadline.left(300), out / "cpu_reference" / "log.txt")
+            values = losses(out / "cpu_reference" / "metrics.jsonl")
+            return {"figures": {"first_loss": values[0]}, "loss": values[0]}
 
-    reference = run_guarded(results, "cpu_reference", wait_reference)
-    run_guarded(results, "comparisons", compare, plan, reference, records)
+        reference = run_guarded(results, "cpu_reference", wait_reference)
+        run_guarded(results, "comparisons", compare, plan, reference, records)
     return finalize(results)
 
 

@@ -1,7 +1,7 @@
 """tools/gpu_check.sh: its CPU dry run end to end, and the guarding that keeps one failed step from losing the rest.
 
-The dry run is the GPU check's own orchestration (tokenising, the CPU init and reference runs through the
-product CLI, the checkpoint hand-over with ``checkpoint.finetune``, the layer worker, the benchmark, result
+The dry run is the GPU check's own orchestration (tokenising, the init, reference and training runs through
+the product CLI, the checkpoint hand-over with ``checkpoint.finetune``, the layer worker, the benchmark, result
 files) with a tiny model on CPU; its "GPU" run is a CPU run from the same weights and data, so its first-step
 loss must equal the reference's exactly.
 """
@@ -42,7 +42,7 @@ def test_dry_run_completes_every_step(dry_run):
     results = json.loads((out / "gpu_check.json").read_text())
     assert proc.returncode == 0, (out / "gpu_check.txt").read_text()
     steps = results["steps"]
-    assert list(steps) == ["environment", "tokenise", "layer", "bench_128", "cpu_init", "train_bf16",
+    assert list(steps) == ["environment", "tokenise", "gpu_init", "layer", "bench_128", "train_bf16",
                            "train_fp8_delayed", "train_fp8_tensorwise", "cpu_reference", "comparisons"]
     assert {name: s["status"] for name, s in steps.items() if s["status"] != "ok"} == {
         "train_fp8_delayed": "skipped", "train_fp8_tensorwise": "skipped"}
