@@ -14,7 +14,8 @@ Per token, per layer, in elements (e bytes each; the router works in fp32):
 with n, c, x per implementation (``Implementation``): the fused GPU path (Transformer Engine norms and
 grouped-GEMM experts with the probability-weighted SwiGLU) keeps n = 2, c = 3, x = 0; the host path (plain
 ``torch.nn.RMSNorm``, ``SequentialMLP``, unfused SwiGLU) keeps n = 3, c = 6, x = 1, counted from its autograd
-graph. The last stage adds the final norm and the fp32 logits of the vocabulary-parallel cross entropy (V/t).
+graph; Megatron's local GPU layers are counted like the host plus the a·s softmax probabilities per token.
+The last stage adds the final norm and the fp32 logits of the vocabulary-parallel cross entropy (V/t).
 Selective MoE recompute (``model.recompute_moe``) keeps only each MoE layer's input and re-materialises one
 layer's MoE tensors during its backward. A 1F1B pipeline stage r holds min(pp − r, micro-batches) micro-batches;
 with v virtual stages (interleaved 1F1B) it holds 2·(pp − r − 1) + (v − 1)·pp + 1 model chunks of L/(pp·v)
@@ -40,10 +41,15 @@ class Implementation:
     norm_copies: int
     swiglu_copies: int
     shared_input_copy: int
+    score_copies: int = 0  # a·s softmax probabilities per token kept by non-flash attention
 
 
 FUSED_GPU = Implementation("fused GPU (Transformer Engine)", norm_copies=2, swiglu_copies=3, shared_input_copy=0)
 HOST = Implementation("host (plain PyTorch)", norm_copies=3, swiglu_copies=6, shared_input_copy=1)
+# GPU with model.transformer_impl=local: PyTorch layers as on the host, but Megatron's DotProductAttention keeps
+# the softmax probabilities [b, a, s, s] for the probs × V backward (Korthikanti's 5·a·s/h term without dropout).
+LOCAL_GPU = Implementation("GPU, Megatron local layers", norm_copies=3, swiglu_copies=6, shared_input_copy=1,
+                           score_copies=1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ def _per_token_layer(size: ModelSize, layout: Layout, impl: Implementation, elem
     sp = tp if layout.sequence_parallel else 1
     head_dim = h // size.num_attention_heads
     attention = impl.norm_copies * h / sp + 3 * (size.num_attention_heads + size.num_query_groups) * head_dim / tp
+    attention += impl.score_copies * size.num_attention_heads * size.seq_length / layout.cp / tp
     moe_norm = impl.norm_copies * h / sp
     routed = size.moe_router_topk * layout.etp / sp * (h + impl.swiglu_copies * f / layout.etp)
     shared = size.num_shared_experts * (impl.shared_input_copy * h + impl.swiglu_copies * f / tp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emo_plugin.model_sizes import ModelSize
-from emo_plugin.planning.activations import FUSED_GPU, HOST, ActivationMemory, activation_memory
+from emo_plugin.planning.activations import FUSED_GPU, HOST, LOCAL_GPU, ActivationMemory, activation_memory
 from emo_plugin.planning.communication import Collective, communication
 from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import ModelStates, model_states
@@ -56,6 +56,7 @@ class Plan:
     global_batch_size: int
     num_micro_batches: int
     virtual_stages: int
+    implementation: str
     stages: list[StagePlan]
     flops_per_step: float
     device_memory: int
@@ -106,13 +107,17 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
     distributed = cfg.optimizer.use_distributed_optimizer and backend == "megatron"
     layers = layers_per_stage(size, layout)
     virtual_stages = getattr(cfg.parallel, "virtual_pipeline_model_parallel_size", None) or 1
+    implementation = HOST
+    if backend == "megatron":
+        te = getattr(cfg.model, "transformer_impl", "transformer_engine") == "transformer_engine"
+        implementation = FUSED_GPU if te else LOCAL_GPU
     stages = []
     for stage in range(layout.pp):
         params = stage_parameters(size, vocab, layout, stage)
         states = model_states(params, layout, backend=backend, param_bytes=elem, distributed_optimizer=distributed)
         acts = activation_memory(size, vocab, layout, stage=stage, micro_batch_size=b.micro_batch_size,
                                  num_micro_batches=num_micro, layers=layers,
-                                 impl=FUSED_GPU if backend == "megatron" else HOST, elem=elem,
+                                 impl=implementation, elem=elem,
                                  virtual_stages=virtual_stages)
         comms = communication(size, layout, params, stage=stage, layers=layers, micro_batch_size=b.micro_batch_size,
                               num_micro_batches=num_micro, elem=elem, distributed_optimizer=distributed,
@@ -130,6 +135,7 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
         global_batch_size=b.global_batch_size,
         num_micro_batches=num_micro,
         virtual_stages=virtual_stages,
+        implementation=implementation.name,
         stages=stages,
         flops_per_step=flops_per_token(size, vocab, size.seq_length) * b.global_batch_size * size.seq_length,
         device_memory=int(cfg.plan.device_memory_gib * GIB),

@@ -44,7 +44,7 @@ def render(plan: Plan, suggestions: list | None = None) -> str:
         f"({plan.vocab_source}), sequence {size.seq_length}",
         f"layout: {layout.describe()}"
         + (f", {plan.virtual_stages} virtual stages (interleaved 1F1B)" if plan.virtual_stages > 1 else "")
-        + f"; device {plan.device}",
+        + f"; device {plan.device}, {plan.implementation} layers",
         f"batch: global {plan.global_batch_size} = micro {plan.micro_batch_size} × DP {layout.dp} × "
         f"{plan.num_micro_batches} micro-batches ({tokens:,} tokens per step)",
         f"model FLOPs per step (trainer's MFU formula): {plan.flops_per_step:.4e} "
