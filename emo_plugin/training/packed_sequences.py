@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
+from emo_plugin.data.errors import DataError
 from emo_plugin.routing_ids import SEGMENT_BITS, split_routing_ids
 
 DROPPED_KEYS = ("attention_mask",)  # the dense mask is what thd replaces
@@ -135,7 +136,7 @@ def _total_length(used: int, packing: ThdPacking, b: int, s: int) -> int:
     if packing.fixed_length % multiple:
         raise ValueError(f"ThdPacking.fixed_length={packing.fixed_length} is not a multiple of {multiple}")
     if used > packing.fixed_length:
-        raise ValueError(
+        raise DataError(
             f"a packed micro-batch of {b}×{s} tokens needs {used} positions after context-parallel padding, more "
             f"than the fixed pipeline length {packing.fixed_length}"
         )
@@ -150,7 +151,7 @@ def _renumbered(ids_BS: torch.Tensor, starts_N: torch.Tensor, max_documents: int
     count = int(segments_N[-1]) if segments_N.numel() else 0
     if count > max_documents:
         b, s = ids_BS.shape
-        raise ValueError(
+        raise DataError(
             f"a micro-batch of {b}×{s} tokens holds {count} document segments; with intra-document attention on GPU "
             f"the micro-batch is one packed sequence for the router, so emo.max_documents_per_sequence="
             f"{max_documents} must be at least {count}: raise it, or lower batch.micro_batch_size"

@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+from emo_plugin.data.errors import DataError
 from emo_plugin.routing_ids import build_routing_ids, split_routing_ids
 from emo_plugin.training.packed_sequences import (
     ThdPacking,
@@ -78,7 +79,7 @@ def test_cu_seqlens_follow_document_ids(b, s):
 def test_too_many_documents_for_the_router_is_refused():
     batch = _synthetic_batch(4, 60, seed=3)
     count = sum(len(torch.unique(r)) for r in batch["doc_ids"])
-    with pytest.raises(ValueError, match=rf"holds {count} document segments.*emo.max_documents_per_sequence=10"):
+    with pytest.raises(DataError, match=rf"holds {count} document segments.*emo.max_documents_per_sequence=10"):
         pack_micro_batch(batch, ThdPacking(max_documents=10))
 
 
@@ -188,7 +189,7 @@ def test_fixed_length_for_pipeline_parallelism():
         assert int(cu[-1]) == bound
         # the documents are laid out as without the bound; one filler sequence takes the rest
         assert torch.equal(cu[: len(cu_free)], cu_free) and len(cu) == len(cu_free) + 1
-    with pytest.raises(ValueError, match="more than the fixed pipeline length"):
+    with pytest.raises(DataError, match="more than the fixed pipeline length"):
         pack_micro_batch(_synthetic_batch(b, s, seed=0), ThdPacking(max_documents=MAX_DOCS, fixed_length=b * s - 8))
 
 
