@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def test_corpus_too_small_for_the_validation_split(tmp_path: Path) -> None:
     assert "gives the validation split 0 of its 10 documents" in error
     assert not (tmp_path / "ckpt").exists()
     assert [json.loads(line) for line in lines] == [json.loads(line) for line in corpus.read_text().splitlines()]
+    progress = [line for line in err.splitlines() if line.startswith(("tokenising", "tokenised"))]
+    assert "ten_" in err and "doc/s" in err  # the progress bar (tqdm) names the dataset and shows a rate
+    record("emo-pretrain --data.corpus=<a corpus not tokenised yet>",
+           seen=re.sub(r"\d+ workers", "<one per CPU> workers",  # the corpus key below hashes path and mtime
+                       re.sub(r"_[0-9a-f]{12}_", "_<corpus key>_", " ... ".join(progress))) + ", with a progress bar",
+           kept="the corpus, unchanged", area="data")
     record("emo-pretrain --data.corpus=<10 documents> (default split 98,2,0)", seen=error,
            kept="the corpus; its tokenised copy in data.cache_dir (reused next time); no checkpoint folder",
            area="data")
