@@ -39,7 +39,7 @@ def training_settings(cfg, size) -> dict:
         f"{cfg.schedule.lr_warmup_iters} warm-up steps",
         "weight decay / grad clip": f"{cfg.optimizer.weight_decay} / {cfg.optimizer.clip_grad}",
         "precision": cfg.precision.dtype,
-        "EMO pool size in training": f"uniform in [{size.pool_min}, {size.pool_max}] per document",
+        "EMO pool size in training": f"drawn per document from [{size.pool_min}, {size.pool_max}]",
         "EMO pool size in evaluation": size.pool_eval,
         "load-balancing coefficient": f"{size.lb_coeff} ({cfg.emo.lb_scope})",
         "router z-loss coefficient": size.z_loss_coeff,
