@@ -21,6 +21,7 @@ from emo_plugin.training.packed_sequences import (
     packed_layout,
     packed_seq_params,
 )
+from tests.thd_reference import dense_mask, with_thd_reference_attention
 
 MAX_DOCS = 64
 
@@ -48,12 +49,6 @@ def _row_runs(doc_ids_BS: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.unique_consecutive(row, return_counts=True)[1] for row in doc_ids_BS])
 
 
-def _dense_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """[T, T] True = masked: causal within each packed sequence, nothing across sequences."""
-    total = int(cu_seqlens[-1])
-    sequence = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1), (cu_seqlens[1:] - cu_seqlens[:-1]).long())
-    allowed = (sequence[:, None] == sequence[None, :]) & torch.ones(total, total, dtype=torch.bool).tril()
-    return ~allowed
 
 
 @pytest.mark.parametrize("b, s", [(1, 50), (3, 40)])
@@ -128,7 +123,7 @@ def test_cu_seqlens_reproduce_the_host_paths_mask_and_positions(short_documents)
     host_mask = torch.ones(b * s, b * s, dtype=torch.bool)
     for row in range(b):
         host_mask[row * s : (row + 1) * s, row * s : (row + 1) * s] = host["attention_mask"][row, 0]
-    assert torch.equal(_dense_mask(cu), host_mask)
+    assert torch.equal(dense_mask(cu), host_mask)
     assert torch.equal(thd["position_ids"][0], host["position_ids"].reshape(-1))
     assert params.max_seqlen_q == int((cu[1:] - cu[:-1]).max())
 
@@ -193,13 +188,13 @@ def test_fixed_length_for_pipeline_parallelism():
         pack_micro_batch(_synthetic_batch(b, s, seed=0), ThdPacking(max_documents=MAX_DOCS, fixed_length=b * s - 8))
 
 
-def test_attention_over_cu_seqlens_equals_the_dense_mask():
+def test_attention_over_cu_seqlens_equals_thedense_mask():
     """Varlen attention (what TE computes from cu_seqlens) = dense-mask attention over the packed row."""
     batch = _synthetic_batch(2, 32, seed=11)
     _, cu, _ = pack_micro_batch(batch, ThdPacking(max_documents=MAX_DOCS))
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, int(cu[-1]), 8, generator=generator, dtype=torch.float64) for _ in range(3))
-    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~_dense_mask(cu))
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~dense_mask(cu))
     pieces = [
         torch.nn.functional.scaled_dot_product_attention(q[:, a:e], k[:, a:e], v[:, a:e], is_causal=True)
         for a, e in zip(cu[:-1].tolist(), cu[1:].tolist())
@@ -216,29 +211,6 @@ def test_packed_seq_params_fields():
     assert params.tokens_per_sample is None  # else Megatron would unflatten the row before the MoE layer
 
 
-class _ThdReferenceAttention(torch.nn.Module):
-    """Test-only stand-in for TE's thd attention on CPU: causal attention within each ``cu_seqlens`` span.
-
-    (Megatron's local attention refuses ``packed_seq_params``; TE needs a GPU.) Dense-mask batches go to the
-    host attention it wraps, unchanged.
-    """
-
-    def __init__(self, host):
-        super().__init__()
-        self.host = host
-
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
-        if packed_seq_params is None:
-            return self.host(query, key, value, attention_mask, attn_mask_type, attention_bias)
-        q, k, v = (t.permute(1, 0, 2)[None] for t in (query, key, value))  # [T, heads, d] -> [1, heads, T, d]
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        mask = _dense_mask(packed_seq_params.cu_seqlens_q_padded)
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~mask, scale=self.host.softmax_scale)
-        return out[0].permute(1, 0, 2).reshape(q.shape[2], -1)
-
-
 @pytest.mark.usefixtures("megatron_single_rank")
 @pytest.mark.parametrize("cp_padding", [1, 2])
 def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
@@ -253,8 +225,7 @@ def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
     torch.manual_seed(0)
     model = build_emo_gpt_model(tiny_config(num_layers=2, emo={"max_documents_per_sequence": 32}), vocab_size=vocab,
                                 max_sequence_length=s, use_transformer_engine=False, host_execution=True)
-    for layer in model.decoder.layers:
-        layer.self_attention.core_attention = _ThdReferenceAttention(layer.self_attention.core_attention)
+    with_thd_reference_attention(model)
     batch = _synthetic_batch(b, s, seed=21)
     batch["tokens"] %= vocab
     batch["labels"] %= vocab
