@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 from pathlib import Path
 
 from emo_plugin.data.errors import DataError
 from emo_plugin.data.records import iter_numbered_lines, json_object
+from emo_plugin.path_overlap import overlap
+from emo_plugin.temporary_files import temporary_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,24 +32,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 2:
         parser.error(f"--every={args.every}: expected an integer ≥ 2")
-    seen = collections.Counter()
-    args.train.parent.mkdir(parents=True, exist_ok=True)
-    args.heldout.parent.mkdir(parents=True, exist_ok=True)
-    with args.train.open("w") as train, args.heldout.open("w") as heldout:
-        try:
-            for line_number, line in iter_numbered_lines(args.input):
-                where = f"{args.input}:{line_number}"
-                record = json_object(line, where)
-                if args.domain_field not in record:
-                    raise DataError(f"{where}: no field {args.domain_field!r}")
-                domain = record[args.domain_field]
-                seen[domain] += 1
-                (heldout if seen[domain] % args.every == 0 else train).write(line if line.endswith("\n") else line + "\n")
-        except (DataError, OSError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    for flag, output, other in (("--train", args.train, args.input), ("--heldout", args.heldout, args.input),
+                                ("--heldout", args.heldout, args.train)):
+        how = overlap(output, other)
+        if how:
+            parser.error(f"{flag} {output} {how} {other}; writing it would destroy that file (nothing was written)")
+    try:
+        seen = split(args.input, args.domain_field, args.every, args.train, args.heldout)
+    except (DataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps({"documents_per_domain": dict(seen)}))
     return 0
+
+
+def split(source: Path, domain_field: str, every: int, train_path: Path, heldout_path: Path) -> collections.Counter:
+    """Write both outputs under temporary names and rename them only when the whole input was read."""
+    seen = collections.Counter()
+    temporaries = [temporary_name(path.absolute(), "tmp") for path in (train_path, heldout_path)]
+    for path in temporaries:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with temporaries[0].open("w") as train, temporaries[1].open("w") as heldout:
+            for line_number, line in iter_numbered_lines(source):
+                where = f"{source}:{line_number}"
+                record = json_object(line, where)
+                if domain_field not in record:
+                    raise DataError(f"{where}: no field {domain_field!r}")
+                seen[record[domain_field]] += 1
+                target = heldout if seen[record[domain_field]] % every == 0 else train
+                target.write(line if line.endswith("\n") else line + "\n")
+        os.replace(temporaries[0], train_path)
+        os.replace(temporaries[1], heldout_path)
+    finally:
+        for path in temporaries:
+            path.unlink(missing_ok=True)
+    return seen
 
 
 if __name__ == "__main__":

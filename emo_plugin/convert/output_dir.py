@@ -18,19 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emo_plugin.convert.errors import ConversionError
+from emo_plugin.path_overlap import overlap
 from emo_plugin.temporary_files import remove, remove_stale_temporaries, temporary_name
-
-
-def overlap(output: str | Path, source: str | Path) -> str | None:
-    """How ``output`` overlaps ``source`` ('is', 'contains', 'is inside'), or None; symlinks resolved."""
-    out, src = Path(output).resolve(), Path(source).resolve()
-    if out == src:
-        return "is"
-    if out in src.parents:
-        return "contains"
-    if src in out.parents:
-        return "is inside"
-    return None
 
 
 def refuse_overlap(output: str | Path, inputs: Iterable[str | Path | None], flag: str = "--output") -> None:

@@ -131,3 +131,20 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
     record("kill -9 during preprocess_data, then running it again",
            seen="nothing; the next run removes the dead run's hidden .PREFIX.tmp-<host>-<pid>.* files",
            kept="temporaries of processes still running; the finished dataset", area="outputs")
+
+
+def test_split_corpus_never_truncates_its_input(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": f"t{i}", "domain": "a"} for i in range(4)])
+    before = corpus.read_bytes()
+    with pytest.raises(SystemExit) as info:
+        load_tool("split_corpus").main(["--input", str(corpus), "--train", str(corpus),
+                                        "--heldout", str(tmp_path / "h.jsonl")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--train {corpus} is {corpus}; writing it would destroy that file" in err
+    assert corpus.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]
+    record("split_corpus --input C --train C", seen=err.strip().splitlines()[-1], kept="the corpus", area="outputs")
+    corpus.write_text(corpus.read_text() + '{"text": "no domain"}\n')
+    assert load_tool("split_corpus").main(["--input", str(corpus), "--train", str(tmp_path / "t.jsonl"),
+                                           "--heldout", str(tmp_path / "h.jsonl")]) == 2
+    assert "corpus.jsonl:5: no field 'domain'" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]  # no half-written outputs
