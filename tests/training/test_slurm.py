@@ -5,6 +5,7 @@
 * Preemption: a job signalled mid-run (SIGUSR1, what ``--signal=USR1@180`` sends before the time limit) saves,
   requeues itself and, left to finish, ends with the losses and weights of an uninterrupted run; every iteration
   is trained exactly once across the two attempts.
+* An error exit (bad config) is not requeued: the job ends FAILED with the trainer's exit code.
 
 Slurm and munge are installed by scripts/install_slurm.sh when missing; a machine where that fails fails here.
 """
