@@ -5,6 +5,10 @@
   after saving a checkpoint the next start resumes from; requeue.
 * anything else: an error; 2 = bad config or input, 3 = non-finite training (``nan_policy``), 1 = other errors
   (a failed checkpoint write among them). Do not requeue blindly.
+
+Every rank returns the same code (the stop decision is agreed by an all-reduce). Launch ranks with srun (as
+examples/slurm/pretrain.sbatch does) or plain python to see them: torchrun turns any non-zero worker exit into
+its own failure (exit 1).
 """
 
 FINISHED = 0
@@ -18,4 +22,5 @@ exit codes: 0 finished (iteration == schedule.train_iters, final checkpoint save
 a resumable checkpoint (SIGTERM or SIGUSR1, treated alike, or schedule.exit_duration_minutes) - requeue and the
 run resumes from checkpoint.save; 2 config or input error; 3 non-finite training (nan_policy); 1 other errors
 (e.g. a checkpoint write failed: disk full; a stop request after training steps without checkpoint.save).
+torchrun reports any non-zero worker exit as 1: launch with srun or python to see 75.
 """

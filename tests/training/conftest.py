@@ -83,7 +83,7 @@ def read_metrics(path: Path) -> dict[int, dict]:
     return records
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seed_run(corpus_prefix, tmp_path_factory) -> Path:
     """A finished 2-step run: saved every step with ``keep_last_n=1`` (only iter_0000002 stays), validated at the
     end (metrics record ('valid', 2)). The starting point of the resume, fine-tune and import tests."""

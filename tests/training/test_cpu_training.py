@@ -10,6 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emo_plugin.training import checkpoint
+from tests.reliability import record
 from tests.training.conftest import base_args, read_metrics, run_cli
 
 
@@ -103,3 +104,6 @@ def test_nan_policy_skip_skips_the_step(corpus_prefix, tmp_path):
     assert " nan_policy=skip: 2 of 3 steps skipped (non-finite loss or gradient norm)" in proc.stdout
     assert ("emo-pretrain: stopped: 2 of 3 steps were skipped (67%), more than nan_max_skipped_fraction=0.1: "
             "the saved weights saw only 1 updates.") in proc.stderr
+    record("nan_policy=skip with 2 of 3 steps skipped (lr 1e30)",
+           seen=next(line for line in proc.stderr.splitlines() if line.startswith("emo-pretrain: stopped")),
+           kept="the final checkpoint (iteration 3); exit 3", area="run lifecycle")

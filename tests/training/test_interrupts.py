@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
 
 from emo_plugin.training import checkpoint
+from tests.reliability import record
 from tests.training.conftest import PYTHON, REPO, base_args, env, read_metrics
 
 
@@ -56,3 +58,6 @@ def test_kill_during_save_then_sigterm_resume(corpus_prefix, tmp_path):
     assert min(k for k in read_metrics(metrics) if isinstance(k, int)) == good + 1
     assert checkpoint.latest_iteration(root) == last
     assert not list(root.glob("iter_*.tmp"))
+    record("kill -9 during a checkpoint save, then a relaunch; SIGTERM later",
+           seen=re.sub(r"iteration \d+", "iteration N", next(ln.strip() for ln in out.splitlines() if "SIGTERM" in ln)),
+           kept="the last complete checkpoint (the partial .tmp folder is removed on restart)", area="run lifecycle")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from emo_plugin.training import checkpoint
+from tests.reliability import record
 from tests.training.conftest import PYTHON, REPO, base_args, env, read_metrics, run_cli
 
 TINY_LR = {"optimizer__lr": "1e-30", "optimizer__min_lr": 0}  # AdamW steps that leave fp32 weights unchanged
@@ -24,6 +26,14 @@ TINY_LR = {"optimizer__lr": "1e-30", "optimizer__min_lr": 0}  # AdamW steps that
 
 def _iterations(metrics_file) -> list[int]:
     return sorted(k for k in read_metrics(metrics_file) if isinstance(k, int))
+
+
+def _line(text: str, marker: str) -> str:
+    """The output line holding ``marker``, with run-dependent iteration numbers written as N."""
+    found = next(line.strip() for line in text.splitlines() if marker in line)
+    for pattern, fixed in ((r"iter_\d{7}", "iter_N"), (r"iteration \d+", "iteration N"), (r"iters=\d+", "iters=N")):
+        found = re.sub(pattern, fixed, found)
+    return found
 
 
 def _tree(root) -> dict[str, int]:
@@ -66,6 +76,11 @@ def test_preempted_run_resumes_from_save_not_load(seed_run, corpus_prefix, tmp_p
         in proc.stdout
     assert _iterations(metrics) == list(range(3, stopped + 2))
     assert _tree(seed) == before  # the --load folder is never written
+    record("emo-pretrain --load A --save B, preempted (SIGUSR1), then relaunched with the same command",
+           seen=_line(out, "loaded checkpoint from"), kept="A untouched; B's checkpoint, resumed: no step trained twice",
+           area="run lifecycle")
+    record("relaunching a run that already reached schedule.train_iters", seen=_line(proc.stdout, "already complete"),
+           kept="the checkpoint; nothing trained, exit 0", area="run lifecycle")
 
 
 def test_run_time_budget_saves_after_one_step_and_exits_75(corpus_prefix, tmp_path):
@@ -80,6 +95,9 @@ def test_run_time_budget_saves_after_one_step_and_exits_75(corpus_prefix, tmp_pa
             in proc.stdout)
     assert checkpoint.latest_iteration(tmp_path / "ckpt") == 1
     assert _iterations(tmp_path / "metrics.jsonl") == [1]
+    record("emo-pretrain --exit-duration-in-mins=1e-4 (run-time budget shorter than start-up)",
+           seen=_line(proc.stdout, "run-time budget"), kept="a checkpoint after one step; exit 75 (resumable)",
+           area="run lifecycle")
 
 
 def test_load_typo_is_an_error_and_writes_nothing(corpus_prefix, tmp_path):
@@ -90,6 +108,8 @@ def test_load_typo_is_an_error_and_writes_nothing(corpus_prefix, tmp_path):
             "written by emo-pretrain or tools/import_hf.py") in proc.stderr
     assert "checkpoint.allow_missing_load=true" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "metrics.jsonl").exists()
+    record("emo-pretrain --load <a path that does not exist>", seen=_line(proc.stderr, "config error"),
+           kept="nothing written (no checkpoint folder, no metrics); exit 2", area="run lifecycle")
 
 
 def test_changed_architecture_names_the_fields(seed_run, corpus_prefix, tmp_path):
@@ -102,6 +122,9 @@ def test_changed_architecture_names_the_fields(seed_run, corpus_prefix, tmp_path
             "(model.num_layers: checkpoint 2, now 3, model.hidden_size: checkpoint 64, now 128)") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _tree(seed) == before and not (tmp_path / "ckpt").exists()
+    record("emo-pretrain --load <checkpoint> --model.num_layers=3 --model.hidden_size=128 (another architecture)",
+           seen=_line(proc.stderr, "config error"), kept="the checkpoint, unchanged; nothing written; exit 2",
+           area="run lifecycle")
 
 
 def test_finetune_loads_weights_only(seed_run, corpus_prefix, tmp_path):
