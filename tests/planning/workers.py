@@ -94,3 +94,28 @@ def measured_host_memory(layout, micro_batch_size: int, seq_length: int, vocab: 
         "optimizer": optimizer,
         "activations": sum(saved.values()),
     }
+
+
+def megatron_state_bytes(backend) -> dict:
+    """Bytes ``MegatronBackend`` holds on this rank: model parameters, DDP gradient buffers, optimizer state.
+
+    A ``probe`` for ``tests/cuda_free/backend_runs.train_run`` (runs right after the backend is built). Adam's
+    moments appear at the first step; Megatron's own ``init_state_fn`` (what checkpoint loading uses) allocates
+    them here so they are measured, not assumed. Main parameters: the optimizer's fp32 shards that are not views
+    of the model's own parameters (with fp32 parameters the distributed optimizer updates them in place).
+    """
+    def nbytes(t):
+        return t.numel() * t.element_size()
+
+    model_params = [p for chunk in backend.model for p in chunk.module.parameters()]
+    model_storages = {p.untyped_storage().data_ptr() for p in model_params}
+    grads = sum(nbytes(buffer.grad_data) for chunk in backend.model
+                for buffer in [*chunk.buffers, *chunk.expert_parallel_buffers])
+    optimizer = 0
+    for opt in getattr(backend.optimizer, "chained_optimizers", [backend.optimizer]):
+        opt.init_state_fn(opt.optimizer, opt.config)
+        for group in opt.optimizer.param_groups:
+            optimizer += sum(nbytes(p) for p in group["params"] if p.untyped_storage().data_ptr() not in model_storages)
+        optimizer += sum(nbytes(t) for state in opt.optimizer.state.values() for t in state.values()
+                         if torch.is_tensor(t) and t.dim() > 0)
+    return {"parameters": sum(nbytes(p) for p in model_params), "gradients": grads, "optimizer": optimizer}
