@@ -102,4 +102,4 @@ def check_tensor_shapes(model_state: dict, source: Path) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError(f"{source}: the checkpoint's tensors do not fit the model ({'; '.join(problems[:3])}{more}); "
-                          "the model config differs from the one the checkpoint was written with")
+                          "the model config (or layer implementation) differs from the one it was written with")

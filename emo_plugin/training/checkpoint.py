@@ -69,7 +69,8 @@ def latest_iteration(root: str | Path | None) -> int | None:
     text = latest.read_text().strip()
     if not text.isdigit():
         raise CheckpointError(f"{latest}: expected an iteration number, found {text[:40]!r}; write the iteration of "
-                              f"a complete iter_XXXXXXX folder into it, or delete it to ignore this folder's checkpoints")
+                              "a complete iter_XXXXXXX folder into it, or delete it to ignore this folder's "
+                              "checkpoints")
     iteration = int(text)
     if not is_complete(iteration_dir(root, iteration)):
         raise CheckpointError(f"{latest} names iteration {iteration} but {iteration_dir(root, iteration)} is not a "

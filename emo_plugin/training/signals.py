@@ -38,7 +38,9 @@ class StopRequest:
             flags = on_device.cpu()
         signalled, over_budget = flags.tolist()
         if signalled:
-            return f"{self.signal_name or 'SIGTERM/SIGUSR1'} received" + ("" if self.signal_name else " (on another rank)")
+            if self.signal_name:
+                return f"{self.signal_name} received"
+            return "SIGTERM/SIGUSR1 received (on another rank)"
         if over_budget:
             return f"run-time budget schedule.exit_duration_minutes={self.budget_seconds / 60:g} reached"
         return None

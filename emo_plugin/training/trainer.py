@@ -155,7 +155,8 @@ class Trainer:
             self.last_saved = self.iteration if save and start.root == Path(save) else None
             kind = "full training state" + ("" if same_world else f"; world size {common.get('world_size')} -> "
                                             f"{dist.get_world_size()}: per-rank host RNG state not restored")
-        self.reporter.message(f" loaded checkpoint from {folder} at iteration {start.iteration} ({kind}): {start.reason}")
+        self.reporter.message(f" loaded checkpoint from {folder} at iteration {start.iteration} ({kind}): "
+                              f"{start.reason}")
 
     # -- the loop ------------------------------------------------------------------------------------
     def _validate(self) -> None:

@@ -77,7 +77,8 @@ def test_preempted_run_resumes_from_save_not_load(seed_run, corpus_prefix, tmp_p
     assert _iterations(metrics) == list(range(3, stopped + 2))
     assert _tree(seed) == before  # the --load folder is never written
     record("emo-pretrain --load A --save B, preempted (SIGUSR1), then relaunched with the same command",
-           seen=_line(out, "loaded checkpoint from"), kept="A untouched; B's checkpoint, resumed: no step trained twice",
+           seen=_line(out, "loaded checkpoint from"),
+           kept="A untouched; B's checkpoint, resumed: no step trained twice",
            area="run lifecycle")
     record("relaunching a run that already reached schedule.train_iters", seen=_line(proc.stdout, "already complete"),
            kept="the checkpoint; nothing trained, exit 0", area="run lifecycle")
