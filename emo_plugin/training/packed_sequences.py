@@ -96,7 +96,7 @@ def pack_micro_batch(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tens
 def packed_layout(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor, int]:
     """The full packed row (before the context-parallel split): tensors [1, T], cu_seqlens int64, max_seqlen."""
     ids_BS = batch["routing_ids"]
-    if ids_BS.is_cuda:
+    if ids_BS.device.type != "cpu":
         raise ValueError("pack_micro_batch runs on the host copy of the micro-batch (before it moves to the GPU)")
     b, s = ids_BS.shape
     starts_N = document_starts(ids_BS).reshape(-1)
