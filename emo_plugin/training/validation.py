@@ -182,6 +182,8 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
            sch.exit_duration_minutes, "checkpoint.save to be set (the run saves there before its budget runs out)")
     _check(0 <= cfg.nan_max_skipped_fraction <= 1, "nan_max_skipped_fraction", cfg.nan_max_skipped_fraction,
            "a share in [0, 1]")
+    _check(not cfg.checkpoint.finetune or bool(cfg.checkpoint.load), "checkpoint.finetune", cfg.checkpoint.finetune,
+           "checkpoint.load to name the weights to start from (--load DIR --finetune)")
     for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
                                 ("logging.metrics_file", cfg.logging.metrics_file, True),
                                 ("checkpoint.save", cfg.checkpoint.save, False)):
