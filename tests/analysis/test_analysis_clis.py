@@ -61,6 +61,26 @@ def test_analyze_modularity_writes_summary_and_plots(tiny_checkpoint, tmp_path, 
     assert all(abs(sum(usage) - 1) < 1e-5 for usage in layer["usage_by_domain"].values())
     assert 0 <= layer["document_entropy"] <= layer["corpus_entropy"] + 1e-9 <= layer["max_entropy"] + 1e-9
     assert "NMI" in capsys.readouterr().out
+    assert_summary_matches_document_usage(summary, out / "document_usage.npz")
+
+
+def assert_summary_matches_document_usage(summary, usage_file):
+    """Per-layer figures recomputed by plain loops from the per-document usage the CLI saved. Every token
+    routes to the same number of experts, so a document weighs in its domain by its token count. The usage
+    is saved as float32 and the summary rounds to 6 decimals: 1e-5."""
+    import numpy as np
+
+    saved = np.load(usage_file)
+    names, tokens, domains = [str(n) for n in saved["domain_names"]], saved["num_tokens"], saved["domain_ids"]
+    for layer in summary["per_layer"]:
+        usage = saved["usage_layer%d" % layer["layer"]].astype(np.float64)
+        assert layer["max_entropy"] == math.log(8)  # 8 routed experts
+        for k, name in enumerate(names):
+            total = sum(usage[d] * tokens[d] for d in range(len(tokens)) if domains[d] == k)
+            expected = total / total.sum()
+            assert np.allclose(layer["usage_by_domain"][name], expected, rtol=0, atol=1e-5), (layer["layer"], name)
+        distinct = sum(int((usage[d] > 0).sum()) for d in range(len(usage))) / len(usage)
+        assert abs(layer["distinct_experts_per_document"] - distinct) < 1e-12
 
 
 def test_evaluate_subsets_reports_losses_and_reproduces_the_full_model(tiny_checkpoint, tmp_path):
