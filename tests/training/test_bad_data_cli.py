@@ -20,9 +20,9 @@ def test_corpus_too_small_for_the_validation_split(tmp_path: Path) -> None:
             f"--data.cache_dir={tmp_path}/cache", f"--checkpoint.save={tmp_path}/ckpt",
             f"--logging.tensorboard_dir={tmp_path}/tb", "--schedule.train_iters=2", "--schedule.lr_warmup_iters=1"]
     start = time.monotonic()
-    proc = run_cli(args, timeout=180, check=False)
+    proc = run_cli(args, timeout=400, check=False)  # generous: a shared CI core; the bug was an endless loop
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert time.monotonic() - start < 180
+    assert time.monotonic() - start < 400
     err = proc.stderr
     assert "Traceback" not in err
     assert f"tokenising {corpus}" in err and "tokenised 10 documents" in err  # first use shows progress
@@ -36,6 +36,7 @@ def test_corpus_too_small_for_the_validation_split(tmp_path: Path) -> None:
            seen=re.sub(r"\d+ workers", "<one per CPU> workers",  # the corpus key below hashes path and mtime
                        re.sub(r"_[0-9a-f]{12}_", "_<corpus key>_", " ... ".join(progress))) + ", with a progress bar",
            kept="the corpus, unchanged", area="data")
-    record("emo-pretrain --data.corpus=<10 documents> (default split 98,2,0)", seen=error,
+    record("emo-pretrain --data.corpus=<10 documents> (default split 98,2,0)",
+           seen=re.sub(r"_[0-9a-f]{12}_", "_<corpus key>_", error),
            kept="the corpus; its tokenised copy in data.cache_dir (reused next time); no checkpoint folder",
            area="data")

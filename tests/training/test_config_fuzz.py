@@ -126,8 +126,12 @@ def test_config_file_mistakes(tmp_path, capsys):
 def test_bracketed_paths_as_help_shows_them(tmp_path):
     cfg = parse_config(["--config", str(DEFAULT_CONFIG), "--data.paths=[0.3, a, 0.7, 'b']"])
     assert cfg.data.paths == ["0.3", "a", "0.7", "b"]
-    with pytest.raises(ConfigError, match=r"data.paths='a': expected an indexed dataset prefix \(a.bin does not exist"):
+    expected = r"data.paths='a': expected an indexed dataset prefix \(a.bin does not exist"
+    with pytest.raises(ConfigError, match=expected) as info:
         validate(cfg)
+    record("emo-pretrain --data.paths='[0.3, a, 0.7, b]' (the form --help shows)",
+           seen=f"brackets and quotes are syntax: weights 0.3/0.7, prefixes a/b; then: {info.value}",
+           kept="nothing written", area="config")
 
 
 def test_valid_default_passes_and_check_config_exits_zero(capsys):
