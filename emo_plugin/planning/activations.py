@@ -14,7 +14,8 @@ Per token, per layer, in elements (e bytes each; the router works in fp32):
 with n, c, x per implementation (``Implementation``): the fused GPU path (Transformer Engine norms and
 grouped-GEMM experts with the probability-weighted SwiGLU) keeps n = 2, c = 3, x = 0; the host path (plain
 ``torch.nn.RMSNorm``, ``SequentialMLP``, unfused SwiGLU) keeps n = 3, c = 6, x = 1, counted from its autograd
-graph; Megatron's local GPU layers are counted like the host plus the a·s softmax probabilities per token.
+graph; Megatron's local GPU layers are counted like the host plus the a·s softmax probabilities per token
+(both keep the norm tensors in fp32: ``torch.nn.RMSNorm``'s fp32 weight promotes bf16 inputs).
 The last stage adds the final norm and the fp32 logits of the vocabulary-parallel cross entropy (V/t).
 Selective MoE recompute (``model.recompute_moe``) keeps only each MoE layer's input and re-materialises one
 layer's MoE tensors during its backward. A 1F1B pipeline stage r holds min(pp − r, micro-batches) micro-batches;
@@ -42,14 +43,15 @@ class Implementation:
     swiglu_copies: int
     shared_input_copy: int
     score_copies: int = 0  # a·s softmax probabilities per token kept by non-flash attention
+    fp32_norms: bool = False  # torch.nn.RMSNorm with fp32 weights returns fp32 even for bf16 inputs
 
 
 FUSED_GPU = Implementation("fused GPU (Transformer Engine)", norm_copies=2, swiglu_copies=3, shared_input_copy=0)
-HOST = Implementation("host (plain PyTorch)", norm_copies=3, swiglu_copies=6, shared_input_copy=1)
+HOST = Implementation("host (plain PyTorch)", norm_copies=3, swiglu_copies=6, shared_input_copy=1, fp32_norms=True)
 # GPU with model.transformer_impl=local: PyTorch layers as on the host, but Megatron's DotProductAttention keeps
 # the softmax probabilities [b, a, s, s] for the probs × V backward (Korthikanti's 5·a·s/h term without dropout).
 LOCAL_GPU = Implementation("GPU, Megatron local layers", norm_copies=3, swiglu_copies=6, shared_input_copy=1,
-                           score_copies=1)
+                           score_copies=1, fp32_norms=True)
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,10 @@ def _per_token_layer(size: ModelSize, layout: Layout, impl: Implementation, elem
     h, f, tp = size.hidden_size, size.moe_ffn_hidden_size, layout.tp
     sp = tp if layout.sequence_parallel else 1
     head_dim = h // size.num_attention_heads
-    attention = impl.norm_copies * h / sp + 3 * (size.num_attention_heads + size.num_query_groups) * head_dim / tp
+    norm = impl.norm_copies * h / sp * (FP32 / elem if impl.fp32_norms else 1)
+    attention = norm + 3 * (size.num_attention_heads + size.num_query_groups) * head_dim / tp
     attention += impl.score_copies * size.num_attention_heads * size.seq_length / layout.cp / tp
-    moe_norm = impl.norm_copies * h / sp
+    moe_norm = norm
     routed = size.moe_router_topk * layout.etp / sp * (h + impl.swiglu_copies * f / layout.etp)
     shared = size.num_shared_experts * (impl.shared_input_copy * h + impl.swiglu_copies * f / tp)
     router = ROUTER_FP32_ROWS * size.num_moe_experts * FP32 / sp
@@ -92,7 +95,8 @@ def activation_memory(size: ModelSize, vocab_size: int, layout: Layout, *, stage
     kept, moe_internal, _ = _per_token_layer(size, layout, impl, elem)
     sp = layout.tp if layout.sequence_parallel else 1
     last = stage == layout.pp - 1
-    head = (impl.norm_copies * size.hidden_size / sp * elem + vocab_size / layout.tp * FP32) if last else 0.0
+    norm_elem = FP32 if impl.fp32_norms else elem
+    head = (impl.norm_copies * size.hidden_size / sp * norm_elem + vocab_size / layout.tp * FP32) if last else 0.0
     logits_transient = vocab_size / layout.tp * elem if last else 0.0
     full = tokens * (layers * (kept + moe_internal) + head)
     recompute = tokens * (layers * kept + head)

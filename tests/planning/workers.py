@@ -119,3 +119,28 @@ def megatron_state_bytes(backend) -> dict:
         optimizer += sum(nbytes(t) for state in opt.optimizer.state.values() for t in state.values()
                          if torch.is_tensor(t) and t.dim() > 0)
     return {"parameters": sum(nbytes(p) for p in model_params), "gradients": grads, "optimizer": optimizer}
+
+
+def megatron_activation_bytes(backend, micro_batch_size: int) -> int:
+    """Bytes autograd saves during one micro-batch's forward of ``MegatronBackend``'s model (a ``train_run``
+    probe; parameters and DDP buffers excluded), on the synthetic data of ``tests/cuda_free/backend_runs``."""
+    from emo_plugin.training.data import get_micro_batch
+    from emo_plugin.training.host_backend import forward
+    from tests.cuda_free.backend_runs import synthetic_dataset
+
+    chunk = backend.model[0]
+    batch = get_micro_batch(synthetic_dataset(micro_batch_size), list(range(micro_batch_size)), seed=0,
+                            max_docs=chunk.config.emo.max_documents_per_sequence, device=torch.device("cpu"))
+    excluded = {p.untyped_storage().data_ptr() for p in chunk.module.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    chunk.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward(chunk, batch)
+    return sum(saved.values())
