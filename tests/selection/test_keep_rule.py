@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +41,9 @@ def test_select_experts_refuses_ambiguous_keep(argv, expected, case, capsys, tmp
                                           "--selection-json", str(tmp_path / "s.json"), *argv])
     err = capsys.readouterr().err
     assert info.value.code == 2 and expected in err and "Traceback" not in err
-    record(case, seen=err.strip().splitlines()[-1], kept="nothing written", area="selection")
+    # argparse names the program after sys.argv[0] (pytest here); the user sees the tool's name
+    seen = err.strip().splitlines()[-1].replace(f"{Path(sys.argv[0]).name}:", "select_experts.py:", 1)
+    record(case, seen=seen, kept="nothing written", area="selection")
 
 
 def test_count_above_the_slots_is_refused_not_clamped():

@@ -142,7 +142,8 @@ def test_split_corpus_never_truncates_its_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"--train {corpus} is {corpus}; writing it would destroy that file" in err
     assert corpus.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]
-    record("split_corpus --input C --train C", seen=err.strip().splitlines()[-1], kept="the corpus", area="outputs")
+    seen = err.strip().splitlines()[-1].replace(f"{Path(sys.argv[0]).name}:", "split_corpus.py:", 1)  # argparse's prog
+    record("split_corpus --input C --train C", seen=seen, kept="the corpus", area="outputs")
     corpus.write_text(corpus.read_text() + '{"text": "no domain"}\n')
     assert load_tool("split_corpus").main(["--input", str(corpus), "--train", str(tmp_path / "t.jsonl"),
                                            "--heldout", str(tmp_path / "h.jsonl")]) == 2
