@@ -71,4 +71,18 @@ def test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic():
     with torch.no_grad():
         first = model(tokens, positions, None, padding_mask=make_ids(0))
         second = model(tokens, positions, None, padding_mask=make_ids(1))  # salts only matter in training
+        without_ids = model(tokens, positions, None)  # no EOD in these tokens: one document per sequence
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(without_ids, first, rtol=0, atol=0)
+
+
+def test_moe_layer_refuses_routing_ids_of_another_length():
+    """Without sequence parallelism the ids must cover exactly the layer's positions; twice as many is an error,
+    not a silently taken first half."""
+    from tests.parallel.harness import build_emo_moe_layer
+
+    torch.manual_seed(2)
+    layer = build_emo_moe_layer(tiny_config())
+    ids = build_routing_ids(tokens_BS=torch.ones(BATCH, 16, dtype=torch.long), eod_token_id=0, max_documents_per_sequence=16)
+    with pytest.raises(ValueError, match="routing ids cover 16 positions per sequence but this MoE layer sees 8"):
+        layer(torch.randn(8, BATCH, 32), padding_mask=ids)
