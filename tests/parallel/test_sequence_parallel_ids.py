@@ -37,7 +37,13 @@ def sp_layer_forward(layout, full_state=None):
     seq_index = torch.arange(SEQ).chunk(layout.tp)[ps.get_tensor_model_parallel_rank()]
     with torch.no_grad():
         output, _ = layer.train()(hidden[seq_index].contiguous(), padding_mask=ids)
+        try:  # 1.5× the sequence: neither this rank's chunk nor the full length
+            layer(hidden[seq_index].contiguous(), padding_mask=torch.cat([ids, ids[:, : SEQ // 2]], dim=1))
+            wrong_length_error = None
+        except ValueError as error:
+            wrong_length_error = str(error)
     result = dict(maps=capture.maps[1][0], ids=capture.ids[1][0], seq_index=seq_index, output=output, full_ids=ids)
+    result["wrong_length_error"] = wrong_length_error
     if full_state is None:
         result["state"] = parameters(layer)
     return result
@@ -56,3 +62,6 @@ def test_tp2_sp_layer_slices_full_length_ids_to_its_own_chunk():
         assert torch.equal(r["ids"], ids.T[chunk]), f"rank {rank}: router got another chunk's ids"
         assert torch.equal(r["maps"], ref["maps"][chunk]), f"rank {rank}: routing differs from the 1-rank layer"
         torch.testing.assert_close(r["output"], ref["output"][chunk], rtol=1e-5, atol=1e-6)
+        local = SEQ // 2
+        expected = f"routing ids cover {3 * local} positions per sequence but this MoE layer sees {local}"
+        assert r["wrong_length_error"] == expected, f"rank {rank}"
