@@ -31,6 +31,8 @@ from typing import Callable
 
 import torch
 
+from tests.mutation_support import merge_worker_hits, save_worker_hits
+
 _PRELOAD = [
     "torch",
     "megatron.core.models.gpt.gpt_model",
@@ -95,6 +97,7 @@ def run_ranks(fn: Callable, world_size: int, layout: Layout = SINGLE, *, timeout
         raise RuntimeError("\n".join(f"--- {e.name}\n{e.read_text()}" for e in errors))
     if any(p.exitcode != 0 for p in procs):
         raise RuntimeError(f"ranks timed out or died: exit codes {[p.exitcode for p in procs]}")
+    merge_worker_hits(sorted(workdir.glob("rank*.hits.json")))
     return [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
 
 
@@ -147,6 +150,7 @@ def _worker(rank: int, world_size: int, port: int, layout: Layout, workdir: str)
         fn = getattr(importlib.import_module(job["module"]), job["name"])
         result = fn(layout=layout, **job["kwargs"])
         torch.save(result, workdir / f"rank{rank}.pt")
+        save_worker_hits(workdir / f"rank{rank}.hits.json")
         parallel_state.destroy_model_parallel()
         torch.distributed.destroy_process_group()
     except BaseException:

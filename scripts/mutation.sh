@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation testing of the modules that decide numbers (mutmut 3; pip install -e '.[mutation]').
+#
+#   scripts/mutation.sh [GROUP ...]       GROUP: routing router moe_layer convert resume (default: all)
+#
+# Each group mutates a few modules and runs a fast test subset against every mutant. The work happens in a
+# copy of the working tree (tracked and untracked, not ignored files) under $MUTATION_WORKDIR
+# (default /tmp/emo_mutation/<group>), so the checkout is never modified. Per group it prints mutmut's
+# summary, then the surviving mutants; `cd $MUTATION_WORKDIR/<group> && mutmut show <name>` shows a diff.
+# MUTATION_JOBS (default 2) mutants run at once. See docs/testing.md for the last measured score.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+MUTMUT=$(dirname "$PYTHON")/mutmut
+WORKDIR=${MUTATION_WORKDIR:-/tmp/emo_mutation}
+JOBS=${MUTATION_JOBS:-2}
+
+declare -A MODULES TESTS SKIP
+MODULES[routing]="emo_plugin/routing.py emo_plugin/routing_ids.py"
+TESTS[routing]="tests/test_routing.py tests/test_routing_ids.py tests/test_router.py"
+MODULES[router]="emo_plugin/router.py emo_plugin/load_balancing.py"
+TESTS[router]="tests/test_router.py tests/parallel/test_load_balancing_counts.py tests/parallel/test_data_parallel.py"
+MODULES[moe_layer]="emo_plugin/moe_layer.py"
+TESTS[moe_layer]="tests/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
+MODULES[convert]="emo_plugin/convert/megatron_keys.py emo_plugin/convert/export.py"
+TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_roundtrip_and_inert.py"
+MODULES[resume]="emo_plugin/training/host_backend.py emo_plugin/training/checkpoint.py"
+TESTS[resume]="tests/training/test_resume_rng.py tests/convert/test_trainer_checkpoint.py"
+# The host training step itself (train_step, gradient reduction) is checked by the CLI training tests,
+# which are too slow for a per-mutant run: only the checkpoint state functions of host_backend.py mutate.
+SKIP[resume]='def (__init__|_init_optimizer_state|train_step|_all_reduce_grads|_grad_norm|eval_loss|lm_loss|forward)\b'
+
+if [[ ! -x $MUTMUT ]]; then
+    echo "mutmut is not installed in $(dirname "$PYTHON"): pip install -e '.[mutation]'" >&2
+    exit 2
+fi
+groups=("$@")
+[[ ${#groups[@]} -gt 0 ]] || groups=(routing router moe_layer convert resume)
+for group in "${groups[@]}"; do
+    if [[ -z ${MODULES[$group]:-} ]]; then
+        echo "unknown group '$group'; expected one of: ${!MODULES[*]}" >&2
+        exit 2
+    fi
+done
+
+lines() { tr ' ' '\n' <<<"$1" | sed 's/^/    /'; }
+
+for group in "${groups[@]}"; do
+    dir=$WORKDIR/$group
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 -I{} sh -c '[ -e "$1" ] && cp --parents "$1" "$2" || true' _ {} "$dir")
+    {
+        echo
+        echo "[mutmut]"
+        echo "source_paths = emo_plugin"
+        echo "only_mutate ="; lines "${MODULES[$group]}"
+        echo "pytest_add_cli_args_test_selection ="; lines "${TESTS[$group]}"
+        echo "process_isolation = forkserver"
+        echo "also_copy ="; lines "examples tools"
+        if [[ -n ${SKIP[$group]:-} ]]; then
+            echo "do_not_mutate_patterns ="; echo "    ${SKIP[$group]}"
+        fi
+    } >>"$dir/setup.cfg"
+    echo "=== $group: ${MODULES[$group]}"
+    start=$(date +%s)
+    (cd "$dir" && OMP_NUM_THREADS=1 MUTMUT_NO_PROGRESS=1 "$MUTMUT" run --max-children "$JOBS" 2>&1 | tr '\r' '\n' | tail -n 4)
+    (cd "$dir" && "$MUTMUT" export-cicd-stats >/dev/null && cat mutants/mutmut-cicd-stats.json)
+    echo "--- $group: not killed ($(( $(date +%s) - start )) s)"
+    (cd "$dir" && "$MUTMUT" results)
+done
