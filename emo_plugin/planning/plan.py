@@ -92,7 +92,16 @@ def plan_vocab_size(cfg: TrainingConfig, size: ModelSize) -> tuple[int, str]:
     return padded_vocab_size(size.vocab_size, tp), f"size {cfg.model.size}, padded (no data.tokenizer_model)"
 
 
+def _check_budget(cfg: TrainingConfig) -> None:
+    memory, reserved = cfg.plan.device_memory_gib, cfg.plan.reserved_gib
+    if not memory > 0:
+        raise ConfigError(f"plan.device_memory_gib={memory!r}: expected the accelerator's memory in GiB, > 0")
+    if not 0 <= reserved < memory:
+        raise ConfigError(f"plan.reserved_gib={reserved!r}: expected >= 0 and below plan.device_memory_gib={memory}")
+
+
 def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
+    _check_budget(cfg)
     size = resolved_size(cfg)
     vocab, vocab_source = plan_vocab_size(cfg, size)
     layout = Layout.from_config(cfg, world_size)

@@ -98,3 +98,13 @@ def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(co
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(r"config error: plan: pipeline stage 0 .* needs an estimated [\d.]+ GiB per GPU", proc.stderr)
     assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("override, field", [("--plan.device_memory_gib=0", "plan.device_memory_gib"),
+                                             ("--plan.reserved_gib=90", "plan.reserved_gib"),
+                                             ("--plan.world_size=0", "plan.world_size"),
+                                             ("--parallel.expert_model_parallel_size=3", "expert_model_parallel_size")])
+def test_dry_run_names_the_bad_field(capsys, override, field):
+    code = main(["--dry-run", "--config", str(REPO / "examples/configs/emo_1b14b.yaml"), override])
+    err = capsys.readouterr().err
+    assert code == 2 and "config error" in err and field in err
