@@ -72,10 +72,15 @@ def choose(cfg: TrainingConfig) -> StartPoint:
         checkpoint.remove_incomplete(save)
         iteration = checkpoint.latest_iteration(save)
         if iteration is not None:
+            common = checkpoint.load_common(save, iteration)
+            if "consumed_samples" not in common:  # e.g. tools/import_hf.py wrote into the save folder
+                reason = ("the newest checkpoint in checkpoint.save, model weights only (it holds no optimizer or "
+                          "iteration state)")
+                return StartPoint(Path(save), iteration, True, reason, common)
             reason = "the newest checkpoint in checkpoint.save: resuming this run with its full state"
             if load and not _same_folder(load, save):
                 reason += f" (checkpoint.load={load} only seeds a run whose checkpoint.save is empty)"
-            return StartPoint(Path(save), iteration, False, reason, checkpoint.load_common(save, iteration))
+            return StartPoint(Path(save), iteration, False, reason, common)
     where = f"checkpoint.save={save} holds no checkpoint yet" if save else "checkpoint.save is not set"
     if load:
         found = _find(load)
