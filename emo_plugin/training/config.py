@@ -163,8 +163,8 @@ class CheckpointSection:
     finetune: bool = opt(False, "load only the model weights from checkpoint.load; iteration, optimizer, data position "
                          "and RNG start fresh (automatic for weights-only checkpoints such as tools/import_hf.py's)",
                          megatron="--finetune")
-    allow_missing_load: bool = opt(False, "train from scratch when checkpoint.load does not exist or holds no checkpoint "
-                                   "(default: that is an error)")
+    allow_missing_load: bool = opt(False, "train from scratch when checkpoint.load does not exist or holds no checkpoint, "
+                                   "instead of refusing the run")
     keep_last_n: int = opt(0, "keep only the newest N iter_* folders in checkpoint.save (0: keep all); the newest and "
                            "the one this run started from are never deleted")
 
