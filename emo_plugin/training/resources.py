@@ -56,7 +56,8 @@ def memory_problems(size: ModelSize, vocab_size: int, micro_batch_size: int, num
                          f"activations, more than the {_gib(budget)} available"))
     index = num_samples * INDEX_BYTES_PER_SAMPLE
     if index > budget:
-        problems.append(("schedule.train_iters",
-                         f"{num_samples} samples (train_iters × global_batch_size) need ~{_gib(index)} of "
+        problems.append(("schedule.train_iters/eval.iters",
+                         f"{num_samples} samples ((train_iters + eval.iters × evaluations) × global_batch_size) need "
+                         f"~{_gib(index)} of "
                          f"dataset indices, more than the {_gib(budget)} available"))
     return problems

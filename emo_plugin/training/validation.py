@@ -15,6 +15,7 @@ from pathlib import Path
 
 from emo_plugin.config import EmoConfigError
 from emo_plugin.model_sizes import SIZES, ModelSize
+from emo_plugin.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
     FP8_FORMAT,
     build_transformer_config,
@@ -70,6 +71,8 @@ def _check_model(cfg: TrainingConfig) -> None:
     _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
            f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
            f"{size.hidden_size / size.num_attention_heads:g})")
+    _check(size.max_documents_per_sequence <= SEGMENT_MASK, "emo.max_documents_per_sequence",
+           size.max_documents_per_sequence, f"at most {SEGMENT_MASK} (the segment field of a routing id)")
     _check(size.num_attention_heads % size.num_query_groups == 0, "model.num_query_groups", size.num_query_groups,
            f"a divisor of model.num_attention_heads={size.num_attention_heads}")
     _check(cfg.model.vocab_size is None or cfg.model.vocab_size >= 1, "model.vocab_size", cfg.model.vocab_size,
@@ -102,6 +105,16 @@ def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
         _check_writable("data.cache_dir", d.cache_dir)
 
 
+def _check_plan(cfg: TrainingConfig) -> None:
+    """The planner's inputs (``--dry-run`` and the GPU fit check): sizes that can be divided by and compared."""
+    plan = cfg.plan
+    _check(plan.world_size is None or plan.world_size >= 1, "plan.world_size", plan.world_size,
+           "none or an integer >= 1")
+    _check(plan.device_memory_gib > 0, "plan.device_memory_gib", plan.device_memory_gib, "a positive number of GiB")
+    _check(0 <= plan.reserved_gib < plan.device_memory_gib, "plan.reserved_gib", plan.reserved_gib,
+           f"a number of GiB in [0, plan.device_memory_gib={plan.device_memory_gib:g})")
+
+
 def _tokenizer_vocab(cfg: TrainingConfig) -> int:
     from emo_plugin.data.errors import DataError
     from emo_plugin.data.tokenizer import EmoTokenizer
@@ -123,8 +136,12 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size",
                 "context_parallel_size"):
         _check(getattr(par, key) >= 1, f"parallel.{key}", getattr(par, key), "an integer >= 1")
-    _check(par.expert_tensor_parallel_size is None or par.expert_tensor_parallel_size >= 1,
-           "parallel.expert_tensor_parallel_size", par.expert_tensor_parallel_size, "none or an integer >= 1")
+    for key in ("expert_tensor_parallel_size", "virtual_pipeline_model_parallel_size"):
+        _check(getattr(par, key) is None or getattr(par, key) >= 1, f"parallel.{key}", getattr(par, key),
+               "none or an integer >= 1")
+    _check(par.virtual_pipeline_model_parallel_size is None or par.pipeline_model_parallel_size > 1,
+           "parallel.virtual_pipeline_model_parallel_size", par.virtual_pipeline_model_parallel_size,
+           "none unless parallel.pipeline_model_parallel_size > 1 (model chunks per pipeline rank)")
     _check(prec.dtype in ("fp32", "bf16"), "precision.dtype", prec.dtype, "'fp32' or 'bf16'")
     _check(prec.fp8_recipe in (None, *FP8_FORMAT), "precision.fp8_recipe", prec.fp8_recipe,
            f"none or one of {', '.join(FP8_FORMAT)}")
@@ -184,6 +201,7 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
            "a share in [0, 1]")
     _check(not cfg.checkpoint.finetune or bool(cfg.checkpoint.load), "checkpoint.finetune", cfg.checkpoint.finetune,
            "checkpoint.load to name the weights to start from (--load DIR --finetune)")
+    _check_plan(cfg)
     for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
                                 ("logging.metrics_file", cfg.logging.metrics_file, True),
                                 ("checkpoint.save", cfg.checkpoint.save, False)):
@@ -198,7 +216,9 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
         raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
     vocab = m.vocab_size or padded_vocab_size(_tokenizer_vocab(cfg), par.tensor_model_parallel_size)
     shards = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.expert_model_parallel_size
-    problems = memory_problems(resolved_size(cfg), vocab, b.micro_batch_size, sch.train_iters * b.global_batch_size,
+    evaluations = sch.train_iters // max(1, cfg.eval.interval) + 2  # as the trainer sizes the validation split
+    samples = (sch.train_iters + cfg.eval.iters * evaluations) * b.global_batch_size
+    problems = memory_problems(resolved_size(cfg), vocab, b.micro_batch_size, samples,
                                d.intra_document_attention, shards, physical_memory_bytes())
     shape_fields = {f.name for f in dataclasses.fields(ModelSize)}
     overrides = [f"{s}.{f.name}={getattr(getattr(cfg, s), f.name)}" for s in ("model", "emo")

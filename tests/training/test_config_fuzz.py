@@ -86,7 +86,10 @@ ISSUE_CASES = [
     ("--data.split=98,0,2", "data.split='98,0,2': expected a positive validation weight"),
     ("--model.hidden_size=10000000", "model.size='tiny', model.hidden_size=10000000: the model's weights"),
     ("--data.seq_length=10000000", "batch.micro_batch_size/data.seq_length: one micro-batch of 4 × 10000000 tokens"),
-    ("--train-iters=1e12", "schedule.train_iters: 8000000000000 samples"),
+    ("--train-iters=1e12", "schedule.train_iters/eval.iters: 8160000000032 samples"),  # (1e12 + 2 × (1e10 + 2)) × 8
+    ("--eval.iters=1e12", "schedule.train_iters/eval.iters: 40000000002400 samples"),  # (300 + 1e12 × 5) × 8
+    ("--emo.max_documents_per_sequence=1e30", "emo.max_documents_per_sequence=1000000000000000019884624838656: "
+                                              "expected at most 1048575"),
     ("--optimizer.lr=nan", "optimizer.lr=nan: expected a finite number"),
     ("--modle.size=tiny", "unknown section 'modle' (did you mean 'model'?)"),
     ("--data.tokenizer_model=README.md", "data.tokenizer_model='README.md': README.md: not a sentencepiece model"),
