@@ -45,10 +45,10 @@ def seed_like_megatron_lm(seed: int) -> int:
 def sharded_state_dict_metadata() -> dict:
     """What Megatron-LM passes to ``sharded_state_dict`` (``_build_sharded_state_dict_metadata``): without it the
     distributed optimizer falls back to the deprecated ``fully_sharded_model_space`` format, which 0.19 refuses.
-    ``fully_reshardable`` stores canonical per-parameter state, so a checkpoint resumes at another DP/TP/PP/EP."""
+    ``dp_reshardable`` (Megatron-LM's default): fully parallel save/load, resumable at another data-parallel size;
+    0.19's ``fully_reshardable`` cannot load torch Adam's per-parameter ``step`` (no TE/Apex optimizer)."""
     return {
-        "distrib_optim_sharding_type": "fully_reshardable",
-        "distrib_optim_fully_reshardable_mem_efficient": False,
+        "distrib_optim_sharding_type": "dp_reshardable",
         "singleton_local_shards": False,
         "chained_optim_avoid_prefix": True,
         "dp_cp_group": parallel_state.get_data_parallel_group(with_context_parallel=True),
@@ -219,8 +219,29 @@ class MegatronBackend:
             for key, chunk in zip(self._model_keys(), self.model)
         }
 
+    def _materialize_optimizer_state(self) -> None:
+        """Megatron's optimizer checkpoint layouts describe existing Adam state, which torch's Adam only creates
+        at its first step (a fresh run's load otherwise fails in ``DistributedOptimizer.state_dict``). Take that
+        step with zero gradients, learning rate and weight decay, as Megatron does before its fsdp_dtensor loads:
+        no parameter moves, and the load then overwrites the state."""
+        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            inner = optimizer.optimizer
+            if inner.state:
+                continue
+            saved = [(group["lr"], group["weight_decay"]) for group in inner.param_groups]
+            for group in inner.param_groups:
+                group["lr"], group["weight_decay"] = 0.0, 0.0
+                for param in group["params"]:
+                    param.grad = torch.zeros_like(param)
+            inner.step()
+            inner.zero_grad()
+            for group, (lr, weight_decay) in zip(inner.param_groups, saved):
+                group["lr"], group["weight_decay"] = lr, weight_decay
+
     def sharded_state_dict(self, is_loading: bool = False, include_rng: bool = True) -> dict:
-        if not is_loading:
+        if is_loading:
+            self._materialize_optimizer_state()
+        else:
             self._sync_params()
         metadata = sharded_state_dict_metadata()
         state = self._model_sharded_state_dict(metadata)
