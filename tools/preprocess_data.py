@@ -13,8 +13,9 @@ Writes, atomically (temporary names, then rename):
                     refuses to read the dataset with any other tokenizer
 
 Refused with an error naming the file and line: missing or empty input files, lines that are not
-JSON objects, a missing or non-string text field, fields outside the allow-list, and empty
-documents (unless --skip-empty, which skips and counts them).
+JSON objects or not UTF-8, a missing or non-string text field, fields outside the allow-list, and empty
+documents (unless --skip-empty, which skips and counts them); an output prefix whose files would
+overwrite an input. Hidden temporaries of a killed earlier run (kill -9) are removed.
 
 Example (the bundled corpus):
 
