@@ -65,7 +65,7 @@ def prepare_prefixes(cfg: TrainingConfig) -> tuple[list[str], list[float] | None
     prefix = Path(d.cache_dir) / f"{Path(d.corpus).stem}_{_corpus_key(d.corpus, d.tokenizer_model)}_text_document"
     rank = dist.get_rank() if dist.is_initialized() else 0
     error = None
-    if rank == 0 and not Path(f"{prefix}.idx").exists():
+    if rank == 0 and not Path(f"{prefix}.meta.json").exists():  # the sidecar is written last
         error = _tokenise_corpus(d.corpus, d.tokenizer_model, prefix)
     if dist.is_initialized():
         group = dist.new_group(backend="gloo", timeout=_tokenising_timeout(d.corpus))
