@@ -39,6 +39,7 @@ from emo_plugin.analysis.checkpoint import (  # noqa: E402
 )
 from emo_plugin.analysis.corpus import read_labelled_corpus  # noqa: E402
 from emo_plugin.analysis.errors import AnalysisError  # noqa: E402
+from emo_plugin.path_overlap import check_out_folder  # noqa: E402
 from emo_plugin.analysis.expert_usage import distinct_experts_per_document  # noqa: E402
 from emo_plugin.analysis.labelled_documents import tokenize_by_domain  # noqa: E402
 from emo_plugin.analysis.modularity_summary import (  # noqa: E402
@@ -190,7 +191,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_out_folder(parser, args.out, [args.checkpoint, args.corpus])  # before the model is loaded
     try:
         run(args)
     except AnalysisError as error:

@@ -40,6 +40,7 @@ from emo_plugin.analysis.checkpoint import (  # noqa: E402
 )
 from emo_plugin.analysis.corpus import group_by_domain, read_labelled_corpus  # noqa: E402
 from emo_plugin.analysis.errors import AnalysisError  # noqa: E402
+from emo_plugin.path_overlap import check_out_folder  # noqa: E402
 from emo_plugin.analysis.heldout_loss import heldout_loss  # noqa: E402
 from emo_plugin.analysis.subset_finetune import finetune_subset, restoring_weights  # noqa: E402
 from emo_plugin.analysis.subset_report import fraction_label, markdown_report  # noqa: E402
@@ -238,7 +239,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_out_folder(parser, args.out, [args.checkpoint, args.corpus])  # before the model is loaded
     try:
         run(args)
     except AnalysisError as error:

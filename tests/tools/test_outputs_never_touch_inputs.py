@@ -149,3 +149,16 @@ def test_split_corpus_never_truncates_its_input(tmp_path, capsys):
                                            "--heldout", str(tmp_path / "h.jsonl")]) == 2
     assert "corpus.jsonl:5: no field 'domain'" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]  # no half-written outputs
+
+
+@pytest.mark.parametrize("tool", ["evaluate_subsets", "analyze_modularity"])
+def test_analysis_out_folder_checked_before_the_model_loads(tool, tmp_path, capsys):
+    model = _fake_hf(tmp_path / "hf")
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": "x", "domain": "a"}])
+    before = _tree(tmp_path)
+    for out, expected in [(corpus, f"--out {corpus} is a file; expected a folder"),
+                          (model / "results", f"--out {model / 'results'} is inside the input {model}")]:
+        with pytest.raises(SystemExit) as info:
+            load_tool(tool).main(["--checkpoint", str(model), "--corpus", str(corpus), "--out", str(out)])
+        assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert _tree(tmp_path) == before  # nothing written, nothing changed
