@@ -45,6 +45,7 @@ def run_case(base: TrainingConfig, key: str, value: str) -> str | None:
         cfg = copy.deepcopy(base)
         set_value(cfg, key, value)  # what parse_config does with '--key=value'
         validate(cfg)
+        validate(cfg, world_size=1)  # the trainer's second pass, with the world size known
     except ConfigError as error:
         return str(error)
     return None
