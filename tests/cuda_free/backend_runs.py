@@ -138,9 +138,13 @@ def train_run(layout, device: str, overrides: dict, steps: int, full_state=None,
             ]
             records.append(backend.train_step(batches, step + 1, cfg.nan_policy))
         valid = [
-            get_micro_batch(dataset, sample_indices(steps * b.global_batch_size, m, b.micro_batch_size, dp_rank, dp_size),
-                            seed=cfg.seed, max_docs=transformer_config.emo.max_documents_per_sequence,
-                            device=torch.device("cpu"))
+            get_micro_batch(
+                dataset,
+                sample_indices(steps * b.global_batch_size, m, b.micro_batch_size, dp_rank, dp_size),
+                seed=cfg.seed,
+                max_docs=transformer_config.emo.max_documents_per_sequence,
+                device=torch.device("cpu"),
+            )
             for m in range(num_micro)
         ]
         valid_loss = backend.eval_loss(valid)
