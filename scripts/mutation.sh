@@ -20,15 +20,16 @@ declare -A MODULES TESTS SKIP
 MODULES[routing]="emo_plugin/routing.py emo_plugin/routing_ids.py"
 TESTS[routing]="tests/test_routing.py tests/test_routing_ids.py tests/test_router.py"
 MODULES[router]="emo_plugin/router.py emo_plugin/load_balancing.py"
-TESTS[router]="tests/test_router.py tests/parallel/test_load_balancing_counts.py tests/parallel/test_data_parallel.py"
+TESTS[router]="tests/test_load_balancing.py tests/test_router.py tests/parallel/test_load_balancing_counts.py"
 MODULES[moe_layer]="emo_plugin/moe_layer.py"
 TESTS[moe_layer]="tests/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
 MODULES[convert]="emo_plugin/convert/megatron_keys.py emo_plugin/convert/export.py"
 TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_roundtrip_and_inert.py"
-MODULES[resume]="emo_plugin/training/host_backend.py emo_plugin/training/checkpoint.py"
+MODULES[resume]="emo_plugin/training/host_backend.py"
 TESTS[resume]="tests/training/test_resume_rng.py tests/convert/test_trainer_checkpoint.py"
 # The host training step itself (train_step, gradient reduction) is checked by the CLI training tests,
-# which are too slow for a per-mutant run: only the checkpoint state functions of host_backend.py mutate.
+# which are too slow for a per-mutant run: only the checkpoint state functions of host_backend.py are meant to
+# mutate (mutmut 3.8 still generates mutants in the others; they end as "no tests").
 SKIP[resume]='def (__init__|_init_optimizer_state|train_step|_all_reduce_grads|_grad_norm|eval_loss|lm_loss|forward)\b'
 
 if [[ ! -x $MUTMUT ]]; then
