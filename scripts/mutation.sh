@@ -7,7 +7,7 @@
 # copy of the working tree (tracked and untracked, not ignored files) under $MUTATION_WORKDIR
 # (default /tmp/emo_mutation/<group>), so the checkout is never modified. Per group it prints mutmut's
 # summary, then the surviving mutants; `cd $MUTATION_WORKDIR/<group> && mutmut show <name>` shows a diff.
-# MUTATION_JOBS (default 2) mutants run at once. See docs/testing.md for the last measured score.
+# MUTATION_JOBS (default 2) mutants run at once; MUTATION_TESTS replaces the groups' test subsets. See docs/testing.md for the last measured score.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,7 +58,7 @@ for group in "${groups[@]}"; do
         echo "[mutmut]"
         echo "source_paths = emo_plugin"
         echo "only_mutate ="; lines "${MODULES[$group]}"
-        echo "pytest_add_cli_args_test_selection ="; lines "${TESTS[$group]}"
+        echo "pytest_add_cli_args_test_selection ="; lines "${MUTATION_TESTS:-${TESTS[$group]}}"
         echo "process_isolation = forkserver"
         echo "also_copy ="; lines "examples tools"
         if [[ -n ${SKIP[$group]:-} ]]; then
