@@ -238,6 +238,21 @@ class MegatronBackend:
             for group, (lr, weight_decay) in zip(inner.param_groups, saved):
                 group["lr"], group["weight_decay"] = lr, weight_decay
 
+    def _restore_adam_steps(self) -> None:
+        """torch's Adam counts steps per parameter; without TE/Apex Megatron checkpoints that count once per param
+        group, and the dp_reshardable load then copies the load template's per-parameter count (the step taken
+        by ``_materialize_optimizer_state``) back over it. Put the checkpoint's count back, so the bias
+        correction of the next step is the uninterrupted run's."""
+        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            inner = optimizer.optimizer
+            for group in inner.param_groups:
+                if group.get("step") is None:
+                    continue
+                for param in group["params"]:
+                    state = inner.state.get(param, {})
+                    if torch.is_tensor(state.get("step")):
+                        state["step"] = torch.tensor(float(group["step"]), dtype=state["step"].dtype)
+
     def sharded_state_dict(self, is_loading: bool = False, include_rng: bool = True) -> dict:
         if is_loading:
             self._materialize_optimizer_state()
@@ -256,6 +271,7 @@ class MegatronBackend:
         for key, chunk in zip(self._model_keys(), self.model):
             chunk.module.load_state_dict(loaded[key])
         self.optimizer.load_state_dict(loaded["optimizer"])
+        self._restore_adam_steps()
         if _SCHEDULER_KEY in common:
             self.scheduler.load_state_dict(common[_SCHEDULER_KEY])
 
