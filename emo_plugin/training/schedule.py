@@ -9,8 +9,6 @@ the step being taken before each optimizer step, so the step that produces itera
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from emo_plugin.training.config import OptimizerSection, ScheduleSection
@@ -39,7 +37,3 @@ def set_iteration(scheduler: OptimizerParamScheduler, iteration: int) -> float:
     scheduler.step(iteration - scheduler.num_steps)
     return scheduler.get_lr({})
 
-
-def learning_rate(iteration: int, opt: OptimizerSection, sch: ScheduleSection) -> float:
-    """LR of the optimizer step that produces ``iteration`` (1-based), from the same scheduler."""
-    return set_iteration(param_scheduler(SimpleNamespace(param_groups=[]), opt, sch), iteration)
