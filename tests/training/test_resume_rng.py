@@ -22,3 +22,46 @@ def test_save_reseed_load_restores_the_generator(megatron_single_rank, tmp_path)
     loaded = checkpoint.load(tmp_path, 1, backend.sharded_state_dict(is_loading=True))
     backend.load_state(loaded, checkpoint.load_common(tmp_path, 1))
     assert torch.equal(torch.rand(16), after_save)
+
+
+def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_rank, tmp_path):
+    """After two AdamW steps, a backend built from another seed loads the checkpoint: the weights, both moments
+    and the step count equal the saved ones, so its next step lands on the same weights (bit for bit)."""
+    from emo_plugin.training import checkpoint
+    from emo_plugin.training.builders import build_transformer_config
+    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.training.host_backend import HostBackend
+
+    cfg = TrainingConfig()
+    cfg.data.tokenizer_model = "examples/data/tokenizer.model"
+
+    def backend(seed):
+        torch.manual_seed(seed)
+        return HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+
+    def adam_step(b, seed):
+        grads = torch.Generator().manual_seed(seed)
+        for p in b.model.parameters():
+            p.grad = torch.randn(p.shape, generator=grads)
+        b.optimizer.step()
+
+    saved = backend(0)
+    adam_step(saved, 1)
+    adam_step(saved, 2)
+    state = saved.sharded_state_dict()
+    state.update(iteration=2, consumed_samples=16, world_size=1, **saved.common_state())
+    checkpoint.save(tmp_path, 2, state, saved.save_strategy)
+
+    loaded = backend(7)
+    loaded.load_state(checkpoint.load(tmp_path, 2, loaded.sharded_state_dict(is_loading=True)),
+                      checkpoint.load_common(tmp_path, 2))
+    for (name, p), q in zip(saved.model.named_parameters(), loaded.model.parameters()):
+        assert torch.equal(p, q), name
+        a, b = saved.optimizer.state[p], loaded.optimizer.state[q]
+        assert float(b["step"]) == 2.0 and torch.equal(a["exp_avg"], b["exp_avg"]), name
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), name
+    assert [g["lr"] for g in loaded.optimizer.param_groups] == [g["lr"] for g in saved.optimizer.param_groups]
+    adam_step(saved, 3)
+    adam_step(loaded, 3)
+    for (name, p), q in zip(saved.model.named_parameters(), loaded.model.parameters()):
+        assert torch.equal(p, q), name
