@@ -21,11 +21,17 @@ def gpu_args(corpus_prefix: str, out: Path, **overrides) -> list[str]:
 
 def cli_run(layout, args: list[str]) -> dict:
     """Run emo-pretrain's parse → validate → Trainer on this rank; the outcome, not a traceback, comes back."""
+    import os
+
+    import torch.distributed as dist
+
     from emo_plugin.training.cli import parse_config
     from emo_plugin.training.trainer import NonFiniteLossError, Trainer
     from emo_plugin.training.validation import validate
     from tests.cuda_free.cuda_shims import cuda_free
 
+    # what torchrun would have set: the trainer reads the world size from the launch environment
+    os.environ.update(RANK=str(dist.get_rank()), WORLD_SIZE=str(dist.get_world_size()), LOCAL_RANK="0")
     with cuda_free():
         cfg = parse_config(args)
         validate(cfg)
