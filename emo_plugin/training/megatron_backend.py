@@ -60,7 +60,8 @@ def context_parallel_share(micro_batch: dict) -> dict:
     packed thd rows arrive already split per CP rank (packed_sequences.py)."""
     if parallel_state.get_context_parallel_world_size() == 1 or "packed_seq_params" in micro_batch:
         return micro_batch
-    return get_batch_on_this_cp_rank(micro_batch, is_hybrid_cp=False)
+    cp_group = parallel_state.get_context_parallel_group()
+    return get_batch_on_this_cp_rank(micro_batch, is_hybrid_cp=False, cp_group=cp_group)
 
 
 def schedule_seq_length(micro_batch: dict, seq_length: int) -> int:

@@ -111,18 +111,22 @@ def p2p_shapes(layout, seq: int, batch: int):
         config=config, tp_group=ps.get_tensor_model_parallel_group(), cp_group=ps.get_context_parallel_group(),
     )
     return {"p2p_seq": shape[0], "local_seq": local["tokens"].shape[1], "routing_seq": local["routing_ids"].shape[1],
-            "tokens": local["tokens"]}
+            "tokens": local["tokens"], "dp_rank": ps.get_data_parallel_rank()}
 
 
-def test_defect_7_pipeline_p2p_length_is_the_context_parallel_share():
+@pytest.mark.parametrize("world_size", [2, 4], ids=["cp2", "dp2xcp2"])
+def test_defect_7_pipeline_p2p_length_is_the_context_parallel_share(world_size):
     """Defect 7: ``seq_length=seq // cp`` was divided by CP again inside the schedule, so PP×CP p2p buffers
     had seq/cp² rows for activations of seq/cp tokens. Also guards the CP split itself, which called
-    Megatron 0.19's ``get_batch_on_this_cp_rank`` without its required ``is_hybrid_cp``."""
-    results = run_ranks(p2p_shapes, 2, Layout(cp=2), seq=SEQ, batch=2)
+    Megatron 0.19's ``get_batch_on_this_cp_rank`` without its required ``is_hybrid_cp`` and, without its
+    ``cp_group``, split over the whole world once DP > 1 (DP2×CP2 gave each rank a quarter)."""
+    results = run_ranks(p2p_shapes, world_size, Layout(cp=2), seq=SEQ, batch=2)
     for result in results:
         assert result["p2p_seq"] == result["local_seq"] == result["routing_seq"] == SEQ // 2
-    together = torch.cat([r["tokens"] for r in results], dim=1).sort(dim=1).values
-    assert torch.equal(together, torch.arange(2 * SEQ).view(2, SEQ))  # the two shares partition each sequence
+    for dp_rank in {r["dp_rank"] for r in results}:
+        shares = [r["tokens"] for r in results if r["dp_rank"] == dp_rank]
+        together = torch.cat(shares, dim=1).sort(dim=1).values
+        assert torch.equal(together, torch.arange(2 * SEQ).view(2, SEQ))  # a CP group's shares partition each sequence
 
 
 def initial_seed(backend):
