@@ -179,3 +179,31 @@ def test_router_refuses_to_train_without_routing_ids():
     router = make_router(tiny_config()).train()
     with pytest.raises(RuntimeError, match="no routing ids"):
         router(torch.randn(4, 1, HIDDEN))
+
+
+def test_load_balancing_gradient_matches_autograd_of_its_formula():
+    """Only the load-balancing loss reaches the router weight (LM gradient zero, z-loss 0), one rank: the
+    gradient equals autograd of coeff · (R/k) Σ_i f_i P_i, with f_i from the per-document loop's routing
+    (a constant) and P_i the mean pool-softmax score over valid tokens (fp32: 1e-5)."""
+    config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.1, z_loss_coeff=0.0))
+    torch.manual_seed(6)
+    router = make_router(config).train()
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    padding = torch.zeros(BATCH, SEQ, dtype=torch.bool)
+    padding[1, -7:] = True
+    ids_BS = build_routing_ids(
+        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, padding_BS=padding, max_documents_per_sequence=16
+    )
+    router.routing_ids_SB = ids_BS.T
+    probs, _ = router(x)
+    (grad,) = torch.autograd.grad((probs * 0).sum(), router.weight)
+
+    weight = router.weight.detach().clone().requires_grad_()
+    logits = (x @ weight.T).view(-1, 8)
+    _, expected_map, masked, _ = reference_routing(logits.detach().view(SEQ, BATCH, 8), ids_BS, lambda salt: 3)
+    valid = ids_BS.T.reshape(-1) > 0
+    f = expected_map[valid].float().sum(0) / valid.sum()
+    p = torch.softmax(logits.masked_fill(~torch.isfinite(masked), float("-inf")), -1)[valid].mean(0)
+    (expected,) = torch.autograd.grad(0.1 * (8 / 2) * (f * p).sum(), weight)
+    assert expected.abs().max() > 1e-4
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-8)
