@@ -207,3 +207,28 @@ def test_load_balancing_gradient_matches_autograd_of_its_formula():
     (expected,) = torch.autograd.grad(0.1 * (8 / 2) * (f * p).sum(), weight)
     assert expected.abs().max() > 1e-4
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_router_errors_name_what_was_expected():
+    stock_fields = {f.name: getattr(tiny_config(), f.name) for f in dataclasses.fields(TransformerConfig) if f.init}
+    with pytest.raises(TypeError, match=r"^EmoRouter needs an EmoTransformerConfig, got TransformerConfig$"):
+        EmoRouter(config=TransformerConfig(**stock_fields), pg_collection=get_default_pg_collection())
+    router = make_router(tiny_config()).train()
+    with pytest.raises(RuntimeError) as no_ids:
+        router(torch.randn(4, 1, HIDDEN))
+    assert str(no_ids.value) == (
+        "EmoRouter got no routing ids in training: pass padding_mask=emo_plugin.routing_ids.build_routing_ids(...) "
+        "to GPTModel.forward (it reaches the router through EmoMoELayer)"
+    )
+    router.routing_ids_SB = torch.ones(3, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^routing ids have shape \(3, 1\), router tokens are \(4, 1\)$"):
+        router(torch.randn(4, 1, HIDDEN))
+
+
+def test_bf16_input_gives_fp32_router_logits():
+    """moe_router_dtype="fp32": the gating matmul runs in fp32 even for bf16 hidden states (1e-6: one fp32 GEMM)."""
+    router = make_router(tiny_config())
+    x = torch.randn(5, 2, HIDDEN).bfloat16()
+    logits = router.gating(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, (x.float() @ router.weight.float().T), rtol=1e-6, atol=1e-6)
