@@ -232,3 +232,27 @@ def test_bf16_input_gives_fp32_router_logits():
     logits = router.gating(x)
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, (x.float() @ router.weight.float().T), rtol=1e-6, atol=1e-6)
+
+
+def test_without_load_balancing_nothing_is_logged_and_document_entropy_uses_every_expert():
+    """lb_coeff = 0: no load-balancing loss is computed or logged. The document entropy (mean over documents of
+    the entropy of their mean softmax over all 8 experts) from a loop; every expert reachable here."""
+    config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.0, z_loss_coeff=0.0))
+    torch.manual_seed(8)
+    router = make_router(config).train()
+    get_moe_metrics_tracker().clear()
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    ids_BS = build_routing_ids(tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, max_documents_per_sequence=16)
+    router.routing_ids_SB = ids_BS.T
+    router(x)
+    metrics = {k: v.values[0] for k, v in get_moe_metrics_tracker().metrics.items()}
+    assert "load_balancing_loss" not in metrics
+    logits = (x @ router.weight.T).detach()
+    segments_SB = ids_BS.T & ((1 << 20) - 1)
+    entropies = []
+    for b in range(BATCH):
+        for doc in segments_SB[:, b].unique().tolist():
+            mean_probs = torch.softmax(logits[segments_SB[:, b] == doc, b], -1).mean(0)
+            assert mean_probs.min() > 1e-4
+            entropies.append(-(mean_probs * mean_probs.log()).sum())
+    torch.testing.assert_close(metrics["emo_doc_entropy"], torch.stack(entropies).mean())
