@@ -7,7 +7,8 @@
 # copy of the working tree (tracked and untracked, not ignored files) under $MUTATION_WORKDIR
 # (default /tmp/emo_mutation/<group>), so the checkout is never modified. Per group it prints mutmut's
 # summary, then the surviving mutants; `cd $MUTATION_WORKDIR/<group> && mutmut show <name>` shows a diff.
-# MUTATION_JOBS (default 2) mutants run at once; MUTATION_TESTS replaces the groups' test subsets. See docs/testing.md for the last measured score.
+# MUTATION_JOBS (default 2) mutants run at once; MUTATION_TESTS replaces the groups' test subsets.
+# See docs/testing.md for the last measured score.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,7 +69,7 @@ for group in "${groups[@]}"; do
     } >>"$dir/setup.cfg"
     echo "=== $group: ${MODULES[$group]}"
     start=$(date +%s)
-    (cd "$dir" && OMP_NUM_THREADS=1 MUTMUT_NO_PROGRESS=1 "$MUTMUT" run --max-children "$JOBS" 2>&1 | tr '\r' '\n' | tail -n 4)
+    (cd "$dir" && OMP_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" 2>&1 | tr '\r' '\n' | tail -n 4)
     (cd "$dir" && "$MUTMUT" export-cicd-stats >/dev/null && cat mutants/mutmut-cicd-stats.json)
     echo "--- $group: not killed ($(( $(date +%s) - start )) s)"
     (cd "$dir" && "$MUTMUT" results)
