@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,12 @@ _worker_tokenizer: EmoTokenizer | None = None
 
 
 def _load_worker_tokenizer(model_path: str) -> None:
+    """Worker start: the tokenizer, and default signal handling. A forked worker inherits the parent's Python
+    handlers (emo-pretrain turns SIGTERM into "save and stop"), and a worker that only notes the SIGTERM of
+    ``Pool.terminate`` never exits: the parent would wait for it forever."""
     global _worker_tokenizer
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
     _worker_tokenizer = EmoTokenizer(model_path)
 
 
@@ -106,10 +112,17 @@ def _encoder(workers: int, tokenizer: EmoTokenizer):
         _worker_tokenizer = tokenizer
         yield map
         return
-    with multiprocessing.get_context("fork").Pool(
+    pool = multiprocessing.get_context("fork").Pool(
         workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)
-    ) as pool:
+    )
+    try:
         yield pool.imap
+    except BaseException:
+        pool.terminate()  # SIGTERM; the workers' handler is the default one (see _load_worker_tokenizer)
+        pool.join()
+        raise
+    pool.close()  # the workers finish and exit on their own
+    pool.join()
 
 
 def _refuse_outputs_over_inputs(prefix: Path, inputs: Sequence[Path]) -> None:
