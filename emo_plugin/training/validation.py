@@ -26,6 +26,7 @@ from emo_plugin.training.builders import (
 from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
 
+POOL_LIMIT = 2**20  # pool sizes beyond the expert count mean "unrestricted"; huge ones overflow the draw
 SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
 
 
@@ -71,6 +72,9 @@ def _check_model(cfg: TrainingConfig) -> None:
     _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
            f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
            f"{size.hidden_size / size.num_attention_heads:g})")
+    for name in ("pool_min", "pool_max", "pool_eval"):  # drawn with int64 tensor arithmetic
+        _check(getattr(size, name) <= POOL_LIMIT, f"emo.{name}", getattr(size, name),
+               f"at most {POOL_LIMIT} (any pool >= model.num_moe_experts={size.num_moe_experts} is unrestricted)")
     _check(size.max_documents_per_sequence <= SEGMENT_MASK, "emo.max_documents_per_sequence",
            size.max_documents_per_sequence, f"at most {SEGMENT_MASK} (the segment field of a routing id)")
     _check(size.num_attention_heads % size.num_query_groups == 0, "model.num_query_groups", size.num_query_groups,

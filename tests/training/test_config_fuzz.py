@@ -92,6 +92,7 @@ ISSUE_CASES = [
     ("--emo.max_documents_per_sequence=1e30", "emo.max_documents_per_sequence=1000000000000000019884624838656: "
                                               "expected at most 1048575"),
     ("--optimizer.lr=nan", "optimizer.lr=nan: expected a finite number"),
+    ("--emo.pool_max=1e30", "emo.pool_max=1000000000000000019884624838656: expected at most 1048576"),
     ("--modle.size=tiny", "unknown section 'modle' (did you mean 'model'?)"),
     ("--data.tokenizer_model=README.md", "data.tokenizer_model='README.md': README.md: not a sentencepiece model"),
 ]
