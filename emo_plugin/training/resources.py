@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from emo_plugin.model_sizes import ModelSize
+from emo_plugin.planning.parameters import model_parameters
 
 BYTES_PER_PARAM = 16  # fp32 weight + grad + two Adam moments
 INDEX_BYTES_PER_SAMPLE = 32  # Megatron's document, sample and shuffle indices
@@ -19,14 +20,6 @@ INDEX_BYTES_PER_SAMPLE = 32  # Megatron's document, sample and shuffle indices
 def physical_memory_bytes() -> int:
     """This machine's RAM (the budget of a CPU run; also bounds what one host can feed a GPU run)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def total_params(size: ModelSize, vocab_size: int) -> int:
-    """Every parameter of the model (all experts, embedding and output layer), as the optimizer holds them."""
-    d, head_dim = size.hidden_size, size.hidden_size // size.num_attention_heads
-    attention = d * size.num_attention_heads * head_dim * 2 + d * size.num_query_groups * head_dim * 2
-    experts = (size.num_moe_experts + size.num_shared_experts) * 3 * d * size.moe_ffn_hidden_size
-    return size.num_layers * (attention + d * size.num_moe_experts + experts) + 2 * d * vocab_size
 
 
 def activation_bytes(size: ModelSize, micro_batch_size: int, intra_document_attention: bool) -> int:
@@ -45,7 +38,7 @@ def memory_problems(size: ModelSize, vocab_size: int, micro_batch_size: int, num
                     intra_document_attention: bool, model_shards: int, budget: int) -> list[tuple[str, str]]:
     """``(field, message)`` for each part of the run that alone exceeds ``budget`` bytes."""
     problems = []
-    state = total_params(size, vocab_size) * BYTES_PER_PARAM // max(1, model_shards)
+    state = model_parameters(size, vocab_size) * BYTES_PER_PARAM // max(1, model_shards)
     if state > budget:
         problems.append(("model", f"the model's weights, gradients and Adam state need ~{_gib(state)} per rank, "
                                   f"more than the {_gib(budget)} available; pick a smaller model.size or fields"))
