@@ -256,3 +256,57 @@ def test_without_load_balancing_nothing_is_logged_and_document_entropy_uses_ever
             assert mean_probs.min() > 1e-4
             entropies.append(-(mean_probs * mean_probs.log()).sum())
     torch.testing.assert_close(metrics["emo_doc_entropy"], torch.stack(entropies).mean())
+
+
+def test_a_sequence_with_the_most_documents_is_routed_per_document():
+    """The last sequence holds max_documents_per_sequence (16) documents, so its slots reach the end of the
+    slot table [B · 17]: every token still gets its own document's pool and gates (per-document loop)."""
+    config = tiny_config(emo=dict(pool_min=2, pool_max=6))
+    torch.manual_seed(3)
+    router = make_router(config).train()
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    tokens = torch.randint(1, 4, (BATCH, SEQ))
+    tokens[-1, :15] = 0
+    ids_BS = build_routing_ids(tokens_BS=tokens, eod_token_id=0, max_documents_per_sequence=16)
+    segments_BS, _ = split_routing_ids(ids_BS)
+    assert segments_BS[-1].max() == 16
+    router.routing_ids_SB = ids_BS.T
+    probs, routing_map = router(x)
+    logits = (x @ router.weight.T).detach()
+    expected_probs, expected_map, _, _ = reference_routing(
+        logits, ids_BS, lambda salt: reference_pool_size(salt, 1, config.emo.seed, 2, 6)
+    )
+    assert torch.equal(routing_map, expected_map)
+    torch.testing.assert_close(probs, expected_probs, rtol=1e-6, atol=1e-7)
+
+
+def test_eval_forward_with_autograd_on_computes_no_load_balancing():
+    """Evaluation (module in eval mode) with autograd still enabled, as in a validation loop that forgot
+    torch.no_grad(): no load-balancing loss, z-loss bookkeeping or routing statistics are logged."""
+    config = tiny_config(emo=dict(lb_coeff=0.1))
+    router = make_router(config).eval()
+    get_moe_metrics_tracker().clear()
+    ids_BS = build_routing_ids(
+        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, max_documents_per_sequence=16
+    )
+    router.routing_ids_SB = ids_BS.T
+    with torch.enable_grad():
+        router(torch.randn(SEQ, BATCH, HIDDEN, requires_grad=True))
+    assert dict(get_moe_metrics_tracker().metrics) == {}
+
+
+@pytest.mark.parametrize("mtp_num_layers", [None, 2])
+def test_logged_values_have_one_entry_per_decoder_and_mtp_layer(mtp_num_layers):
+    """Megatron's tracker keeps one value per layer: num_layers (2) plus the MTP layers, if any."""
+    config = tiny_config(emo=dict(lb_coeff=0.1), mtp_num_layers=mtp_num_layers)
+    router = make_router(config).train()
+    get_moe_metrics_tracker().clear()
+    ids_BS = build_routing_ids(
+        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, max_documents_per_sequence=16
+    )
+    router.routing_ids_SB = ids_BS.T
+    router(torch.randn(SEQ, BATCH, HIDDEN))
+    metrics = get_moe_metrics_tracker().metrics
+    assert {"load_balancing_loss", "emo_pool_size"} <= set(metrics)
+    expected_length = 2 + (mtp_num_layers or 0)
+    assert {name: entry.values.shape[0] for name, entry in metrics.items()} == dict.fromkeys(metrics, expected_length)
