@@ -167,6 +167,11 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
                "data.intra_document_attention", d.intra_document_attention,
                "false with model.transformer_impl=local (thd packed sequences run only in Transformer Engine's "
                "attention; Megatron's local DotProductAttention refuses packed_seq_params)")
+    _check(m.transformer_impl in ("transformer_engine", "local"), "model.transformer_impl", m.transformer_impl,
+           "'transformer_engine' or 'local'")
+    _check(not opt.overlap_param_gather or opt.use_distributed_optimizer, "optimizer.overlap_param_gather",
+           opt.overlap_param_gather, "false unless optimizer.use_distributed_optimizer (it overlaps that "
+           "optimizer's parameter all-gather)")
     _check(opt.lr > 0, "optimizer.lr", opt.lr, "a positive float")
     _check(0 <= opt.min_lr <= opt.lr, "optimizer.min_lr", opt.min_lr, f"between 0 and optimizer.lr={opt.lr}")
     for key in ("adam_beta1", "adam_beta2"):

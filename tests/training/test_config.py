@@ -37,6 +37,9 @@ def test_yaml_then_dotted_then_megatron_flags():
         (["--emo.pool_min=1"], "emo.pool_min=1 must be ≥ moe_router_topk=2"),
         (["--schedule.lr_warmup_iters=1000"], "schedule.lr_warmup_iters=1000: expected between 0"),
         (["--optimizer.adam_beta2=1.5"], "optimizer.adam_beta2=1.5: expected a float in [0, 1)"),
+        (["--model.transformer_impl=apex"], "model.transformer_impl='apex': expected 'transformer_engine' or 'local'"),
+        (["--optimizer.use_distributed_optimizer=false", "--optimizer.overlap_param_gather=true"],
+         "optimizer.overlap_param_gather=True: expected false unless optimizer.use_distributed_optimizer"),
     ],
 )
 def test_invalid_values_name_the_field(argv, message):
