@@ -65,3 +65,31 @@ def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_ra
     adam_step(loaded, 3)
     for (name, p), q in zip(saved.model.named_parameters(), loaded.model.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_a_resumed_run_keeps_its_own_optimizer_settings(megatron_single_rank, tmp_path):
+    """The checkpoint restores weights and moments, but betas, eps and weight decay come from the resumed
+    run's config (a run may resume with, say, another beta2): the groups equal a fresh backend's."""
+    from emo_plugin.training import checkpoint
+    from emo_plugin.training.builders import build_transformer_config
+    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.training.host_backend import HostBackend
+
+    def backend(cfg):
+        cfg.data.tokenizer_model = "examples/data/tokenizer.model"
+        torch.manual_seed(0)
+        return HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+
+    saved = backend(TrainingConfig())
+    state = saved.sharded_state_dict()
+    state.update(iteration=1, consumed_samples=8, world_size=1, **saved.common_state())
+    checkpoint.save(tmp_path, 1, state, saved.save_strategy)
+
+    changed = TrainingConfig()
+    changed.optimizer.adam_beta2, changed.optimizer.adam_eps, changed.optimizer.weight_decay = 0.99, 1e-6, 0.02
+    resumed = backend(changed)
+    expected = [{k: v for k, v in g.items() if k != "params"} for g in resumed.optimizer.param_groups]
+    assert expected[0]["betas"] == (0.9, 0.99) and expected[0]["weight_decay"] in (0.0, 0.02)
+    resumed.load_state(checkpoint.load(tmp_path, 1, resumed.sharded_state_dict(is_loading=True)),
+                       checkpoint.load_common(tmp_path, 1))
+    assert [{k: v for k, v in g.items() if k != "params"} for g in resumed.optimizer.param_groups] == expected
