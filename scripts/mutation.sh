@@ -26,7 +26,7 @@ MODULES[moe_layer]="emo_plugin/moe_layer.py"
 TESTS[moe_layer]="tests/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
 MODULES[convert]="emo_plugin/convert/megatron_keys.py emo_plugin/convert/export.py"
 TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_export_two_shared_experts.py"
-TESTS[convert]+=" tests/convert/test_roundtrip_and_inert.py"
+TESTS[convert]+=" tests/convert/test_roundtrip_and_inert.py tests/convert/test_export_defaults.py"
 MODULES[resume]="emo_plugin/training/host_backend.py"
 TESTS[resume]="tests/training/test_resume_rng.py tests/convert/test_trainer_checkpoint.py"
 # The host training step (train_step, gradient reduction, grad norm) is checked by the CLI training tests, too
