@@ -148,21 +148,29 @@ def test_load_balancing_z_loss_and_statistics_match_their_formulas():
     torch.testing.assert_close(metrics["emo_doc_entropy"], torch.stack(doc_entropies).mean())
 
 
-def test_z_loss_gradient_matches_autograd_of_its_formula():
-    """Only the z-loss reaches the router weight (LM gradient zero, lb_coeff 0): the gradient equals autograd of
-    coeff · mean over valid tokens of logsumexp(pool-masked logits)², a plain re-computation (fp32: 1e-5)."""
-    config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.0, z_loss_coeff=0.01))
-    torch.manual_seed(4)
-    router = make_router(config).train()
+def aux_loss_weight_gradient(emo: dict, seed: int, padded_row: int, padded_tail: int):
+    """Route random inputs through a training router and return ``(router, x, ids_BS, grad)``: ``grad`` is the
+    router weight's gradient from the auxiliary losses alone (``probs * 0`` removes the LM path)."""
+    torch.manual_seed(seed)
+    router = make_router(tiny_config(emo=emo)).train()
     x = torch.randn(SEQ, BATCH, HIDDEN)
     padding = torch.zeros(BATCH, SEQ, dtype=torch.bool)
-    padding[2, -6:] = True
+    padding[padded_row, -padded_tail:] = True
     ids_BS = build_routing_ids(
         tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, padding_BS=padding, max_documents_per_sequence=16
     )
     router.routing_ids_SB = ids_BS.T
     probs, _ = router(x)
     (grad,) = torch.autograd.grad((probs * 0).sum(), router.weight)
+    return router, x, ids_BS, grad
+
+
+def test_z_loss_gradient_matches_autograd_of_its_formula():
+    """Only the z-loss reaches the router weight (LM gradient zero, lb_coeff 0): the gradient equals autograd of
+    coeff · mean over valid tokens of logsumexp(pool-masked logits)², a plain re-computation (fp32: 1e-5)."""
+    router, x, ids_BS, grad = aux_loss_weight_gradient(
+        dict(pool_min=3, pool_max=3, lb_coeff=0.0, z_loss_coeff=0.01), seed=4, padded_row=2, padded_tail=6
+    )
 
     weight = router.weight.detach().clone().requires_grad_()
     logits = x @ weight.T
@@ -185,18 +193,9 @@ def test_load_balancing_gradient_matches_autograd_of_its_formula():
     """Only the load-balancing loss reaches the router weight (LM gradient zero, z-loss 0), one rank: the
     gradient equals autograd of coeff · (R/k) Σ_i f_i P_i, with f_i from the per-document loop's routing
     (a constant) and P_i the mean pool-softmax score over valid tokens (fp32: 1e-5)."""
-    config = tiny_config(emo=dict(pool_min=3, pool_max=3, lb_coeff=0.1, z_loss_coeff=0.0))
-    torch.manual_seed(6)
-    router = make_router(config).train()
-    x = torch.randn(SEQ, BATCH, HIDDEN)
-    padding = torch.zeros(BATCH, SEQ, dtype=torch.bool)
-    padding[1, -7:] = True
-    ids_BS = build_routing_ids(
-        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, padding_BS=padding, max_documents_per_sequence=16
+    router, x, ids_BS, grad = aux_loss_weight_gradient(
+        dict(pool_min=3, pool_max=3, lb_coeff=0.1, z_loss_coeff=0.0), seed=6, padded_row=1, padded_tail=7
     )
-    router.routing_ids_SB = ids_BS.T
-    probs, _ = router(x)
-    (grad,) = torch.autograd.grad((probs * 0).sum(), router.weight)
 
     weight = router.weight.detach().clone().requires_grad_()
     logits = (x @ weight.T).view(-1, 8)
