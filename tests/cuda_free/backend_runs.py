@@ -124,30 +124,25 @@ def train_run(layout, device: str, overrides: dict, steps: int, full_state=None,
         dataset = synthetic_dataset(steps * b.global_batch_size + 2 * b.global_batch_size)
         for sample in dataset:
             sample["loss_mask"] *= loss_mask
-        records = []
-        for step in range(steps):
-            batches = [
+
+        def micro_batches(consumed: int, torch_device: torch.device) -> list[dict]:
+            return [
                 get_micro_batch(
                     dataset,
-                    sample_indices(step * b.global_batch_size, m, b.micro_batch_size, dp_rank, dp_size),
+                    sample_indices(consumed, m, b.micro_batch_size, dp_rank, dp_size),
                     seed=cfg.seed,
                     max_docs=transformer_config.emo.max_documents_per_sequence,
-                    device=torch.device("cuda", 0) if device == "cuda" else torch.device("cpu"),
+                    device=torch_device,
                 )
                 for m in range(num_micro)
             ]
-            records.append(backend.train_step(batches, step + 1, cfg.nan_policy))
-        valid = [
-            get_micro_batch(
-                dataset,
-                sample_indices(steps * b.global_batch_size, m, b.micro_batch_size, dp_rank, dp_size),
-                seed=cfg.seed,
-                max_docs=transformer_config.emo.max_documents_per_sequence,
-                device=torch.device("cpu"),
-            )
-            for m in range(num_micro)
+
+        train_device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        records = [
+            backend.train_step(micro_batches(step * b.global_batch_size, train_device), step + 1, cfg.nan_policy)
+            for step in range(steps)
         ]
-        valid_loss = backend.eval_loss(valid)
+        valid_loss = backend.eval_loss(micro_batches(steps * b.global_batch_size, torch.device("cpu")))
         if device == "cuda":
             backend._sync_params()
         final = {k: v for m in modules for k, v in _full_parameters(m, full_name).items()}
