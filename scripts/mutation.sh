@@ -18,13 +18,13 @@ WORKDIR=${MUTATION_WORKDIR:-/tmp/emo_mutation}
 JOBS=${MUTATION_JOBS:-2}
 
 declare -A MODULES TESTS
-MODULES[routing]="emo_plugin/routing.py emo_plugin/routing_ids.py"
-TESTS[routing]="tests/test_routing.py tests/test_routing_ids.py tests/test_router.py"
-MODULES[router]="emo_plugin/router.py emo_plugin/load_balancing.py"
-TESTS[router]="tests/test_load_balancing.py tests/test_router.py tests/parallel/test_load_balancing_counts.py"
-TESTS[router]+=" tests/test_model.py::test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic"
-MODULES[moe_layer]="emo_plugin/moe_layer.py"
-TESTS[moe_layer]="tests/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
+MODULES[routing]="emo_plugin/moe/routing.py emo_plugin/moe/routing_ids.py"
+TESTS[routing]="tests/moe/test_routing.py tests/moe/test_routing_ids.py tests/moe/test_router.py"
+MODULES[router]="emo_plugin/moe/router.py emo_plugin/moe/load_balancing.py"
+TESTS[router]="tests/moe/test_load_balancing.py tests/moe/test_router.py tests/parallel/test_load_balancing_counts.py"
+TESTS[router]+=" tests/model/test_model.py::test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic"
+MODULES[moe_layer]="emo_plugin/moe/layer.py"
+TESTS[moe_layer]="tests/model/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
 MODULES[convert]="emo_plugin/convert/megatron_keys.py emo_plugin/convert/export.py"
 TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_export_two_shared_experts.py"
 TESTS[convert]+=" tests/convert/test_roundtrip_and_inert.py tests/convert/test_export_defaults.py"

@@ -2,7 +2,7 @@
 
 import torch
 
-from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
+from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
 
 
 def tiny_config(**overrides) -> EmoTransformerConfig:

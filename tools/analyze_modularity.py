@@ -29,27 +29,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from emo_plugin.analysis import modularity_plots  # noqa: E402
-from emo_plugin.analysis.batching import document_batches  # noqa: E402
-from emo_plugin.analysis.checkpoint import (  # noqa: E402
+from emo_plugin.evaluation.analysis import modularity_plots  # noqa: E402
+from emo_plugin.evaluation.analysis.batching import document_batches  # noqa: E402
+from emo_plugin.evaluation.analysis.checkpoint import (  # noqa: E402
     eos_token_id,
     load_emo_model,
     pad_token_id,
     set_inference_pool_size,
 )
-from emo_plugin.analysis.corpus import read_labelled_corpus  # noqa: E402
-from emo_plugin.analysis.errors import AnalysisError  # noqa: E402
+from emo_plugin.evaluation.analysis.corpus import read_labelled_corpus  # noqa: E402
+from emo_plugin.evaluation.analysis.errors import AnalysisError  # noqa: E402
 from emo_plugin.path_overlap import check_out_folder  # noqa: E402
-from emo_plugin.analysis.expert_usage import distinct_experts_per_document  # noqa: E402
-from emo_plugin.analysis.labelled_documents import tokenize_by_domain  # noqa: E402
-from emo_plugin.analysis.modularity_summary import (  # noqa: E402
+from emo_plugin.evaluation.analysis.expert_usage import distinct_experts_per_document  # noqa: E402
+from emo_plugin.evaluation.analysis.labelled_documents import tokenize_by_domain  # noqa: E402
+from emo_plugin.evaluation.analysis.modularity_summary import (  # noqa: E402
     document_usage_vectors,
     format_summary_text,
     modularity_summary,
 )
-from emo_plugin.analysis.pool_overlap import pairwise_jaccard, same_domain_pairs, top_p_pools  # noqa: E402
-from emo_plugin.analysis.routing_recorder import record_document_routing  # noqa: E402
-from emo_plugin.analysis.text_encoding import load_text_encoder  # noqa: E402
+from emo_plugin.evaluation.analysis.pool_overlap import pairwise_jaccard, same_domain_pairs, top_p_pools  # noqa: E402
+from emo_plugin.evaluation.analysis.routing_recorder import record_document_routing  # noqa: E402
+from emo_plugin.evaluation.analysis.text_encoding import load_text_encoder  # noqa: E402
 
 DEFAULT_POOL_SIZE = 32
 LEGEND = (

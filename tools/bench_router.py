@@ -65,9 +65,9 @@ def build_layers(args, device: str):
     from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
-    from emo_plugin.router import EmoRouter
-    from emo_plugin.spec import with_emo_moe_layer
+    from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
+    from emo_plugin.moe.router import EmoRouter
+    from emo_plugin.moe.spec import with_emo_moe_layer
 
     use_te = device == "cuda" and not args.no_te
     dtype = torch.bfloat16 if args.bf16 else torch.float32
@@ -107,7 +107,7 @@ def build_layers(args, device: str):
 
 
 def random_routing_ids(args, device):
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
 
     g = torch.Generator().manual_seed(0)
     cuts = torch.rand(args.batch, args.seq, generator=g) < 1.0 / args.mean_doc_len

@@ -2,7 +2,7 @@
 """Held-out loss of every domain when the model keeps only a fraction of its experts.
 
 For each domain of a labelled JSON-lines corpus, the first --calib-docs documents select the experts to keep
-(emo_plugin.selection: greedy layer-wise by mean router probability by default), and the next documents (up to
+(emo_plugin.evaluation.selection: greedy layer-wise by mean router probability by default), and the next documents (up to
 --max-eval-tokens-per-domain tokens) measure the loss with 100%, 25% and 12.5% of the experts (--fractions;
 fractions of all expert slots, shared included, as AI2 count them: 25% of 128 = 31 routed + 1 shared).
 Dropped experts are masked before the router softmax, which equals physical pruning; 100% reproduces the full
@@ -32,21 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from emo_plugin.analysis.checkpoint import (  # noqa: E402
+from emo_plugin.evaluation.analysis.checkpoint import (  # noqa: E402
     eos_token_id,
     load_emo_model,
     pad_token_id,
     set_inference_pool_size,
 )
-from emo_plugin.analysis.corpus import group_by_domain, read_labelled_corpus  # noqa: E402
-from emo_plugin.analysis.errors import AnalysisError  # noqa: E402
+from emo_plugin.evaluation.analysis.corpus import group_by_domain, read_labelled_corpus  # noqa: E402
+from emo_plugin.evaluation.analysis.errors import AnalysisError  # noqa: E402
 from emo_plugin.path_overlap import check_out_folder  # noqa: E402
-from emo_plugin.analysis.heldout_loss import heldout_loss  # noqa: E402
-from emo_plugin.analysis.subset_finetune import finetune_subset, restoring_weights  # noqa: E402
-from emo_plugin.analysis.subset_report import fraction_label, markdown_report  # noqa: E402
-from emo_plugin.analysis.subset_selection import METHODS, kept_mask_by_layer, select_kept_experts  # noqa: E402
-from emo_plugin.analysis.text_encoding import encode_documents, load_text_encoder  # noqa: E402
-from emo_plugin.selection.keep import fraction_argument  # noqa: E402
+from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss  # noqa: E402
+from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights  # noqa: E402
+from emo_plugin.evaluation.analysis.subset_report import fraction_label, markdown_report  # noqa: E402
+from emo_plugin.evaluation.analysis.subset_selection import METHODS, kept_mask_by_layer, select_kept_experts  # noqa: E402
+from emo_plugin.evaluation.analysis.text_encoding import encode_documents, load_text_encoder  # noqa: E402
+from emo_plugin.evaluation.selection.keep import fraction_argument  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ def _config(dry_run: bool, impl: str):
 
 def _micro_batch(b: int, s: int, vocab: int, device: str) -> dict:
     """Random tokens in documents of random length; the host path's dense mask and reset positions."""
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
 
     gen = torch.Generator().manual_seed(7)
     doc_ids = torch.cumsum(torch.rand(b, s, generator=gen) < 4.0 / s * 2, 1) + 1
@@ -106,7 +106,7 @@ def layer_check(dry_run: bool) -> dict:
     from megatron.core import dist_checkpointing, parallel_state
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training.builders import build_transformer_config, resolved_size
     from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.training.packed_sequences import (

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from emo_plugin.convert.errors import ConversionError
     from emo_plugin.convert.output_dir import check_output_dir
-    from emo_plugin.selection import write_pruned_checkpoint
+    from emo_plugin.evaluation.selection import write_pruned_checkpoint
 
     try:
         check_output_dir(args.output, args.force, inputs=[args.model, args.selection])  # before any work

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from emo_plugin.convert import ConversionError
-from emo_plugin.selection.keep import keep_argument
+from emo_plugin.evaluation.selection.keep import keep_argument
 
 
 def main(argv=None) -> int:
@@ -39,11 +39,11 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    from emo_plugin.analysis.checkpoint import eos_token_id, load_emo_model
-    from emo_plugin.analysis.errors import AnalysisError
+    from emo_plugin.evaluation.analysis.checkpoint import eos_token_id, load_emo_model
+    from emo_plugin.evaluation.analysis.errors import AnalysisError
     from emo_plugin.convert.output_dir import check_output_dir, refuse_overlap
-    from emo_plugin.selection import select_experts, write_pruned_checkpoint
-    from emo_plugin.selection.calibration import read_documents, tokenize_documents
+    from emo_plugin.evaluation.selection import select_experts, write_pruned_checkpoint
+    from emo_plugin.evaluation.selection.calibration import read_documents, tokenize_documents
 
     try:
         inputs = [args.model, args.documents]

@@ -107,8 +107,8 @@ class EmoArchitecture:
 
         ``pool_eval`` defaults to "unrestricted" (all routed experts), the routing of the HF model.
         """
-        from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
-        from emo_plugin.model_sizes import ModelSize
+        from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
+        from emo_plugin.model.sizes import ModelSize
 
         pool_all = self.megatron_experts
         size = ModelSize(

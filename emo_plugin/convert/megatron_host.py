@@ -31,7 +31,7 @@ def ensure_single_rank_megatron() -> None:
 
 
 def build_host_model(arch, *, params_dtype=torch.float32, pool_eval: int | None = None):
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
 
     ensure_single_rank_megatron()
     config = arch.transformer_config(params_dtype=params_dtype, pool_eval=pool_eval)

@@ -30,7 +30,7 @@ def training_settings(cfg, size) -> dict:
         "training data": ", ".join(map(str, cfg.data.paths)) or cfg.data.corpus or "not recorded",
         "train/valid/test split": cfg.data.split,
         "tokenizer": cfg.data.tokenizer_model or "not recorded",
-        "model size (emo_plugin.model_sizes)": cfg.model.size,
+        "model size (emo_plugin.model.sizes)": cfg.model.size,
         "sequence length": size.seq_length,
         "optimizer steps": cfg.schedule.train_iters,
         "global batch (sequences)": cfg.batch.global_batch_size,

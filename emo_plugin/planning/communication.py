@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model_sizes import ModelSize
+from emo_plugin.model.sizes import ModelSize
 from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import FP32, GRAD_REDUCE_IN_FP32
 from emo_plugin.planning.parameters import ParameterCount

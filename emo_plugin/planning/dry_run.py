@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from emo_plugin.config import EmoConfigError
+from emo_plugin.moe.config import EmoConfigError
 from emo_plugin.planning.plan import make_plan
 from emo_plugin.planning.report import render
 from emo_plugin.planning.suggestions import suggestions

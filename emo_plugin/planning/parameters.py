@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model_sizes import ModelSize
+from emo_plugin.model.sizes import ModelSize
 from emo_plugin.planning.layout import Layout
 from emo_plugin.training.config import ConfigError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model_sizes import ModelSize
+from emo_plugin.model.sizes import ModelSize
 from emo_plugin.planning.activations import FUSED_GPU, HOST, LOCAL_GPU, ActivationMemory, activation_memory
 from emo_plugin.planning.communication import Collective, communication
 from emo_plugin.planning.layout import Layout

@@ -12,8 +12,8 @@ import os
 import torch
 from megatron.core.extensions.transformer_engine import HAVE_TE
 
-from emo_plugin.config import EmoRouterConfig, EmoTransformerConfig
-from emo_plugin.model_sizes import ModelSize, get_model_size
+from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
+from emo_plugin.model.sizes import ModelSize, get_model_size
 from emo_plugin.training.config import ConfigError, TrainingConfig
 
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "mxfp8": "e4m3", "blockwise": "e4m3"}

@@ -27,7 +27,7 @@ def opt(default: Any, help: str, *, megatron: str | None = None):
 class ModelSection:
     """Architecture: a named size plus single-field overrides."""
 
-    size: str = opt("tiny", "named size from emo_plugin.model_sizes (tiny, small, emo_1b14b, stdmoe_1b14b)", megatron="--model-size")
+    size: str = opt("tiny", "named size from emo_plugin.model.sizes (tiny, small, emo_1b14b, stdmoe_1b14b)", megatron="--model-size")
     num_layers: int | None = opt(None, "override the size's transformer layers", megatron="--num-layers")
     hidden_size: int | None = opt(None, "override d_model", megatron="--hidden-size")
     num_attention_heads: int | None = opt(None, "override attention heads", megatron="--num-attention-heads")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from emo_plugin.model_sizes import ModelSize
+from emo_plugin.model.sizes import ModelSize
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0}
 

@@ -22,7 +22,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_batch_on_this_cp_rank
 
-from emo_plugin.model import build_emo_gpt_model
+from emo_plugin.model.build import build_emo_gpt_model
 from emo_plugin.training.builders import use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
 from emo_plugin.training.param_groups import megatron_overrides

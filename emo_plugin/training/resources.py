@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from emo_plugin.model_sizes import ModelSize
+from emo_plugin.model.sizes import ModelSize
 from emo_plugin.planning.parameters import model_parameters
 
 BYTES_PER_PARAM = 16  # fp32 weight + grad + two Adam moments

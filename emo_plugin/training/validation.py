@@ -13,9 +13,9 @@ import math
 import os
 from pathlib import Path
 
-from emo_plugin.config import EmoConfigError
-from emo_plugin.model_sizes import SIZES, ModelSize
-from emo_plugin.routing_ids import SEGMENT_MASK
+from emo_plugin.moe.config import EmoConfigError
+from emo_plugin.model.sizes import SIZES, ModelSize
+from emo_plugin.moe.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
     FP8_FORMAT,
     build_transformer_config,

@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from emo_plugin.routing_ids import build_routing_ids
+from emo_plugin.moe.routing_ids import build_routing_ids
 from tests.convert.checkpoint_workers import TINY, random_model
 
 

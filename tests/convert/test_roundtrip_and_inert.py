@@ -59,7 +59,7 @@ def test_import_pads_to_expert_parallel_size_with_inert_experts(hf_folder, tmp_p
     with torch.no_grad():
         model(tokens, torch.arange(32).expand_as(tokens), None)
         model.train()
-        from emo_plugin.routing_ids import build_routing_ids
+        from emo_plugin.moe.routing_ids import build_routing_ids
 
         ids = build_routing_ids(tokens_BS=tokens, eod_token_id=2, max_documents_per_sequence=16)
         model(tokens, torch.arange(32).expand_as(tokens), None, padding_mask=ids)

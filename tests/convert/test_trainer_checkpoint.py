@@ -8,7 +8,7 @@ from emo_plugin.convert import export_to_hf
 
 
 def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig, to_dict
@@ -38,7 +38,7 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
 
     from emo_plugin.hf import EmoForCausalLM
 
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
 
     # The tiny size evaluates with document pools of 4 experts: turn them on in the HF model too.
     hf = EmoForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32, emo_inference_pool_size=4).eval()

@@ -37,7 +37,7 @@ _PRELOAD = [
     "torch",
     "megatron.core.models.gpt.gpt_model",
     "megatron.core.transformer.moe.moe_layer",
-    "emo_plugin.model",
+    "emo_plugin.model.build",
     "tests.parallel.harness",
 ]
 _CONTEXT = None
@@ -182,7 +182,7 @@ def emo_config(layout: Layout = SINGLE, **overrides):
 def build_gpt(config, seq_len: int):
     from megatron.core import parallel_state
 
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
 
     return build_emo_gpt_model(
         config,
@@ -286,7 +286,7 @@ class RouterCapture:
     """Records each EMO router's routing map [s_local, b, E] and probs per call (layer number → list)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from emo_plugin.router import EmoRouter
+        from emo_plugin.moe.router import EmoRouter
 
         self.maps: dict[int, list[torch.Tensor]] = {}
         self.probs: dict[int, list[torch.Tensor]] = {}
@@ -331,7 +331,7 @@ def documents_batch(batch: int, seq: int, *, seed: int = 0, padding: dict[int, i
 
     ``padding`` maps a sequence index to its number of trailing padding tokens.
     """
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
 
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, VOCAB, (batch, seq), generator=gen)
@@ -421,7 +421,7 @@ def build_emo_moe_layer(config, layer_number: int = 1):
     """A standalone ``EmoMoELayer`` (local spec: SequentialMLP experts, shared expert) on the global groups."""
     from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
 
-    from emo_plugin.spec import emo_decoder_block_spec
+    from emo_plugin.moe.spec import emo_decoder_block_spec
 
     block = emo_decoder_block_spec(config, use_transformer_engine=False, pp_rank=0)
     layer = block.layer_specs[0].submodules.mlp(config=config, pg_collection=get_default_pg_collection())
@@ -431,7 +431,7 @@ def build_emo_moe_layer(config, layer_number: int = 1):
 
 def moe_layer_inputs(seq: int, batch: int, hidden: int, *, seed: int = 0, eod_probability: float = 0.1):
     """Hidden states [s, b, h], routing ids [b, s] and a loss weight [s, b, h] for layer-level tests."""
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
 
     gen = torch.Generator().manual_seed(seed)
     hidden_SBH = torch.randn(seq, batch, hidden, generator=gen)

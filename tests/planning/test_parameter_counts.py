@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from emo_plugin.model_sizes import SIZES
+from emo_plugin.model.sizes import SIZES
 from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.parameters import stage_parameters
 from emo_plugin.training.builders import resolved_size

@@ -28,7 +28,7 @@ def built_parameter_counts(layout, specs: list[dict]) -> list[dict]:
     """Per spec ``{size, vocab, meta, overrides}``: this rank's built model, parameters split dense / expert."""
     from megatron.core import parallel_state as ps
 
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training.builders import build_transformer_config, resolved_size
 
     results = []
@@ -58,7 +58,7 @@ def measured_host_memory(layout, micro_batch_size: int, seq_length: int, vocab: 
     Activations: every tensor autograd saves for backward during the forward (distinct storages, parameters
     excluded), recorded with ``torch.autograd.graph.saved_tensors_hooks``.
     """
-    from emo_plugin.routing_ids import build_routing_ids
+    from emo_plugin.moe.routing_ids import build_routing_ids
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.host_backend import HostBackend, forward
 

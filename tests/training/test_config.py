@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emo_plugin.model_sizes import SIZES, get_model_size
+from emo_plugin.model.sizes import SIZES, get_model_size
 from emo_plugin.training.builders import build_transformer_config, resolved_size
 from emo_plugin.training.cli import DEFAULT_CONFIG, main, parse_config
 from emo_plugin.training.config import ConfigError, TrainingConfig

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from emo_plugin.data.errors import DataError
-from emo_plugin.routing_ids import build_routing_ids, split_routing_ids
+from emo_plugin.moe.routing_ids import build_routing_ids, split_routing_ids
 from emo_plugin.training.packed_sequences import (
     ThdPacking,
     cp_partition_index,
@@ -217,7 +217,7 @@ def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
     """The whole GPTModel (RoPE over cu_seqlens, EMO routing of the renumbered packed row, MoE, loss) on the thd
     row equals the host path's dense-mask batch: per-token losses and every gradient. ``cp_padding=2`` uses the
     context-parallel layout (documents padded to a multiple of 4) without the split."""
-    from emo_plugin.model import build_emo_gpt_model
+    from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training.host_backend import forward, lm_loss
     from tests.helpers import tiny_config
 

@@ -1,0 +1,1 @@
+"""After training: modularity analysis and expert-subset selection."""

@@ -1,0 +1,1 @@
+"""Model building: the named sizes and the Megatron ``GPTModel`` with EMO MoE layers."""

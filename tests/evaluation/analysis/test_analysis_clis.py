@@ -1,0 +1,142 @@
+"""Both CLIs run end to end on a tiny checkpoint, write their files, and report finite numbers."""
+
+import importlib.util
+import json
+import math
+
+from tests.evaluation.analysis.tiny_checkpoint import ROOT
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finite_numbers(value):
+    """Every number inside a JSON value (bools and strings skipped)."""
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in finite_numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in finite_numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def test_analyze_modularity_writes_summary_and_plots(tiny_checkpoint, tmp_path, capsys):
+    checkpoint, corpus, tokenizer = tiny_checkpoint
+    out = tmp_path / "modularity"
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer),
+        "--out",
+        str(out),
+        "--pool-size",
+        "3",
+        "--max-tokens-per-domain",
+        "400",
+        "--batch-size",
+        "4",
+    ]
+    assert load_tool("analyze_modularity").main(argv) == 0
+    for name in (
+        "summary.json",
+        "summary.txt",
+        "document_usage.npz",
+        "usage_heatmaps.png",
+        "pools.png",
+        "document_pca.png",
+        "layer_scores.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["domains"]) == ["code", "cooking", "law"]
+    assert len(summary["per_layer"]) == 2 and summary["pool_size"] == 3
+    assert all(math.isfinite(n) for n in finite_numbers(summary))
+    layer = summary["per_layer"][0]
+    assert all(abs(sum(usage) - 1) < 1e-5 for usage in layer["usage_by_domain"].values())
+    assert 0 <= layer["document_entropy"] <= layer["corpus_entropy"] + 1e-9 <= layer["max_entropy"] + 1e-9
+    assert "NMI" in capsys.readouterr().out
+    assert_summary_matches_document_usage(summary, out / "document_usage.npz")
+
+
+def assert_summary_matches_document_usage(summary, usage_file):
+    """Per-layer figures recomputed by plain loops from the per-document usage the CLI saved. Every token
+    routes to the same number of experts, so a document weighs in its domain by its token count. The usage
+    is saved as float32 and the summary rounds to 6 decimals: 1e-5."""
+    import numpy as np
+
+    saved = np.load(usage_file)
+    names, tokens, domains = [str(n) for n in saved["domain_names"]], saved["num_tokens"], saved["domain_ids"]
+    for layer in summary["per_layer"]:
+        usage = saved["usage_layer%d" % layer["layer"]].astype(np.float64)
+        assert layer["max_entropy"] == math.log(8)  # 8 routed experts
+        for k, name in enumerate(names):
+            total = sum(usage[d] * tokens[d] for d in range(len(tokens)) if domains[d] == k)
+            expected = total / total.sum()
+            assert np.allclose(layer["usage_by_domain"][name], expected, rtol=0, atol=1e-5), (layer["layer"], name)
+        distinct = sum(int((usage[d] > 0).sum()) for d in range(len(usage))) / len(usage)
+        assert abs(layer["distinct_experts_per_document"] - distinct) < 1e-12
+
+
+def test_evaluate_subsets_reports_losses_and_reproduces_the_full_model(tiny_checkpoint, tmp_path):
+    checkpoint, corpus, tokenizer = tiny_checkpoint
+    out = tmp_path / "subsets"
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer),
+        "--out",
+        str(out),
+        "--calib-docs",
+        "2",
+        "--max-eval-tokens-per-domain",
+        "200",
+        "--fractions",
+        "1",
+        "0.5",
+        "0.34",
+        "--finetune-steps",
+        "2",
+        "--finetune-lr",
+        "1e-3",
+    ]
+    assert load_tool("evaluate_subsets").main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["full_model_reproduced_by_100%"] is True
+    for domain in results["domains"].values():
+        assert domain["subsets"]["100%"]["loss"] == domain["full_loss"]
+        assert domain["subsets"]["34%"]["kept_experts_per_layer"] == [2, 2]  # 3 of 9 slots, one of them shared
+        assert math.isfinite(domain["subsets"]["34%"]["finetuned_loss"])
+    assert all(math.isfinite(n) for n in finite_numbers(results))
+    selection = json.loads((out / "selections" / "law" / "50%.json").read_text())
+    assert {layer: len(ids) for layer, ids in selection.items()} == {"0": 3, "1": 3}
+    table = (out / "results.md").read_text()
+    assert "| **mean** |" in table and "34%" in table
+
+
+def test_cli_errors_name_the_file_and_field(tiny_checkpoint, tmp_path, capsys):
+    checkpoint, _, tokenizer = tiny_checkpoint
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "a b c", "domain": "x"}\n{"text": "d e f"}\n')
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert load_tool("analyze_modularity").main(argv) == 2
+    assert f"{corpus}:2: record has no 'domain' field" in capsys.readouterr().err
+    assert load_tool("evaluate_subsets").main(argv + ["--domain-field", "topic"]) == 2
+    assert f"{corpus}:1: record has no 'topic' field" in capsys.readouterr().err

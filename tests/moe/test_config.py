@@ -1,0 +1,49 @@
+"""Invalid EMO configurations are refused before anything is built, with the field named."""
+
+import pytest
+
+from emo_plugin.moe.config import EmoConfigError, replace_emo
+from tests.helpers import tiny_config
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(emo=dict(pool_min=1)), "emo.pool_min"),  # below moe_router_topk=2
+        (dict(emo=dict(pool_eval=1)), "emo.pool_eval"),
+        (dict(emo=dict(pool_min=6, pool_max=4)), "emo.pool_max"),
+        (dict(emo=dict(num_shared_experts=-1)), "emo.num_shared_experts"),
+        (dict(emo=dict(lb_coeff=-0.1)), "emo.lb_coeff"),
+        (dict(emo=dict(lb_scope="per_token")), "emo.lb_scope"),
+        (dict(emo=dict(num_inert_experts=8)), "emo.num_inert_experts"),
+        (dict(expert_model_parallel_size=3), "expert_model_parallel_size"),
+        (dict(moe_router_topk=9), "moe_router_topk"),
+        (dict(mlp_chunks_for_training=2), "mlp_chunks_for_training"),
+        (dict(overlap_moe_expert_parallel_comm=True), "overlap_moe_expert_parallel_comm"),
+        (dict(cuda_graph_impl="transformer_engine"), "cuda_graph_impl"),
+        (dict(moe_expert_capacity_factor=1.0), "moe_expert_capacity_factor"),
+        (dict(moe_router_score_function="sigmoid"), "moe_router_score_function"),
+        (dict(moe_aux_loss_coeff=0.01), "moe_aux_loss_coeff"),
+        (dict(moe_z_loss_coeff=0.5), "moe_z_loss_coeff"),
+        (dict(moe_shared_expert_intermediate_size=7), "moe_shared_expert_intermediate_size"),
+        (dict(calculate_per_token_loss=True), "calculate_per_token_loss"),
+        (dict(num_moe_experts=None), "num_moe_experts"),
+    ],
+)
+def test_invalid_config_names_the_field(overrides, field):
+    with pytest.raises(EmoConfigError, match=field.replace(".", r"\.")):
+        tiny_config(**overrides)
+
+
+def test_derived_megatron_fields():
+    config = tiny_config(emo=dict(num_shared_experts=2, z_loss_coeff=0.002, lb_scope="global_batch"))
+    assert config.moe_shared_expert_intermediate_size == 2 * 16
+    assert config.moe_z_loss_coeff == 0.002
+    assert config.moe_router_pre_softmax
+    assert config.moe_router_load_balancing_type == "global_aux_loss" and config.moe_aux_loss_coeff == 0.0
+    assert replace_emo(config, lb_scope="micro_batch").moe_router_load_balancing_type == "none"
+
+
+def test_inert_experts_make_expert_parallel_divisible():
+    config = tiny_config(num_moe_experts=8, expert_model_parallel_size=4, emo=dict(num_inert_experts=1))
+    assert config.num_selectable_experts == 7
