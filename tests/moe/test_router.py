@@ -12,7 +12,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from emo_plugin.moe.router import EmoRouter
 from emo_plugin.moe.routing_ids import build_routing_ids, split_routing_ids
 from tests.helpers import tiny_config
-from tests.test_routing import reference_route
+from tests.moe.test_routing import reference_route
 
 pytestmark = pytest.mark.usefixtures("megatron_single_rank")
 SEQ, BATCH, HIDDEN = 24, 3, 32
