@@ -1,4 +1,4 @@
-"""CPU shims for Megatron code paths that hard-code CUDA (megatron_notes.md §1.2). TESTS ONLY.
+"""CPU shims for Megatron code paths that hard-code CUDA. TESTS ONLY.
 
 Applied inside the spawned worker processes of ``tests/parallel/harness.py`` (never in library code, never in
 the pytest process itself):

@@ -1,6 +1,6 @@
 """One description of an EMO model's shape, and its translations to Megatron and Hugging Face configs.
 
-The two worlds count experts differently (emo_method.md §5, config.py):
+The two worlds count experts differently (docs/method.md §2, config.py):
 Megatron ``num_moe_experts`` = routed router rows (incl. inert padding), shared experts are one wide
 ``shared_experts`` MLP, ``moe_router_topk`` = routed experts per token; HF ``num_experts`` = all slots incl. the
 shared ones (the LAST slots), ``num_experts_per_tok`` = k incl. shared. Inert experts exist only in Megatron.

@@ -1,4 +1,4 @@
-"""Weight names of AI2's EMO Hugging Face checkpoints (OLMoE names, emo_method.md §5)."""
+"""Weight names of AI2's EMO Hugging Face checkpoints (OLMoE names)."""
 
 EMBED = "model.embed_tokens.weight"
 NORM = "model.norm.weight"

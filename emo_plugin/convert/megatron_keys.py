@@ -2,7 +2,7 @@
 
 These are the keys of ``GPTModel.sharded_state_dict()`` (identical for the local and the Transformer Engine
 spec, and for any TP/EP/PP layout): per-layer tensors carry a leading layer axis, expert tensors a layer and
-an expert axis. Layouts (megatron_notes.md §7):
+an expert axis. Layouts:
 
 * ``linear_qkv.weight`` rows are grouped per query group: [q heads of the group; k; v], head_dim rows each.
 * ``linear_fc1.weight`` of a SwiGLU MLP is the row concatenation [gate; up]; ``linear_fc2`` is down.

@@ -73,7 +73,7 @@ class ModelSize:
 
 
 _EMO_1B14B = ModelSize(
-    # AI2's EMO-1B/14B (emo_method.md §3): OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared,
+    # AI2's EMO-1B/14B (docs/method.md §11): OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared,
     # k = 8 incl. the shared expert, MHA, RMSNorm 1e-6, no QK norm, RoPE θ 500k, vocab 100352 (padded).
     num_layers=16,
     hidden_size=2048,

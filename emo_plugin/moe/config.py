@@ -29,7 +29,7 @@ class EmoConfigError(ValueError):
 
 @dataclass(kw_only=True)
 class EmoRouterConfig:
-    """EMO document-pool routing. Defaults are those of AI2's released EMO-1B/14B (emo_method.md §2)."""
+    """EMO document-pool routing. Defaults are those of AI2's released EMO-1B/14B (docs/method.md §11)."""
 
     pool_min: int = 8
     """Smallest per-document expert pool drawn in training (routed experts). Must be ≥ moe_router_topk."""

@@ -2,7 +2,7 @@
 
 They land next to Megatron's ``load_balancing_loss``/``z_loss`` (``moe/<name>_layer_<i>`` with per-layer
 logging). All are computed on device from tensors the router already has: no host synchronisation.
-Definitions (AI2's diagnostics, emo_method.md §2.9):
+Definitions (AI2's diagnostics, docs/method.md §9):
 
 * ``emo_pool_size``: mean pool size over the documents present in the micro-batch.
 * ``emo_token_entropy``: mean over tokens of the entropy of the pool softmax (how sharply a token routes).

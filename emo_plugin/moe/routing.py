@@ -1,6 +1,6 @@
 """EMO document-pool routing as pure tensor functions (no Megatron dependency).
 
-Per layer (emo_method.md §2): each document sums its tokens' softmax router probabilities; its pool is the
+Per layer (docs/method.md §4): each document sums its tokens' softmax router probabilities; its pool is the
 top-P experts by that sum; every token then picks its top-k experts by the softmax over its document's pool.
 Everything is batched over documents with a fixed-size slot table, so there is no loop over documents or
 tokens and no host synchronisation.

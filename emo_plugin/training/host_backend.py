@@ -1,7 +1,7 @@
 """The host (CPU, gloo) training step: the same EMO GPTModel, a plain PyTorch loop.
 
-Megatron's DDP, optimizer and schedules are CUDA-only in megatron-core 0.19.2 (megatron_notes.md §1.2), so the
-host path does by hand, visibly, what they do on GPU:
+Megatron's DDP, optimizer and schedules are CUDA-only in megatron-core 0.19.2 (docs/architecture.md, "Megatron
+boundary"), so the host path does by hand, visibly, what they do on GPU:
 
 * loss = mean over micro-batches of the token-mean LM loss; ``MoEAuxLossAutoScaler.set_loss_scale(1/M)`` so the
   routers' load-balancing and z-loss gradients get the same 1/M (what Megatron's schedules set);

@@ -7,7 +7,7 @@ from emo_plugin.moe.routing import document_slots, draw_pool_sizes, emo_route, w
 
 
 def reference_route(logits_SBE, segments_SB, pool_size_fn, topk, num_selectable):
-    """Loop over sequences and documents: the method as written in emo_method.md §2."""
+    """Loop over sequences and documents: the method as written in docs/method.md §4."""
     seq, batch, experts = logits_SBE.shape
     probs = torch.zeros(seq, batch, experts)
     chosen = torch.zeros(seq, batch, experts, dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""``emo-pretrain`` with the test-only CPU shims of tests/shims.py applied first (megatron_notes.md §1.2).
+"""``emo-pretrain`` with the test-only CPU shims of tests/shims.py applied first.
 
 Used to run layouts the product refuses on CPU, such as expert parallelism, whose Megatron all-gathers
 allocate on ``torch.cuda.current_device()``. Never used by library code.

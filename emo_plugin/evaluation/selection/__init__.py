@@ -1,4 +1,4 @@
-"""Task-specific expert subsets of an EMO Hugging Face model (emo_method.md §4).
+"""Task-specific expert subsets of an EMO Hugging Face model (docs/method.md §10).
 
 * ``calibration`` — a few example documents of the task, tokenised.
 * ``scoring`` — per-layer expert scores: ``greedy`` (mean router probability), ``easy_ep`` (output-aware),

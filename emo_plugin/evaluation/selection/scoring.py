@@ -1,7 +1,7 @@
 """Per-expert scores of one MoE layer over the calibration tokens (routed experts only).
 
 * ``greedy`` (AI2's default): mean over tokens of the router softmax probability of each routed expert,
-  with already-dropped experts at −inf (probability 0) — emo_method.md §4.
+  with already-dropped experts at −inf (probability 0) — docs/method.md §10.
 * ``easy_ep`` (output-aware, EASY-EP): Σ_t g_{i,t}·‖E_i(h_t)‖·(1 − cos(h_t, h_t + MoE(h_t))) where h_t is the
   MoE input, g the gate weight of a chosen expert (0 if not chosen) and MoE(h_t) the layer output: experts
   that carry large, direction-changing outputs on tokens the layer changes a lot score high.

@@ -25,7 +25,7 @@ def test_random_is_seeded(model, documents):
 
 def test_greedy_keeps_the_most_probable_experts_given_earlier_layers_pruned(model, documents):
     """Recomputed here from each MoE block's inputs: layer l keeps the top-3 routed experts by mean router
-    softmax over all calibration tokens, with layers < l restricted to their choice (emo_method.md §4)."""
+    softmax over all calibration tokens, with layers < l restricted to their choice (docs/method.md §10)."""
     selection = select_experts(model, documents, method="greedy", keep=4)
     for layer_idx in range(2):
         kept = {}
