@@ -14,7 +14,7 @@ import torch
 
 from emo_plugin.hf import EmoConfig, EmoForCausalLM
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUNDLED_TOKENIZER = ROOT / "examples" / "data" / "tokenizer.model"
 DOMAIN_WORDS = {
     "cooking": "flour butter oven simmer garlic onion pepper salt bake roast stir whisk dough sauce".split(),
