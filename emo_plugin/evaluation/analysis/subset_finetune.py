@@ -2,8 +2,9 @@
 
 Trainable: the kept experts, the router and everything outside the MoE experts. Dropped experts are frozen
 and the router rows of dropped experts get zero gradient (`EmoForCausalLM.training_only_kept_experts`), so the
-result equals fine-tuning the physically pruned model. The fine-tune happens in place on the masked model; `restoring_weights` puts the original
-weights back afterwards from a CPU copy, so no second model has to fit on the accelerator.
+result equals fine-tuning the physically pruned model. The fine-tune happens in place on the masked model;
+`restoring_weights` puts the original weights back afterwards from a CPU copy, so no second model has to fit
+on the accelerator.
 """
 
 from __future__ import annotations
