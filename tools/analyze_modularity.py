@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict:
         set_inference_pool_size(model, args.inference_pool_size)
     config = model.config
     pool_size = args.pool_size or config.emo_inference_pool_size or DEFAULT_POOL_SIZE
-    fewest_routed = min(layer.mlp.n_routed for layer in model.model.layers)
+    fewest_routed = min(model.num_routed_experts(layer) for layer in range(config.num_hidden_layers))
     if pool_size >= fewest_routed:
         print(
             f"warning: pool size {pool_size} >= {fewest_routed} routed experts: every pool holds all experts "
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "pool_size": pool_size,
         "inference_pool_size": config.emo_inference_pool_size,
-        "routed_experts_per_token": model.model.layers[0].mlp.routed_per_token,
+        "routed_experts_per_token": model.num_routed_experts_per_token(0),
         "domains": corpus.domain_stats(),
     } | modularity_summary(routing, corpus.domain_ids, corpus.domain_names, pool_size, args.seed)
 

@@ -44,8 +44,9 @@ from emo_plugin.path_overlap import check_out_folder  # noqa: E402
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss  # noqa: E402
 from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights  # noqa: E402
 from emo_plugin.evaluation.analysis.subset_report import fraction_label, markdown_report  # noqa: E402
-from emo_plugin.evaluation.analysis.subset_selection import METHODS, kept_mask_by_layer, select_kept_experts  # noqa: E402
+from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts  # noqa: E402
 from emo_plugin.evaluation.analysis.text_encoding import encode_documents, load_text_encoder  # noqa: E402
+from emo_plugin.evaluation.selection import METHODS, kept_expert_masks  # noqa: E402
 from emo_plugin.evaluation.selection.keep import fraction_argument  # noqa: E402
 
 
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fractions of the expert slots to keep, shared included: 0.25 or 25%%; 1 = 100%% = every slot "
         "(the rule of select_experts --keep; default: %(default)s)",
     )
-    parser.add_argument("--method", choices=METHODS, default="greedy", help="expert selection (default: %(default)s)")
+    parser.add_argument(
+        "--method", choices=tuple(METHODS), default="greedy", help="expert selection (default: %(default)s)"
+    )
     parser.add_argument(
         "--calib-docs", type=int, default=8, help="documents per domain that select the experts (default: %(default)s)"
     )
@@ -157,10 +160,9 @@ def evaluate_domain(model, args, calibration, heldout, selections_dir: Path) -> 
     for fraction in args.fractions:
         kept = select_kept_experts(model, calibration, fraction, args.method, args.seed)
         (selections_dir / f"{fraction_label(fraction)}.json").write_text(
-            json.dumps({str(layer): ids.tolist() for layer, ids in kept.items()}) + "\n"
+            json.dumps({str(layer): ids for layer, ids in kept.items()}) + "\n"
         )
-        masks = kept_mask_by_layer(model, kept)
-        model.set_expert_mask(masks)
+        model.set_expert_mask(kept_expert_masks(model, kept))
         subset = heldout_loss(model, heldout, args.batch_size, pad, args.device)
         entry = {
             "fraction": fraction,
@@ -173,7 +175,6 @@ def evaluate_domain(model, args, calibration, heldout, selections_dir: Path) -> 
             with restoring_weights(model):
                 entry["finetune_train_losses"] = finetune_subset(
                     model,
-                    masks,
                     calibration,
                     args.finetune_steps,
                     args.finetune_lr,

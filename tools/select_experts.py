@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from emo_plugin.convert import ConversionError
+from emo_plugin.evaluation.selection import METHODS
 from emo_plugin.evaluation.selection.keep import keep_argument
 
 
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--text-field", default="text")
     p.add_argument("--max-documents", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=1024, help="tokens per document (eos included)")
-    p.add_argument("--method", choices=("greedy", "easy_ep", "random"), default="greedy")
+    p.add_argument("--method", choices=tuple(METHODS), default="greedy")
     p.add_argument("--keep", type=keep_argument, required=True,
                    help="fraction (0.125, 25%%; <= 1) or whole count (> 1) of expert slots per layer")
     p.add_argument("--seed", type=int, default=0, help="seed of --method random")

@@ -12,8 +12,14 @@ QK-norm). The routing is written to match emo_plugin's Megatron training model n
   logits to -inf BEFORE the softmax, so probabilities renormalise over the remaining experts exactly as they
   do in a physically pruned model.
 
-This file is copied next to `config.json`; it imports only torch, transformers' stable public classes and the
-config, and writes its own rotary/attention helpers because those moved between transformers 4.57 and 5.x.
+Public routing API of `EmoForCausalLM`, for analysis and expert selection without reaching into the layers:
+`num_routed_experts` / `num_routed_experts_per_token` (per layer), `set_expert_mask` / `expert_mask`,
+`set_inference_pool_size`, `observe_routing` (a `RoutingEvent` per MoE layer and forward call),
+`routed_expert_output`, and `training_only_kept_experts` (fine-tuning as if masked experts were pruned).
+
+This file is copied next to `config.json`; it imports only torch, transformers' stable public classes, the
+standard library and the config, and writes its own rotary/attention helpers because those moved between
+transformers 4.57 and 5.x.
 Attention is plain causal (plus padding) attention over the whole sequence, as in AI2's HF code.
 
 KV cache across transformers versions: 4.57 hands the cache to `forward` as `past_key_values` (and adds
@@ -21,6 +27,9 @@ KV cache across transformers versions: 4.57 hands the cache to `forward` as `pas
 name, and the outputs store the cache under the field name of the installed version, which is where `generate()`
 looks for it between steps. Positions of new tokens are the cache length onwards (= 4.57's `cache_position`).
 """
+
+import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +120,27 @@ def document_pool_mask(logits_NR, document_ids_N, token_valid_N, pool_size):
     return in_pool_DR[document_ids_N]
 
 
+@dataclass(frozen=True)
+class RoutingEvent:
+    """What one MoE layer did in one forward call; N = batch × sequence tokens, K = routed experts per token.
+
+    `probabilities_NR` is the fp32 router softmax over the layer's kept routed experts BEFORE any document pool:
+    the distribution EMO pools and expert selection are derived from (masked experts have probability 0).
+    `expert_idx_NK` / `gate_weights_NK` are the routed experts the layer actually used and their weights
+    (masks and pools applied). `document_ids_N` is set only with document pools on; `token_valid_N` only with an
+    attention mask (False = padding).
+    """
+
+    layer_idx: int
+    hidden_NH: torch.Tensor
+    probabilities_NR: torch.Tensor
+    expert_idx_NK: torch.Tensor
+    gate_weights_NK: torch.Tensor
+    document_ids_N: torch.Tensor | None
+    token_valid_N: torch.Tensor | None
+    output_NH: torch.Tensor
+
+
 class EmoAttention(nn.Module):
     """Causal multi-head / grouped-query attention with RoPE, no biases and no QK-norm."""
 
@@ -155,8 +185,9 @@ class EmoExpert(nn.Module):
 class EmoSparseMoeBlock(nn.Module):
     """MoE layer with `n_slots` experts, the last `n_shared` of them shared (always on, weight 1)."""
 
-    def __init__(self, config: EmoConfig, n_slots: int, n_shared: int):
+    def __init__(self, config: EmoConfig, n_slots: int, n_shared: int, layer_idx: int):
         super().__init__()
+        self.layer_idx = layer_idx
         self.n_routed = n_slots - n_shared
         self.routed_per_token = config.num_experts_per_tok - n_shared
         self.norm_topk_prob = config.norm_topk_prob
@@ -164,6 +195,7 @@ class EmoSparseMoeBlock(nn.Module):
         self.gate = nn.Linear(config.hidden_size, n_slots, bias=False)
         self.experts = nn.ModuleList(EmoExpert(config) for _ in range(n_slots))
         self.kept_routed_experts_R = None
+        self.routing_observer = None
 
     def set_kept_routed_experts(self, kept_R):
         """Keep only the routed experts where `kept_R` (bool [n_routed]) is True; None keeps all."""
@@ -171,15 +203,21 @@ class EmoSparseMoeBlock(nn.Module):
             kept_R = torch.as_tensor(kept_R, dtype=torch.bool)
             if kept_R.shape != (self.n_routed,) or int(kept_R.sum()) < self.routed_per_token:
                 raise ValueError(
-                    f"need a bool mask over {self.n_routed} routed experts keeping >= {self.routed_per_token}"
+                    f"layer {self.layer_idx}: need a bool mask over {self.n_routed} routed experts keeping "
+                    f">= {self.routed_per_token}"
                 )
         self.kept_routed_experts_R = kept_R
 
-    def route(self, x_NH, document_ids_N=None, token_valid_N=None):
-        """Gate weights [N, k - S] (fp32) and indices [N, k - S] of each token's routed experts."""
+    def kept_router_logits(self, x_NH):
+        """fp32 router logits [N, n_routed] of the routed experts, masked-out experts at -inf."""
         logits_NR = F.linear(x_NH.float(), self.gate.weight.float())[:, : self.n_routed]
         if self.kept_routed_experts_R is not None:
             logits_NR = logits_NR.masked_fill(~self.kept_routed_experts_R.to(logits_NR.device), float("-inf"))
+        return logits_NR
+
+    def route(self, x_NH, document_ids_N=None, token_valid_N=None):
+        """Gate weights [N, k - S] (fp32) and indices [N, k - S] of each token's routed experts."""
+        logits_NR = self.kept_router_logits(x_NH)
         if self.pool_size is not None and self.pool_size < self.n_routed:
             in_pool_NR = document_pool_mask(logits_NR, document_ids_N, token_valid_N, self.pool_size)
             logits_NR = logits_NR.masked_fill(~in_pool_NR, float("-inf"))
@@ -196,11 +234,9 @@ class EmoSparseMoeBlock(nn.Module):
         order as the full layer with the dropped experts masked.
         """
         x_NH = x_BTH.reshape(-1, x_BTH.shape[-1])
-        gate_weights_NK, expert_idx_NK = self.route(
-            x_NH,
-            None if document_ids_BT is None else document_ids_BT.reshape(-1),
-            None if token_valid_BT is None else token_valid_BT.reshape(-1),
-        )
+        document_ids_N = None if document_ids_BT is None else document_ids_BT.reshape(-1)
+        token_valid_N = None if token_valid_BT is None else token_valid_BT.reshape(-1)
+        gate_weights_NK, expert_idx_NK = self.route(x_NH, document_ids_N, token_valid_N)
         out_NH = torch.zeros_like(x_NH)
         for expert_idx in range(self.n_routed):
             token_idx, choice_idx = torch.where(expert_idx_NK == expert_idx)
@@ -208,6 +244,14 @@ class EmoSparseMoeBlock(nn.Module):
             out_NH.index_add_(0, token_idx, self.experts[expert_idx](x_NH[token_idx]) * gate_weight)
         for shared_expert in self.experts[self.n_routed :]:
             out_NH = out_NH + shared_expert(x_NH)
+        if self.routing_observer is not None:
+            probabilities_NR = torch.softmax(self.kept_router_logits(x_NH), dim=-1)
+            self.routing_observer(
+                RoutingEvent(
+                    self.layer_idx, x_NH, probabilities_NR, expert_idx_NK, gate_weights_NK, document_ids_N,
+                    token_valid_N, out_NH,
+                )
+            )
         return out_NH.view_as(x_BTH)
 
 
@@ -220,7 +264,7 @@ class EmoDecoderLayer(nn.Module):
         self.pre_attention_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = EmoAttention(config, layer_idx)
         self.pre_feedforward_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = EmoSparseMoeBlock(config, n_slots, n_shared)
+        self.mlp = EmoSparseMoeBlock(config, n_slots, n_shared, layer_idx)
 
     def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT):
         attn_in_BTH = self.pre_attention_layernorm(x_BTH)
@@ -340,16 +384,103 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    # ----------------------------------------------------------------------------------------- routing API
+
+    def _moe_block(self, layer_idx: int) -> EmoSparseMoeBlock:
+        if not 0 <= layer_idx < len(self.model.layers):
+            raise IndexError(f"layer {layer_idx} does not exist: the model has {len(self.model.layers)} layers")
+        return self.model.layers[layer_idx].mlp
+
+    def num_routed_experts(self, layer_idx: int) -> int:
+        """Routed experts of a layer (shared experts excluded; a pruned model's layers may differ)."""
+        return self._moe_block(layer_idx).n_routed
+
+    def num_routed_experts_per_token(self, layer_idx: int) -> int:
+        """Routed experts each token of a layer uses: `num_experts_per_tok` minus the layer's shared experts."""
+        return self._moe_block(layer_idx).routed_per_token
+
     def set_expert_mask(self, kept_routed_experts_by_layer):
         """Route only among kept experts: {layer index: bool tensor [n_routed of that layer], True = kept}.
 
         Dropped experts get -inf router logits before the softmax, so the logits equal those of a checkpoint
         physically pruned to the kept experts. Layers missing from the dict, or `None` for the whole argument,
-        keep all experts. Shared experts are always kept.
+        keep all experts. Shared experts are always kept. A mask of the wrong size, or one keeping fewer
+        experts than a token uses, raises ValueError.
         """
         for layer_idx, layer in enumerate(self.model.layers):
             kept_R = None if kept_routed_experts_by_layer is None else kept_routed_experts_by_layer.get(layer_idx)
             layer.mlp.set_kept_routed_experts(kept_R)
+
+    def expert_mask(self, layer_idx: int):
+        """The layer's current bool mask over its routed experts (True = kept), or None when all are kept."""
+        return self._moe_block(layer_idx).kept_routed_experts_R
+
+    def set_inference_pool_size(self, pool_size: int | None) -> None:
+        """Turn EMO's document pools on (each document routes among its `pool_size` experts) or off (None).
+
+        Sets `config.emo_inference_pool_size` too, so a saved model keeps the setting. A pool smaller than the
+        routed experts a token needs is refused with ValueError: top-k could not be filled from it.
+        """
+        if pool_size is not None:
+            if isinstance(pool_size, bool) or not isinstance(pool_size, int):
+                raise ValueError(f"inference pool size must be an integer or None, got {pool_size!r}")
+            for layer_idx, layer in enumerate(self.model.layers):
+                if pool_size < layer.mlp.routed_per_token:
+                    raise ValueError(
+                        f"inference pool size {pool_size} < {layer.mlp.routed_per_token} routed experts per token "
+                        f"of layer {layer_idx}: each token's top-k must fit in its document's pool"
+                    )
+        for layer in self.model.layers:
+            layer.mlp.pool_size = pool_size
+        self.config.emo_inference_pool_size = pool_size
+
+    @contextlib.contextmanager
+    def observe_routing(self, observer, layers=None):
+        """Within the block, call `observer(RoutingEvent)` after each forward of the MoE layers in `layers`
+        (indices; None = all). The routing itself is unchanged; the observer may raise to stop a forward early.
+        """
+        layer_indices = range(len(self.model.layers)) if layers is None else layers
+        blocks = [self._moe_block(layer_idx) for layer_idx in layer_indices]
+        for block in blocks:
+            block.routing_observer = observer
+        try:
+            yield self
+        finally:
+            for block in blocks:
+                block.routing_observer = None
+
+    def routed_expert_output(self, layer_idx: int, expert_idx: int, x_NH: torch.Tensor) -> torch.Tensor:
+        """The unweighted output of one routed expert of a layer on MoE inputs `x_NH` (as in `RoutingEvent`)."""
+        block = self._moe_block(layer_idx)
+        if not 0 <= expert_idx < block.n_routed:
+            raise IndexError(f"layer {layer_idx} has routed experts 0..{block.n_routed - 1}, not {expert_idx}")
+        return block.experts[expert_idx](x_NH)
+
+    @contextlib.contextmanager
+    def training_only_kept_experts(self):
+        """Within the block, train as if the masked experts were pruned: their parameters are frozen and the
+        router rows of masked experts get zero gradient. Frozen flags and gradient hooks are undone on exit."""
+        frozen, hooks = [], []
+        try:
+            for layer in self.model.layers:
+                block = layer.mlp
+                if block.kept_routed_experts_R is None:
+                    continue
+                for expert_idx in torch.where(~block.kept_routed_experts_R)[0].tolist():
+                    for param in block.experts[expert_idx].parameters():
+                        if param.requires_grad:
+                            param.requires_grad_(False)
+                            frozen.append(param)
+                trained_rows = torch.ones(block.gate.weight.shape[0], dtype=torch.bool)
+                trained_rows[: block.n_routed] = block.kept_routed_experts_R
+                row_scale = trained_rows.to(block.gate.weight.device, block.gate.weight.dtype)[:, None]
+                hooks.append(block.gate.weight.register_hook(lambda grad, scale=row_scale: grad * scale))
+            yield self
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for param in frozen:
+                param.requires_grad_(True)
 
     def forward(
         self,
@@ -394,4 +525,4 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["EmoForCausalLM", "EmoModel", "EmoPreTrainedModel"]
+__all__ = ["EmoForCausalLM", "EmoModel", "EmoPreTrainedModel", "RoutingEvent"]

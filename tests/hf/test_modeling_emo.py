@@ -3,6 +3,7 @@
 import ast
 import json
 import pathlib
+import sys
 
 import pytest
 import torch
@@ -162,7 +163,8 @@ def test_modeling_files_are_self_contained():
                 roots = {"." + node.module} if node.level else {node.module.split(".")[0]}
             else:
                 continue
-            assert roots <= {"torch", "transformers", ".configuration_emo"}, (filename, roots)
+            allowed = {"torch", "transformers", ".configuration_emo"} | sys.stdlib_module_names
+            assert roots <= allowed, (filename, roots)
 
 
 # --------------------------------------------------------------------------------------------- routing
@@ -292,6 +294,132 @@ def test_expert_mask_must_leave_enough_experts():
     model = tiny_model()
     with pytest.raises(ValueError):
         model.set_expert_mask({0: torch.tensor([True] + [False] * 7)})
+
+
+# --------------------------------------------------------------------------------------------- public routing API
+
+
+def test_routed_expert_counts_per_layer():
+    """Layer 1: 7 slots of which 2 shared, so 5 routed and 3 - 2 = 1 routed expert per token."""
+    model = tiny_model(tiny_config(num_experts_per_layer=[9, 7], num_shared_experts_per_layer=[1, 2]))
+    assert [model.num_routed_experts(i) for i in range(2)] == [8, 5]
+    assert [model.num_routed_experts_per_token(i) for i in range(2)] == [2, 1]
+    with pytest.raises(IndexError, match="2 layers"):
+        model.num_routed_experts(2)
+
+
+def test_observer_reports_router_softmax_and_chosen_experts_without_changing_outputs():
+    """Probabilities recomputed here from the captured MoE inputs and the gate weights; layer 0 is masked, so
+    its dropped experts have probability 0 and are never chosen."""
+    model = tiny_model()
+    kept_R = torch.tensor([True, False, True, True, False, True, False, True])
+    model.set_expert_mask({0: kept_R})
+    input_ids = random_tokens(2, 7)
+    with torch.no_grad():
+        plain_logits = model(input_ids).logits
+    events, inputs = [], {}
+    hooks = [
+        model.model.layers[i].mlp.register_forward_hook(lambda m, args, out, i=i: inputs.update({i: args[0]}))
+        for i in range(2)
+    ]
+    with torch.no_grad(), model.observe_routing(events.append):
+        observed_logits = model(input_ids).logits
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(observed_logits, plain_logits)
+    assert [event.layer_idx for event in events] == [0, 1]
+    for event in events:
+        x_NH = inputs[event.layer_idx].reshape(-1, 32)
+        logits_NR = x_NH.float() @ model.model.layers[event.layer_idx].mlp.gate.weight.float()[:8].T
+        if event.layer_idx == 0:
+            logits_NR[:, ~kept_R] = float("-inf")
+        torch.testing.assert_close(event.probabilities_NR, torch.softmax(logits_NR, dim=-1), rtol=1e-6, atol=1e-7)
+        assert torch.equal(event.hidden_NH, x_NH) and event.expert_idx_NK.shape == (14, 2)
+        expected_top = torch.softmax(logits_NR, dim=-1).topk(2, dim=-1)
+        assert torch.equal(event.expert_idx_NK.sort(dim=-1).values, expected_top.indices.sort(dim=-1).values)
+    assert kept_R[events[0].expert_idx_NK].all() and (events[0].probabilities_NR[:, ~kept_R] == 0).all()
+    assert torch.equal(model.expert_mask(0), kept_R)
+    assert model.expert_mask(1) is None
+
+    calls = []
+    with torch.no_grad(), model.observe_routing(calls.append, layers=[1]):
+        model(input_ids)
+    assert [event.layer_idx for event in calls] == [1]
+    with torch.no_grad():
+        model(input_ids)
+    assert len(calls) == 1  # the observer is gone after the block
+
+
+def test_expert_mask_keeps_dropped_experts_out_of_the_forward_pass():
+    """Forward hooks on the experts themselves: a dropped expert never receives a token."""
+    model = tiny_model()
+    dropped = [1, 4, 6]
+    kept_R = torch.ones(8, dtype=torch.bool)
+    kept_R[dropped] = False
+    model.set_expert_mask({0: kept_R, 1: kept_R})
+    tokens_seen = {}
+    hooks = []
+    for layer_idx in range(2):
+        for expert_idx in range(8):
+            key = (layer_idx, expert_idx)
+            expert = model.model.layers[layer_idx].mlp.experts[expert_idx]
+            hooks.append(expert.register_forward_hook(
+                lambda m, args, out, key=key: tokens_seen.update({key: tokens_seen.get(key, 0) + args[0].shape[0]})
+            ))
+    with torch.no_grad():
+        model(random_tokens(3, 11))
+    for hook in hooks:
+        hook.remove()
+    assert all(tokens_seen[(layer, e)] == 0 for layer in range(2) for e in dropped)
+    assert sum(tokens_seen[(0, e)] for e in range(8)) == 3 * 11 * 2  # 2 routed experts per token
+
+
+def test_routed_expert_output_is_the_experts_swiglu():
+    model = tiny_model()
+    x_NH = torch.randn(5, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = reference_expert(model.model.layers[1].mlp.experts[3], x_NH)
+        torch.testing.assert_close(model.routed_expert_output(1, 3, x_NH), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(IndexError, match="routed experts 0..7"):
+        model.routed_expert_output(1, 8, x_NH)  # slot 8 is the shared expert
+
+
+def test_set_inference_pool_size_equals_the_config_setting_and_refuses_too_small_pools():
+    input_ids = random_tokens(2, 12)
+    input_ids[0, 5] = EOS
+    model = tiny_model()
+    with torch.no_grad():
+        unpooled = model(input_ids).logits
+        model.set_inference_pool_size(3)
+        pooled = model(input_ids).logits
+        configured = tiny_model(tiny_config(emo_inference_pool_size=3))(input_ids).logits
+        assert model.config.emo_inference_pool_size == 3 and torch.equal(pooled, configured)
+        assert not torch.allclose(pooled, unpooled)
+        model.set_inference_pool_size(None)
+        assert torch.equal(model(input_ids).logits, unpooled) and model.config.emo_inference_pool_size is None
+    with pytest.raises(ValueError, match=r"inference pool size 1 < 2 routed experts per token of layer 0"):
+        model.set_inference_pool_size(1)
+    with pytest.raises(ValueError, match="integer or None"):
+        model.set_inference_pool_size(2.5)
+    assert model.config.emo_inference_pool_size is None  # a refused size changes nothing
+
+
+def test_training_only_kept_experts_freezes_dropped_experts_and_their_router_rows():
+    model = tiny_model()
+    kept_R = torch.tensor([True, True, False, True, False, True, True, True])
+    model.set_expert_mask({1: kept_R})
+    gate = model.model.layers[1].mlp.gate.weight
+    with model.training_only_kept_experts():
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        gate.sum().backward()  # a gradient of ones on every router row, unless a row is held back
+    projections = ("gate", "up", "down")
+    assert frozen == {f"model.layers.1.mlp.experts.{e}.{proj}_proj.weight" for e in (2, 4) for proj in projections}
+    trained_rows = torch.cat([kept_R, torch.tensor([True])])  # the shared expert's row stays trainable
+    assert torch.equal(gate.grad, trained_rows[:, None].float().expand_as(gate))
+    assert all(p.requires_grad for p in model.parameters())
+    gate.grad = None
+    gate.sum().backward()
+    assert torch.equal(gate.grad, torch.ones_like(gate))  # the gradient hook is gone too
 
 
 # --------------------------------------------------------------------------------------------- LM and generate

@@ -34,17 +34,11 @@ def load_emo_model(checkpoint_dir: str | Path, dtype: str = "fp32", device: str 
 
 
 def set_inference_pool_size(model, pool_size: int | None) -> None:
-    """Turn EMO's document-pool routing on (P experts per document) or off (None or 0: plain top-k)."""
-    pool_size = pool_size or None
-    for layer_idx, layer in enumerate(model.model.layers):
-        block = layer.mlp
-        if pool_size is not None and pool_size < block.routed_per_token:
-            raise AnalysisError(
-                f"--inference-pool-size {pool_size} < {block.routed_per_token} routed experts per token "
-                f"(layer {layer_idx})"
-            )
-        block.pool_size = pool_size
-    model.config.emo_inference_pool_size = pool_size
+    """--inference-pool-size: EMO's document-pool routing with P experts per document, or off (None or 0)."""
+    try:
+        model.set_inference_pool_size(pool_size or None)
+    except ValueError as error:
+        raise AnalysisError(f"--inference-pool-size: {error}") from None
 
 
 def eos_token_id(model) -> int:

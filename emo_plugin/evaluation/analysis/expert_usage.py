@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
@@ -16,10 +17,9 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=np.float64), where=totals > 0)
 
 
-def entropy_nats(distributions: np.ndarray) -> np.ndarray:
-    """Entropy of each row of a matrix of probability distributions (0·log 0 = 0)."""
-    p = np.clip(distributions, 0.0, None)
-    return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
+def entropy_nats(distributions: torch.Tensor) -> torch.Tensor:
+    """Entropy of each probability distribution along the last dimension (0·log 0 = 0)."""
+    return -torch.special.xlogy(distributions, distributions).sum(dim=-1)
 
 
 def usage_by_domain(slot_counts_DR: np.ndarray, domain_ids_D: np.ndarray, num_domains: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def routing_entropies(prob_sum_DR: np.ndarray, token_entropy_sum_D: np.ndarray, 
     has_tokens = num_tokens_D > 0
     return {
         "token_entropy": float(token_entropy_sum_D.sum() / max(num_tokens_D.sum(), 1)),
-        "document_entropy": float(entropy_nats(normalize_rows(prob_sum_DR[has_tokens])).mean()),
-        "corpus_entropy": float(entropy_nats(normalize_rows(prob_sum_DR.sum(axis=0, keepdims=True)))[0]),
+        "document_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_DR[has_tokens]))).mean()),
+        "corpus_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_DR.sum(axis=0))))),
         "max_entropy": math.log(prob_sum_DR.shape[1]),
     }

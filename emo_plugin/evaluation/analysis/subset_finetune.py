@@ -1,9 +1,10 @@
 """A short fine-tune of a subset model on the domain's calibration documents (as AI2 report after pruning).
 
 Trainable: the kept experts, the router and everything outside the MoE experts. Dropped experts are frozen
-and the router rows of dropped experts get zero gradient, so the result equals fine-tuning the physically
-pruned model. The fine-tune happens in place on the masked model; `restoring_weights` puts the original
-weights back afterwards from a CPU copy, so no second model has to fit on the accelerator.
+and the router rows of dropped experts get zero gradient (`EmoForCausalLM.training_only_kept_experts`), so the
+result equals fine-tuning the physically pruned model. The fine-tune happens in place on the masked model;
+`restoring_weights` puts the original weights back afterwards from a CPU copy, so no second model has to fit
+on the accelerator.
 """
 
 from __future__ import annotations
@@ -31,23 +32,8 @@ def restoring_weights(model):
         model.eval()
 
 
-def freeze_dropped_experts(model, kept_masks: dict[int, torch.Tensor]) -> list:
-    """Freeze dropped experts and zero the gradient of their router rows; returns the hook handles."""
-    handles = []
-    for layer_idx, kept_R in kept_masks.items():
-        block = model.model.layers[layer_idx].mlp
-        for expert_idx in torch.where(~kept_R)[0].tolist():
-            block.experts[expert_idx].requires_grad_(False)
-        dropped_rows = torch.zeros(block.gate.weight.shape[0], dtype=torch.bool)
-        dropped_rows[: block.n_routed] = ~kept_R
-        keep_rows = (~dropped_rows).to(block.gate.weight.device, block.gate.weight.dtype)[:, None]
-        handles.append(block.gate.weight.register_hook(lambda grad, keep=keep_rows: grad * keep))
-    return handles
-
-
 def finetune_subset(
     model,
-    kept_masks: dict[int, torch.Tensor],
     documents: list[list[int]],
     steps: int,
     lr: float,
@@ -61,12 +47,11 @@ def finetune_subset(
     The caller sets the expert mask and wraps this in `restoring_weights`.
     """
     torch.manual_seed(seed)
-    handles = freeze_dropped_experts(model, kept_masks)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    model.train()
     losses = []
-    try:
+    with model.training_only_kept_experts():
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        model.train()
         batches = itertools.cycle(list(document_batches(documents, batch_size, pad_id, device)))
         for _ in range(steps):
             batch = next(batches)
@@ -79,8 +64,5 @@ def finetune_subset(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             losses.append(float(loss.detach()))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.eval()
+    model.eval()
     return losses

@@ -1,13 +1,14 @@
 """Task-specific expert subsets of an EMO Hugging Face model (docs/method.md §10).
 
 * ``calibration`` — a few example documents of the task, tokenised.
-* ``scoring`` — per-layer expert scores: ``greedy`` (mean router probability), ``easy_ep`` (output-aware),
-  ``random`` (seeded baseline).
+* ``scoring`` — per-layer expert scores by method name (``METHODS``): ``greedy`` (mean router probability),
+  ``easy_ep`` (output-aware), ``random`` (seeded baseline).
 * ``select`` — layer-by-layer choice, each layer scored with the earlier layers already pruned.
 * ``prune`` — a physically smaller HF checkpoint holding only the kept experts.
 """
 
 from emo_plugin.evaluation.selection.prune import write_pruned_checkpoint
-from emo_plugin.evaluation.selection.select import select_experts
+from emo_plugin.evaluation.selection.scoring import METHODS
+from emo_plugin.evaluation.selection.select import kept_expert_masks, select_experts
 
-__all__ = ["select_experts", "write_pruned_checkpoint"]
+__all__ = ["METHODS", "kept_expert_masks", "select_experts", "write_pruned_checkpoint"]

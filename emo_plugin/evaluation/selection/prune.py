@@ -65,9 +65,8 @@ def write_pruned_checkpoint(
         plan.append(slots)
         slots_per_layer.append(len(slots))
         shared_per_layer.append(n_shared)
-    config.num_experts_per_layer = slots_per_layer
-    config.num_shared_experts_per_layer = shared_per_layer
-    config._validate_emo_fields()
+    pruned_layers = {"num_experts_per_layer": slots_per_layer, "num_shared_experts_per_layer": shared_per_layer}
+    config = EmoConfig.from_dict(config.to_dict() | pruned_layers)  # a new config: validated like any other
     dtype = hf.get(N.EMBED).dtype
     with atomic_output_dir(output, force, inputs=(source,)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))

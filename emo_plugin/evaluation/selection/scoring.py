@@ -1,4 +1,4 @@
-"""Per-expert scores of one MoE layer over the calibration tokens (routed experts only).
+"""Per-expert scores of one MoE layer over the calibration tokens (routed experts only), by method name.
 
 * ``greedy`` (AI2's default): mean over tokens of the router softmax probability of each routed expert,
   with already-dropped experts at −inf (probability 0) — docs/method.md §10.
@@ -6,6 +6,9 @@
   MoE input, g the gate weight of a chosen expert (0 if not chosen) and MoE(h_t) the layer output: experts
   that carry large, direction-changing outputs on tokens the layer changes a lot score high.
 * ``random``: seeded uniform scores (the baseline).
+
+Scorers read the layer through `EmoForCausalLM.observe_routing` events (``observe``), except ``random``, which
+needs no forward pass (``needs_forward = False``).
 """
 
 from __future__ import annotations
@@ -13,40 +16,57 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from emo_plugin.hf.modeling_emo import RoutingEvent
 
-class LayerScorer:
-    """Accumulates one layer's scores from forward-hook calls of its ``EmoSparseMoeBlock``."""
 
-    def __init__(self, block, method: str):
-        self.block, self.method = block, method
-        self.total = torch.zeros(block.n_routed, dtype=torch.float64)
+class MeanProbability:
+    """``greedy``: mean router probability of each routed expert."""
+
+    needs_forward = True
+
+    def __init__(self, model, layer_idx: int, seed: int):
+        self.total = torch.zeros(model.num_routed_experts(layer_idx), dtype=torch.float64)
         self.tokens = 0
 
     @torch.no_grad()
-    def __call__(self, block, args, output) -> None:
-        x_BTH = args[0]
-        doc_ids = args[1] if len(args) > 1 else None
-        valid = args[2] if len(args) > 2 else None
-        x_NH = x_BTH.reshape(-1, x_BTH.shape[-1])
-        self.tokens += x_NH.shape[0]
-        if self.method == "greedy":
-            logits_NR = F.linear(x_NH.float(), block.gate.weight.float())[:, : block.n_routed]
-            if block.kept_routed_experts_R is not None:
-                logits_NR = logits_NR.masked_fill(~block.kept_routed_experts_R, float("-inf"))
-            self.total += torch.softmax(logits_NR, dim=-1).sum(0).double()
-            return
-        flat = lambda t: None if t is None else t.reshape(-1)
-        gates_NK, experts_NK = block.route(x_NH, flat(doc_ids), flat(valid))
-        out_NH = output.reshape(-1, output.shape[-1]).float()
-        change_N = 1 - F.cosine_similarity(x_NH.float(), x_NH.float() + out_NH, dim=-1)
-        for expert in experts_NK.unique().tolist():
-            token_idx, choice_idx = torch.where(experts_NK == expert)
-            norms = block.experts[expert](x_NH[token_idx]).float().norm(dim=-1)
-            self.total[expert] += (gates_NK[token_idx, choice_idx] * norms * change_N[token_idx]).sum().double()
+    def observe(self, event: RoutingEvent) -> None:
+        self.tokens += event.hidden_NH.shape[0]
+        self.total += event.probabilities_NR.sum(0).double().cpu()
 
     def scores(self) -> torch.Tensor:
         return self.total / max(self.tokens, 1)
 
 
-def random_scores(n_routed: int, seed: int, layer_idx: int) -> torch.Tensor:
-    return torch.rand(n_routed, generator=torch.Generator().manual_seed(seed * 1_000_003 + layer_idx))
+class OutputAware(MeanProbability):
+    """``easy_ep``: gate weight × expert output norm × how much the layer turns the token's hidden state."""
+
+    def __init__(self, model, layer_idx: int, seed: int):
+        super().__init__(model, layer_idx, seed)
+        self.model, self.layer_idx = model, layer_idx
+
+    @torch.no_grad()
+    def observe(self, event: RoutingEvent) -> None:
+        x_NH, experts_NK = event.hidden_NH, event.expert_idx_NK
+        self.tokens += x_NH.shape[0]
+        change_N = 1 - F.cosine_similarity(x_NH.float(), x_NH.float() + event.output_NH.float(), dim=-1)
+        for expert in experts_NK.unique().tolist():
+            token_idx, choice_idx = torch.where(experts_NK == expert)
+            norms = self.model.routed_expert_output(self.layer_idx, expert, x_NH[token_idx]).float().norm(dim=-1)
+            contribution = (event.gate_weights_NK[token_idx, choice_idx] * norms * change_N[token_idx]).sum()
+            self.total[expert] += contribution.double().cpu()
+
+
+class RandomBaseline:
+    """``random``: seeded uniform scores, different per layer."""
+
+    needs_forward = False
+
+    def __init__(self, model, layer_idx: int, seed: int):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + layer_idx)
+        self._scores = torch.rand(model.num_routed_experts(layer_idx), generator=generator)
+
+    def scores(self) -> torch.Tensor:
+        return self._scores
+
+
+METHODS = {"greedy": MeanProbability, "easy_ep": OutputAware, "random": RandomBaseline}

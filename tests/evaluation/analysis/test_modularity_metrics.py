@@ -11,7 +11,7 @@ from emo_plugin.evaluation.analysis.corpus import read_labelled_corpus
 from emo_plugin.evaluation.analysis.errors import AnalysisError
 from emo_plugin.evaluation.analysis.expert_usage import routing_entropies, top_expert_share, usage_by_domain
 from emo_plugin.evaluation.analysis.pool_overlap import overlap_within_between, pairwise_jaccard, top_p_pools
-from emo_plugin.evaluation.analysis.routing_recorder import record_document_routing, router_probabilities
+from emo_plugin.evaluation.analysis.routing_recorder import record_document_routing
 from emo_plugin.evaluation.analysis.text_encoding import encode_documents
 from tests.evaluation.analysis.tiny_checkpoint import tiny_emo_model
 
@@ -54,13 +54,15 @@ def test_recorder_sees_the_models_routing_and_masks():
         assert routing.slot_counts[layer].sum(1).tolist() == [10, 6, 14]  # 2 routed experts per token
         np.testing.assert_allclose(routing.prob_sum[layer].sum(1), [5, 3, 7], rtol=1e-6)
     assert routing.slot_counts[1][:, 4:].sum() == 0 and routing.prob_sum[1][:, 4:].sum() == 0
-    assert "route" not in vars(model.model.layers[0].mlp)  # the wrapper is gone
+    assert all(layer.mlp.routing_observer is None for layer in model.model.layers)  # the observer is gone
     # the recorded probabilities of a lone document equal the router softmax of its hidden states
     captured = {}
-    handle = model.model.layers[0].mlp.register_forward_pre_hook(lambda m, args: captured.update(x=args[0]))
+    block = model.model.layers[0].mlp
+    handle = block.register_forward_pre_hook(lambda m, args: captured.update(x=args[0]))
     with torch.no_grad():
         model.model(input_ids=torch.tensor([docs[1]]))
-        expected = router_probabilities(model.model.layers[0].mlp, captured["x"][0]).sum(0).double().numpy()
+        logits = captured["x"][0].float() @ block.gate.weight.float()[:8].T
+        expected = torch.softmax(logits, dim=-1).sum(0).double().numpy()
     handle.remove()
     np.testing.assert_allclose(routing.prob_sum[0][1], expected, rtol=1e-5)
 

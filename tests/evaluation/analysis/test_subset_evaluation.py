@@ -8,7 +8,8 @@ from emo_plugin.evaluation.analysis.checkpoint import set_inference_pool_size
 from emo_plugin.evaluation.analysis.errors import AnalysisError
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
 from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights
-from emo_plugin.evaluation.analysis.subset_selection import kept_mask_by_layer, select_kept_experts
+from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts
+from emo_plugin.evaluation.selection import kept_expert_masks
 from tests.evaluation.analysis.tiny_checkpoint import tiny_emo_model
 
 VOCAB = 64
@@ -39,10 +40,10 @@ def test_keeping_every_expert_reproduces_the_full_loss_exactly(method, pool_size
     calibration, heldout = random_documents(3, seed=1), random_documents(7, seed=2)
     full = heldout_loss(model, heldout, 3, 0, "cpu")
     kept = select_kept_experts(model, calibration, 1.0, method)
-    assert all(ids.tolist() == list(range(8)) for ids in kept.values())
-    model.set_expert_mask(kept_mask_by_layer(model, kept))
+    assert all(ids == list(range(8)) for ids in kept.values())
+    model.set_expert_mask(kept_expert_masks(model, kept))
     assert heldout_loss(model, heldout, 3, 0, "cpu").loss == full.loss
-    model.set_expert_mask(kept_mask_by_layer(model, select_kept_experts(model, calibration, 0.5, method)))
+    model.set_expert_mask(kept_expert_masks(model, select_kept_experts(model, calibration, 0.5, method)))
     pruned = heldout_loss(model, heldout, 3, 0, "cpu")
     nll_sum, count = per_document_loss(model, heldout)
     assert pruned.num_predicted_tokens == count
@@ -60,9 +61,9 @@ def test_selection_uses_the_selection_package_and_counts_all_slots():
     calibration = random_documents(4, seed=3)
     kept = select_kept_experts(model, calibration, 0.5, "greedy")  # 9 slots: round(4.5) = 4 = 3 routed + shared
     assert all(len(ids) == 3 for ids in kept.values())
-    assert all(layer.mlp.kept_routed_experts_R is None for layer in model.model.layers)  # mask cleared
+    assert all(model.expert_mask(layer) is None for layer in range(2))  # mask cleared
     direct = select_experts(model, [torch.tensor([d]) for d in calibration], method="greedy", keep=0.5)
-    assert {layer: ids.tolist() for layer, ids in kept.items()} == {layer: list(ids) for layer, ids in direct.items()}
+    assert kept == direct
     with pytest.raises(AnalysisError, match="expert fraction 0.125"):
         select_kept_experts(model, calibration, 0.125, "greedy")
 
@@ -74,7 +75,7 @@ def test_finetune_moves_only_kept_experts_and_weights_are_restored():
     model.set_expert_mask(masks)
     with restoring_weights(model):
         losses = finetune_subset(
-            model, masks, random_documents(4, seed=4), steps=3, lr=1e-2, batch_size=2, pad_id=0, device="cpu"
+            model, random_documents(4, seed=4), steps=3, lr=1e-2, batch_size=2, pad_id=0, device="cpu"
         )
         changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
         gate = model.model.layers[0].mlp.gate.weight
