@@ -9,8 +9,8 @@ weight map (docs/architecture.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -37,7 +37,7 @@ def _split_qkv(qkv: torch.Tensor, arch, slots: int) -> Tensors:
 
 
 def _merge_qkv(tensors: Tensors, arch, slots: int) -> torch.Tensor:
-    groups, per_group, d = _query_groups(arch)
+    groups, _, d = _query_groups(arch)
     q, k, v = (t.reshape(groups, -1, d, t.shape[-1]) for t in tensors)
     return torch.cat([q, k, v], dim=1).reshape(-1, q.shape[-1])
 
@@ -70,9 +70,7 @@ def _gate_to_router(tensors: Tensors, arch, slots: int) -> torch.Tensor:
 
 
 SAME = Layout("the same tensor", lambda t, arch, slots: [t], lambda tensors, arch, slots: tensors[0])
-QKV = Layout(
-    "rows grouped per query group: [its q heads; k; v], head_dim rows each", _split_qkv, _merge_qkv
-)
+QKV = Layout("rows grouped per query group: [its q heads; k; v], head_dim rows each", _split_qkv, _merge_qkv)
 SWIGLU_FC1 = Layout(
     "rows [gate of every slot; up of every slot] (SwiGLU fc1 = [gate; up])", _split_swiglu_fc1, _merge_swiglu_fc1
 )

@@ -5,7 +5,7 @@ every TP/EP/PP layout) with the HF name templates it becomes and the layout rela
 (convert/layouts.py). A row's scope says which leading indices of the global tensor make one *unit*, the
 slice that becomes a fixed group of HF tensors:
 
-* model: the whole tensor; layer: the slice of one layer;
+* whole tensor (embedding, final norm, output); layer: the slice of one layer;
 * expert: one Megatron expert of one layer. Routed expert e is HF slot e; the trailing inert experts (padding
   for expert parallelism) have no HF tensors: zeros on import, dropped on export;
 * shared: Megatron's ONE shared-experts MLP of a layer (width S × ffn), which is HF slots R … R+S-1, the
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from emo_plugin.convert import layouts
 from emo_plugin.convert import megatron_keys as K
@@ -28,7 +28,7 @@ from emo_plugin.convert.layouts import Layout
 
 
 class Scope(enum.Enum):
-    MODEL = "the model"
+    MODEL = "whole tensor"
     LAYER = "layer"
     EXPERT = "layer, expert e: routed e < R ↔ HF slot e; inert e ≥ R ↔ none"
     SHARED = "layer ↔ HF slots R … R+S-1 (the last)"
@@ -71,10 +71,6 @@ class Unit:
 
 HF_LAYER = "model.layers.{layer}."
 _HF_LAYER_NAME = re.compile(re.escape(HF_LAYER).replace(r"\{layer\}", r"(\d+)"))
-
-
-def _hf(name: str, shape: Callable[[object], tuple[int, ...]]) -> HfTensor:
-    return HfTensor(name, shape)
 
 
 def _layer(name: str, shape: Callable[[object], tuple[int, ...]]) -> HfTensor:
@@ -125,7 +121,7 @@ _QKV = (
     _layer("self_attn.v_proj.weight", _key_value),
 )
 
-EMBEDDING = Row(K.EMBEDDING, (_hf("model.embed_tokens.weight", _vocab),), Scope.MODEL, layouts.SAME, "TP: rows")
+EMBEDDING = Row(K.EMBEDDING, (HfTensor("model.embed_tokens.weight", _vocab),), Scope.MODEL, layouts.SAME, "TP: rows")
 ROUTER = Row(K.ROUTER, (_layer("mlp.gate.weight", _gate),), Scope.LAYER, layouts.ROUTER, "replicated")
 LAYER_ROWS = (
     Row(K.INPUT_NORM, (_layer("pre_attention_layernorm.weight", _norm),), Scope.LAYER, layouts.SAME, "replicated"),
@@ -143,8 +139,8 @@ SHARED_ROWS = (
     Row(K.SHARED_FC2, _DOWN, Scope.SHARED, layouts.COLUMNS, "TP: columns"),
 )
 OUTPUT_ROWS = (
-    Row(K.FINAL_NORM, (_hf("model.norm.weight", _norm),), Scope.MODEL, layouts.SAME, "replicated"),
-    Row(K.OUTPUT, (_hf("lm_head.weight", _vocab),), Scope.MODEL, layouts.SAME, "TP: rows"),
+    Row(K.FINAL_NORM, (HfTensor("model.norm.weight", _norm),), Scope.MODEL, layouts.SAME, "replicated"),
+    Row(K.OUTPUT, (HfTensor("lm_head.weight", _vocab),), Scope.MODEL, layouts.SAME, "TP: rows"),
 )
 ROWS = (EMBEDDING, *LAYER_ROWS, *EXPERT_ROWS, *SHARED_ROWS, *OUTPUT_ROWS)
 
@@ -166,8 +162,8 @@ def units(arch) -> Iterator[Unit]:
             slot = [{"layer": i, "expert": e}] if e < R else []
             yield from (_unit(row, arch, (i, e), slot) for row in EXPERT_ROWS)
         if S:
-            slots = [{"layer": i, "expert": R + s} for s in range(S)]
-            yield from (_unit(row, arch, (i,), slots) for row in SHARED_ROWS)
+            shared = [{"layer": i, "expert": R + s} for s in range(S)]
+            yield from (_unit(row, arch, (i,), shared) for row in SHARED_ROWS)
     yield from (_unit(row, arch, (), [{}]) for row in OUTPUT_ROWS)
 
 

@@ -68,7 +68,9 @@ def test_layouts_split_and_merge_are_inverse(arch_and_model):
         parts = unit.row.layout.split(tensor, arch, unit.slots)
         assert [tuple(p.shape) for p in parts] == list(unit.hf_shapes), key
         if unit.row is weight_map.ROUTER:  # inert and shared rows are zeros by construction
-            tensor = torch.cat([tensor[: arch.num_routed_experts], tensor.new_zeros(arch.num_inert_experts, arch.hidden_size)])
+            tensor = torch.cat(
+                [tensor[: arch.num_routed_experts], tensor.new_zeros(arch.num_inert_experts, arch.hidden_size)]
+            )
         assert torch.equal(unit.row.layout.merge(parts, arch, unit.slots), tensor), key
 
 
