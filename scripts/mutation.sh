@@ -25,9 +25,11 @@ TESTS[router]="tests/moe/test_load_balancing.py tests/moe/test_router.py tests/p
 TESTS[router]+=" tests/model/test_model.py::test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic"
 MODULES[moe_layer]="emo_plugin/moe/layer.py"
 TESTS[moe_layer]="tests/model/test_model.py tests/parallel/test_sequence_parallel_ids.py tests/parallel/test_recompute.py"
-MODULES[convert]="emo_plugin/convert/megatron_keys.py emo_plugin/convert/export.py"
+MODULES[convert]="emo_plugin/convert/weight_map.py emo_plugin/convert/layouts.py emo_plugin/convert/megatron_keys.py"
+MODULES[convert]+=" emo_plugin/convert/export.py"
 TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_export_two_shared_experts.py"
 TESTS[convert]+=" tests/convert/test_roundtrip_and_inert.py tests/convert/test_export_defaults.py"
+TESTS[convert]+=" tests/convert/test_weight_map.py"
 MODULES[resume]="emo_plugin/training/host_backend.py"
 TESTS[resume]="tests/training/test_resume_rng.py tests/convert/test_trainer_checkpoint.py"
 # The host training step (train_step, gradient reduction, grad norm) is checked by the CLI training tests, too

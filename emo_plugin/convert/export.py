@@ -1,10 +1,8 @@
 """Megatron dist checkpoint (any TP/EP/PP layout) → EMO Hugging Face folder, streamed tensor by tensor.
 
-Each HF tensor is computed from one slice of one global Megatron tensor (a layer's attention, one expert of
-one layer, ...) read straight from the torch_dist files, cast to the export dtype and appended to the current
-safetensors shard. Inert experts (Megatron-only padding slots) are dropped; the shared expert MLP of width
-S × ffn is split into S HF expert slots placed last, whose gate rows are written as zeros (they never affect
-the output: shared experts have weight 1).
+Each unit of the weight map (convert/weight_map.py: a layer's attention, one expert of one layer, ...) is one
+slice of one global Megatron tensor, read straight from the torch_dist files, split into its HF tensors, cast
+to the export dtype and appended to the current safetensors shard; peak memory stays near one slice.
 """
 
 from __future__ import annotations
@@ -15,8 +13,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from emo_plugin.convert import hf_names as N
-from emo_plugin.convert import megatron_keys as K
+from emo_plugin.convert import weight_map
 from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.checkpoint_config import architecture_of
 from emo_plugin.convert.dist_reader import DistCheckpointReader
@@ -30,33 +27,11 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def hf_tensors(reader: DistCheckpointReader, arch: EmoArchitecture) -> Iterator[tuple[str, torch.Tensor]]:
-    """(HF name, tensor) pairs in checkpoint order, each read on demand."""
-    R, S = arch.num_routed_experts, arch.num_shared_experts
-    yield N.EMBED, reader.read(K.EMBEDDING)
-    for i in range(arch.num_layers):
-        yield N.layer(i, N.PRE_ATTN_NORM), reader.read(K.INPUT_NORM, i)
-        q, k, v = K.split_qkv(reader.read(K.QKV, i), arch)
-        yield N.attn(i, "q"), q
-        yield N.attn(i, "k"), k
-        yield N.attn(i, "v"), v
-        yield N.attn(i, "o"), reader.read(K.PROJ, i)
-        yield N.layer(i, N.PRE_FFN_NORM), reader.read(K.MLP_NORM, i)
-        router = reader.read(K.ROUTER, i)[:R]  # inert rows dropped
-        yield N.gate(i), torch.cat([router, router.new_zeros(S, arch.hidden_size)])
-        for e in range(R):
-            ((gate, up),) = K.split_gated_fc1(reader.read(K.EXPERT_FC1, i, e))
-            yield N.expert(i, e, "gate"), gate
-            yield N.expert(i, e, "up"), up
-            yield N.expert(i, e, "down"), reader.read(K.EXPERT_FC2, i, e)
-        if S:
-            pairs = K.split_gated_fc1(reader.read(K.SHARED_FC1, i), S)
-            downs = reader.read(K.SHARED_FC2, i).chunk(S, dim=1)
-            for s, ((gate, up), down) in enumerate(zip(pairs, downs)):
-                yield N.expert(i, R + s, "gate"), gate
-                yield N.expert(i, R + s, "up"), up
-                yield N.expert(i, R + s, "down"), down
-    yield N.NORM, reader.read(K.FINAL_NORM)
-    yield N.LM_HEAD, reader.read(K.OUTPUT)
+    """(HF name, tensor) pairs in weight-map order, each unit's slice read on demand (inert experts skipped)."""
+    for unit in weight_map.units(arch):
+        if unit.hf_names:
+            tensors = unit.row.layout.split(reader.read(unit.row.megatron, *unit.index), arch, unit.slots)
+            yield from zip(unit.hf_names, tensors)
 
 
 def _tokenizer_next_to(iteration_dir: Path) -> Path | None:
@@ -68,8 +43,7 @@ def _tokenizer_next_to(iteration_dir: Path) -> Path | None:
 
 
 def tensor_count(arch: EmoArchitecture) -> int:
-    per_layer = 7 + 3 * (arch.num_routed_experts + arch.num_shared_experts)
-    return 3 + arch.num_layers * per_layer
+    return sum(len(unit.hf_names) for unit in weight_map.units(arch))
 
 
 def export_to_hf(

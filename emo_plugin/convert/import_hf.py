@@ -11,15 +11,14 @@ architecture (``emo_architecture``) so export needs no separate config.
 from __future__ import annotations
 
 import json
-import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from emo_plugin.convert import hf_names as N
-from emo_plugin.convert import megatron_keys as K
+from emo_plugin.convert import weight_map
 from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.errors import ConversionError, shape_error
 from emo_plugin.convert.hf_weights import HfWeights
@@ -27,9 +26,6 @@ from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
-HF_LAYER = re.compile(r"model\.layers\.(\d+)\.")
-EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.weight")
 
 
 def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
@@ -46,7 +42,7 @@ def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
 
 def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
     """The weights must hold exactly the config's layers: a shorter config would silently drop layers."""
-    found = {int(m.group(1)) for m in map(HF_LAYER.match, hf.names()) if m}
+    found = {weight_map.hf_layer_of(name) for name in hf.names()} - {None}
     if found != set(range(arch.num_layers)):
         raise ConversionError(
             f"{hf.folder / 'config.json'}: num_hidden_layers={arch.num_layers}, but the weights hold {len(found)} "
@@ -55,68 +51,35 @@ def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
         )
 
 
-class _HfToMegatron:
-    """The value of each host-model parameter, computed from the HF tensors (with their shapes checked)."""
+def host_slices(model) -> Iterator[tuple[str, str, tuple[int, ...], torch.Tensor]]:
+    """(local name, global key, leading layer/expert index, parameter) of every weight of a 1-rank model.
 
-    def __init__(self, hf: HfWeights, arch: EmoArchitecture):
-        self.hf, self.arch = hf, arch
-        a = arch
-        self.H, self.F = a.hidden_size, a.moe_ffn_hidden_size
-        self.R, self.S = a.num_routed_experts, a.num_shared_experts
+    Megatron's ``sharded_state_dict`` names each parameter by its global key and offset, the vocabulary of
+    the weight map; on one rank every slice is whole, so the offset's leading axes are the unit's index.
+    """
+    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensorFactory
 
-    def expert(self, i: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fc1, fc2) of HF expert slot e of layer i."""
-        H, F = self.H, self.F
-        gate = self.hf.get(N.expert(i, e, "gate"), (F, H))
-        up = self.hf.get(N.expert(i, e, "up"), (F, H))
-        return K.merge_gated_fc1([(gate, up)]), self.hf.get(N.expert(i, e, "down"), (H, F))
-
-    def value(self, name: str) -> torch.Tensor:
-        a, H = self.arch, self.H
-        top = {"embedding.word_embeddings.weight": N.EMBED, "output_layer.weight": N.LM_HEAD}
-        if name in top:
-            return self.hf.get(top[name], (a.vocab_size, H))
-        if name == "decoder.final_layernorm.weight":
-            return self.hf.get(N.NORM, (H,))
-        match = LAYER.fullmatch(name)
-        if not match:
-            raise ConversionError(f"no HF source for Megatron parameter {name!r}")
-        i, rest = int(match.group(1)), match.group(2)
-        if rest == "input_layernorm.weight":
-            return self.hf.get(N.layer(i, N.PRE_ATTN_NORM), (H,))
-        if rest == "pre_mlp_layernorm.weight":
-            return self.hf.get(N.layer(i, N.PRE_FFN_NORM), (H,))
-        if rest == "self_attention.linear_qkv.weight":
-            q_rows, kv_rows = a.num_attention_heads * a.head_dim, a.num_query_groups * a.head_dim
-            q = self.hf.get(N.attn(i, "q"), (q_rows, H))
-            k = self.hf.get(N.attn(i, "k"), (kv_rows, H))
-            v = self.hf.get(N.attn(i, "v"), (kv_rows, H))
-            return K.merge_qkv(q, k, v, a)
-        if rest == "self_attention.linear_proj.weight":
-            return self.hf.get(N.attn(i, "o"), (H, a.num_attention_heads * a.head_dim))
-        if rest == "mlp.router.weight":
-            gate = self.hf.get(N.gate(i), (self.R + self.S, H))[: self.R]  # shared rows dropped
-            return torch.cat([gate, gate.new_zeros(a.num_inert_experts, H)])
-        expert = EXPERT.fullmatch(rest)
-        if expert:
-            e, which = int(expert.group(1)), expert.group(2)
-            if e >= self.R:  # inert padding expert
-                return torch.zeros((2 * self.F, H) if which == "linear_fc1" else (H, self.F))
-            return self.expert(i, e)[0 if which == "linear_fc1" else 1]
-        if rest.startswith("mlp.shared_experts.linear_fc"):
-            fc1s, fc2s = zip(*(self.expert(i, self.R + s) for s in range(self.S)))
-            if rest.endswith("linear_fc1.weight"):
-                return K.merge_gated_fc1([pair for fc1 in fc1s for pair in K.split_gated_fc1(fc1)])
-            return torch.cat(fc2s, dim=1)
-        raise ConversionError(f"no HF source for Megatron parameter {name!r}")
+    for name, entry in model.sharded_state_dict(prefix="").items():
+        if isinstance(entry, ShardedObject):  # _extra_state, no weights
+            continue
+        placed = entry.build()[0] if isinstance(entry, ShardedTensorFactory) else entry
+        yield name, entry.key, tuple(placed.global_offset[: placed.prepend_axis_num]), entry.data
 
 
 def fill_host_model(model, hf: HfWeights, arch: EmoArchitecture, progress: bool = True) -> None:
-    source = _HfToMegatron(hf, arch)
-    params = dict(model.named_parameters())
+    """Every host-model slice from its HF tensors (shapes checked), inert experts with zeros."""
+    units = {(unit.row.megatron, unit.index): unit for unit in weight_map.units(arch)}
+    slices = list(host_slices(model))
     with torch.no_grad():
-        for name, param in tqdm(params.items(), desc="import", unit="tensor", disable=not progress):
-            value = source.value(name)
+        for name, key, index, param in tqdm(slices, desc="import", unit="tensor", disable=not progress):
+            unit = units.get((key, index))
+            if unit is None:
+                raise ConversionError(f"no HF source for Megatron parameter {name!r} ({key}{list(index)})")
+            if unit.hf_names:
+                tensors = [hf.get(n, shape) for n, shape in zip(unit.hf_names, unit.hf_shapes)]
+                value = unit.row.layout.merge(tensors, arch, unit.slots)
+            else:
+                value = torch.zeros_like(param)
             if tuple(value.shape) != tuple(param.shape):
                 raise shape_error(f"{hf.folder} → Megatron {name}", name, param.shape, value.shape)
             param.copy_(value.to(param.dtype))

@@ -1,17 +1,12 @@
-"""Megatron's global sharded keys of an EMO GPTModel and the tensor layouts behind them.
+"""Megatron's global sharded keys of an EMO GPTModel and their global shapes.
 
 These are the keys of ``GPTModel.sharded_state_dict()`` (identical for the local and the Transformer Engine
 spec, and for any TP/EP/PP layout): per-layer tensors carry a leading layer axis, expert tensors a layer and
-an expert axis. Layouts:
-
-* ``linear_qkv.weight`` rows are grouped per query group: [q heads of the group; k; v], head_dim rows each.
-* ``linear_fc1.weight`` of a SwiGLU MLP is the row concatenation [gate; up]; ``linear_fc2`` is down.
-* the shared experts are ONE MLP of width S × ffn whose fc1 is [gate_1..gate_S; up_1..up_S].
+an expert axis. convert/weight_map.py pairs each with its Hugging Face names; convert/layouts.py says how the
+rows inside are laid out.
 """
 
 from __future__ import annotations
-
-import torch
 
 EMBEDDING = "embedding.word_embeddings.weight"
 OUTPUT = "output_layer.weight"
@@ -46,33 +41,3 @@ def global_shapes(arch) -> dict[str, tuple[int, ...]]:
     if S:
         shapes.update({SHARED_FC1: (L, 2 * S * F, H), SHARED_FC2: (L, H, S * F)})
     return shapes
-
-
-def split_qkv(qkv: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q [heads·d, H], k and v [groups·d, H] from Megatron's per-group interleaved rows."""
-    groups, d = arch.num_query_groups, arch.head_dim
-    per_group = arch.num_attention_heads // groups
-    grouped = qkv.reshape(groups, per_group + 2, d, -1)
-    q = grouped[:, :per_group].reshape(groups * per_group * d, -1)
-    return q, grouped[:, per_group].reshape(groups * d, -1), grouped[:, per_group + 1].reshape(groups * d, -1)
-
-
-def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, arch) -> torch.Tensor:
-    groups, d = arch.num_query_groups, arch.head_dim
-    per_group = arch.num_attention_heads // groups
-    hidden = q.shape[-1]
-    grouped = torch.cat(
-        [q.reshape(groups, per_group, d, hidden), k.reshape(groups, 1, d, hidden), v.reshape(groups, 1, d, hidden)],
-        dim=1,
-    )
-    return grouped.reshape(-1, hidden)
-
-
-def split_gated_fc1(fc1: torch.Tensor, parts: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(gate, up)] of ``parts`` equal MLPs packed in one SwiGLU fc1 ([gate_1..gate_n; up_1..up_n])."""
-    gate, up = fc1.chunk(2, dim=0)
-    return list(zip(gate.chunk(parts, dim=0), up.chunk(parts, dim=0)))
-
-
-def merge_gated_fc1(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    return torch.cat([g for g, _ in pairs] + [u for _, u in pairs], dim=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emo_plugin.convert import hf_names as N
+from emo_plugin.convert import weight_map
 from emo_plugin.convert.errors import ConversionError
 from emo_plugin.convert.hf_files import TOKENIZER_FILES, copy_extra_files, copy_modeling_code, write_config
 from emo_plugin.convert.hf_weights import HfWeights
@@ -50,10 +50,11 @@ def write_pruned_checkpoint(
     source = Path(source)
     config = EmoConfig.from_pretrained(str(source))
     hf = HfWeights(source)
-    slots_per_layer, shared_per_layer, plan = [], [], []
+    source_slots, slots_per_layer, shared_per_layer, plan = [], [], [], []
     for i in range(config.num_hidden_layers):
         n_slots, n_shared = config.expert_slots(i)
         n_routed = n_slots - n_shared
+        source_slots.append(n_slots)
         if i not in selection:
             raise ConversionError(f"selection has no entry for layer {i}")
         kept = sorted(selection[i])
@@ -67,18 +68,20 @@ def write_pruned_checkpoint(
         shared_per_layer.append(n_shared)
     pruned_layers = {"num_experts_per_layer": slots_per_layer, "num_shared_experts_per_layer": shared_per_layer}
     config = EmoConfig.from_dict(config.to_dict() | pruned_layers)  # a new config: validated like any other
-    dtype = hf.get(N.EMBED).dtype
+    dtype = hf.get(weight_map.EMBEDDING.hf_names()[0]).dtype
+    rewritten = {weight_map.hf_router_name(i) for i in range(config.num_hidden_layers)}
+    for i, n_slots in enumerate(source_slots):
+        rewritten.update(name for e in range(n_slots) for name in weight_map.hf_expert_names(i, e))
     with atomic_output_dir(output, force, inputs=(source,)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name in hf.names():
-            if ".mlp.experts." in name or name.endswith(".mlp.gate.weight"):
-                continue
-            writer.add(name, hf.get(name))
+            if name not in rewritten:
+                writer.add(name, hf.get(name))
         for i, slots in enumerate(plan):
-            writer.add(N.gate(i), hf.get(N.gate(i))[slots])
+            writer.add(weight_map.hf_router_name(i), hf.get(weight_map.hf_router_name(i))[slots])
             for new, old in enumerate(slots):
-                for proj in ("gate", "up", "down"):
-                    writer.add(N.expert(i, new, proj), hf.get(N.expert(i, old, proj)))
+                for name, source_name in zip(weight_map.hf_expert_names(i, new), weight_map.hf_expert_names(i, old)):
+                    writer.add(name, hf.get(source_name))
         index = writer.close()
         write_config(folder, config, dtype)
         copy_modeling_code(folder)
