@@ -21,7 +21,7 @@ from tqdm import tqdm
 from emo_plugin.convert import hf_names as N
 from emo_plugin.convert import megatron_keys as K
 from emo_plugin.convert.architecture import EmoArchitecture
-from emo_plugin.convert.errors import ConversionError, shape_error
+from emo_plugin.errors import ConversionError, shape_error
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, apply_mapping, field_types, set_value
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import SECTIONS, TrainingConfig, apply_mapping, field_types, set_value
 from emo_plugin.training.exit_codes import EPILOG as EXIT_CODES_HELP
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny_cpu.yaml"
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"emo-pretrain: config error: {error}", file=sys.stderr)
         return 2
-    from emo_plugin.data.errors import DataError
+    from emo_plugin.errors import DataError
     from emo_plugin.training.checkpoint import CheckpointError
     from emo_plugin.training.trainer import NonFiniteLossError, run
 

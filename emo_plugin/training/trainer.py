@@ -17,7 +17,8 @@ from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
 from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
-from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
 from emo_plugin.training.distributed import initialize, initialize_model_parallel, shutdown
 from emo_plugin.training.flops import flops_per_token, peak_tflops

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from emo_plugin.evaluation.analysis.errors import AnalysisError
+from emo_plugin.errors import AnalysisError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
