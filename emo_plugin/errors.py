@@ -10,21 +10,32 @@ and what was expected; the subclass only says which stage refused the input.
 class EmoError(ValueError):
     """Input this package cannot work with; the message names where (file, line, field) and what was expected."""
 
+    kind = "input"
+    """The stage that refused the input, as the one-line report names it (``emo-pretrain: config error: ...``)."""
+
 
 class ConfigError(EmoError):
     """A training or model configuration value that cannot work (``section.field=value: expected ...``)."""
+
+    kind = "config"
 
 
 class DataError(EmoError):
     """An input file, record or tokenizer does not satisfy what the data pipeline expects."""
 
+    kind = "data"
+
 
 class ConversionError(EmoError):
     """A checkpoint that cannot be converted as asked (wrong shape, missing tensor, refused output folder)."""
 
+    kind = "conversion"
+
 
 class AnalysisError(EmoError):
     """An analysis or expert-selection input (file, field, flag) that the evaluation tools cannot use."""
+
+    kind = "analysis"
 
 
 def shape_error(what: str, name: str, expected, actual) -> ConversionError:

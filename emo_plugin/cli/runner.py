@@ -30,11 +30,16 @@ def documented_parser(doc: str, prog: str) -> argparse.ArgumentParser:
 def run_command(
     parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None], argv: list[str] | None
 ) -> int:
-    """Parse ``argv`` and run ``body``; an ``EmoError`` becomes ``<prog>: error: <message>`` and exit code 2."""
+    """Parse ``argv`` and run ``body``; an ``EmoError`` becomes a one-line report and exit code 2."""
     args = parser.parse_args(argv)
     try:
         code = body(args)
     except EmoError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return CONFIG_ERROR
+        return report_input_error(parser.prog, error)
     return FINISHED if code is None else code
+
+
+def report_input_error(prog: str, error: EmoError) -> int:
+    """Print ``<prog>: <kind> error: <message>`` on one line and return the exit code of bad input (2)."""
+    print(f"{prog}: {error.kind} error: {error}", file=sys.stderr)
+    return CONFIG_ERROR

@@ -1,7 +1,8 @@
 """Every check on a ``TrainingConfig``, in one place, before any model or process group is built.
 
-Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs twice: once statically
-(right after parsing) and once with the world size known (``world_size=``), for the batch arithmetic.
+Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs once per start, when the
+trainer begins (``emo-pretrain --check-config`` alone runs it without a world size); the world size the launcher
+gives (``world_size=``) is checked against the batch arithmetic.
 Anything a value could crash later (a division by zero, a numpy seed range, a split with no documents, an
 allocation that cannot fit) is checked here, so a bad value never reaches Megatron as a traceback.
 """
