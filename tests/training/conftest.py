@@ -49,7 +49,7 @@ def base_args(corpus_prefix: str, out: Path, **overrides) -> list[str]:
         "checkpoint.save_interval": 0,
     }
     args.update({k.replace("__", "."): v for k, v in overrides.items()})
-    return ["--config", str(REPO / "examples/configs/tiny_cpu.yaml")] + [f"--{k}={v}" for k, v in args.items()]
+    return ["--config", "tiny_cpu"] + [f"--{k}={v}" for k, v in args.items()]
 
 
 _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
