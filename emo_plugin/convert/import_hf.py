@@ -25,8 +25,8 @@ from emo_plugin.errors import ConversionError, shape_error
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir
+from emo_plugin.dtypes import DTYPES
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
 HF_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.weight")
