@@ -29,7 +29,7 @@ def read_config_file(name_or_path: str) -> dict:
     try:
         return yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"--config {name_or_path}: no such file or shipped config "
+        raise ConfigError(f"--config {name_or_path}: file not found, and no shipped config has that name "
                           f"(shipped: {', '.join(shipped_configs())})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"--config {name_or_path}: cannot read the file ({error})") from None

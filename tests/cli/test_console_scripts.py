@@ -86,5 +86,6 @@ def test_config_is_a_shipped_name_or_a_path(tmp_path):
     own = tmp_path / "tiny_cpu.yaml"
     own.write_text("model:\n  size: small\n")
     assert read_config_file(str(own)) == {"model": {"size": "small"}}
-    with pytest.raises(ConfigError, match=r"--config nope: no such file or shipped config \(shipped: .*tiny_cpu"):
+    with pytest.raises(ConfigError, match=r"--config nope: file not found, and no shipped config has that name "
+                       r"\(shipped: .*tiny_cpu"):
         read_config_file("nope")
