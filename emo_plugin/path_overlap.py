@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emo_plugin.errors import AnalysisError
+
 
 def overlap(output: str | Path, source: str | Path) -> str | None:
     """How ``output`` overlaps ``source`` ('is', 'contains', 'is inside'), or None; symlinks resolved."""
@@ -21,11 +23,11 @@ def overlap(output: str | Path, source: str | Path) -> str | None:
     return None
 
 
-def check_out_folder(parser, out: Path, inputs: list[Path]) -> None:
+def check_out_folder(out: Path, inputs: list[Path]) -> None:
     """An analysis tool's ``--out`` folder must not be a file, nor an input or inside one (it writes into it)."""
     if out.exists() and not out.is_dir():
-        parser.error(f"--out {out} is a file; expected a folder to write the results into")
+        raise AnalysisError(f"--out {out} is a file; expected a folder to write the results into")
     for source in inputs:
         how = overlap(out, source)
         if how in ("is", "is inside"):
-            parser.error(f"--out {out} {how} the input {source}; choose a folder outside the inputs")
+            raise AnalysisError(f"--out {out} {how} the input {source}; choose a folder outside the inputs")

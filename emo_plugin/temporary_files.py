@@ -19,6 +19,23 @@ def temporary_name(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
 
 
+def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
+    """Write ``content`` to ``path`` so that readers see the old file or the new one, never half of one.
+
+    The bytes go to a hidden temporary sibling, are flushed to disk (``fsync``) and renamed over ``path``.
+    """
+    path = Path(path)
+    temporary = temporary_name(path, "tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(content.encode("utf-8") if isinstance(content, str) else content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

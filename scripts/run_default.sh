@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
-exec .venv/bin/emo-pretrain --config examples/configs/tiny_cpu.yaml "$@"
+exec .venv/bin/emo-pretrain --config tiny_cpu "$@"

@@ -1,41 +1,9 @@
-#!/usr/bin/env python
-"""Export a Megatron dist checkpoint (any TP/EP/PP layout) to an EMO Hugging Face folder.
+#!/usr/bin/env python3
+"""``emo-export-hf`` from a checkout without the console scripts (emo_plugin/cli/export_hf.py)."""
 
-  python tools/export_hf.py --checkpoint runs/tiny_cpu/checkpoints --output hf/emo-tiny \\
-      --tokenizer examples/data/tokenizer.model --dtype bf16 --max-shard-size 5GB
-"""
-
-import argparse
-import json
 import sys
 
-from emo_plugin.convert import ConversionError, export_to_hf
-from emo_plugin.convert.output_dir import refuse_overlap
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint root (with latest_checkpointed_iteration.txt) or an iter_XXXXXXX folder")
-    p.add_argument("--output", required=True, help="HF folder to write (must be empty or absent unless --force)")
-    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--max-shard-size", default="5GB", help="safetensors shard cap, e.g. 5GB, 500MB")
-    p.add_argument("--tokenizer", help="SentencePiece model (default: the one the training config names)")
-    p.add_argument("--model-config", help="json/yaml architecture or training config, if the checkpoint has none")
-    p.add_argument("--key-prefix", help="prefix of the model's sharded keys (default: detected)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
-    args = p.parse_args(argv)
-    try:
-        refuse_overlap(args.output, [args.checkpoint, args.tokenizer, args.model_config])  # before any work
-        summary = export_to_hf(
-            args.checkpoint, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,
-            tokenizer=args.tokenizer, model_config=args.model_config, key_prefix=args.key_prefix, force=args.force,
-        )
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
-
+from emo_plugin.cli.export_hf import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,18 +16,12 @@ TE-index parts are recorded as skipped.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import traceback
 
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from emo_plugin.free_port import free_port
 
 def _config(dry_run: bool, impl: str):
     from emo_plugin.training.config import TrainingConfig, set_value
@@ -118,7 +112,7 @@ def layer_check(dry_run: bool) -> dict:
     )
 
     device = "cpu" if dry_run else "cuda"
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     if not dry_run:
         torch.cuda.set_device(0)
     dist.init_process_group("gloo" if dry_run else "nccl", rank=0, world_size=1)

@@ -1,82 +1,9 @@
 #!/usr/bin/env python3
-"""Tokenize JSON-lines corpora into a Megatron indexed dataset for EMO training.
+"""``emo-preprocess-data`` from a checkout without the console scripts (emo_plugin/cli/preprocess_data.py)."""
 
-Each input line is one JSON object: the document text in --text-field plus, optionally, the
-fields id, domain, meta and any named by --allow-field, which are ignored. Every document
-is written as its tokens followed by the end-of-document token <|endoftext|>.
-
-Writes, atomically (temporary names, then rename):
-
-  PREFIX.bin        token ids (uint16 for vocabularies up to 65536 pieces, else int32)
-  PREFIX.idx        Megatron's index (one sequence per document)
-  PREFIX.meta.json  the tokenizer's path, sha256, vocab size and EOD / pad ids; training
-                    refuses to read the dataset with any other tokenizer
-
-Refused with an error naming the file and line: missing or empty input files, lines that are not
-JSON objects or not UTF-8, a missing or non-string text field, fields outside the allow-list, and empty
-documents (unless --skip-empty, which skips and counts them); an output prefix whose files would
-overwrite an input. Hidden temporaries of a killed earlier run (kill -9) are removed.
-
-Example (the bundled corpus):
-
-    python tools/preprocess_data.py --input examples/data/corpus.jsonl \\
-        --tokenizer-model examples/data/tokenizer.model --output-prefix /tmp/emo_corpus --workers 2
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from emo_plugin.data.errors import DataError  # noqa: E402
-from emo_plugin.data.preprocess import preprocess_jsonl  # noqa: E402
-from emo_plugin.data.records import DEFAULT_EXTRA_FIELDS  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE",
-                        help=".jsonl files, concatenated in the given order")
-    parser.add_argument("--tokenizer-model", required=True, type=Path,
-                        help="SentencePiece model from tools/train_tokenizer.py")
-    parser.add_argument("--output-prefix", required=True, type=Path,
-                        help="writes PREFIX.bin, PREFIX.idx and PREFIX.meta.json")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="tokenizer processes (default: %(default)s)")
-    parser.add_argument("--text-field", default="text",
-                        help="JSON field holding the document text (default: %(default)s)")
-    parser.add_argument("--allow-field", action="append", default=list(DEFAULT_EXTRA_FIELDS), metavar="NAME",
-                        help="extra JSON field a record may carry (ignored); repeatable "
-                             "(always allowed: %s); any other field is an error" % ", ".join(DEFAULT_EXTRA_FIELDS))
-    parser.add_argument("--skip-empty", action="store_true",
-                        help="skip (and count) records whose text is empty or whitespace instead of failing")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        meta = preprocess_jsonl(
-            args.input, args.tokenizer_model, args.output_prefix, workers=args.workers,
-            text_field=args.text_field, extra_fields=args.allow_field,
-            skip_empty=args.skip_empty, progress=not args.no_progress,
-        )
-    except DataError as error:
-        sys.exit(f"error: {error}")
-    print(
-        f"wrote {meta.num_documents} documents, {meta.num_tokens} tokens ({meta.token_dtype}) to "
-        f"{args.output_prefix}.{{bin,idx,meta.json}}; skipped {meta.skipped_empty_documents} empty documents",
-        file=sys.stderr,
-    )
-
+from emo_plugin.cli.preprocess_data import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 
 
 @dataclass(frozen=True)

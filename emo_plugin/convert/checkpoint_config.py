@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.dist_reader import DistCheckpointReader
-from emo_plugin.convert.errors import ConversionError, shape_error
+from emo_plugin.errors import ConversionError, shape_error
 from emo_plugin.convert import megatron_keys as K
 
 

@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMe
 from torch.distributed.checkpoint.planner import LoadItemType, ReadItem
 from torch.distributed.checkpoint.planner import LoadPlan
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 
 LATEST_FILES = ("latest_checkpointed_iteration.txt", "latest")
 ANCHOR_KEY = "embedding.word_embeddings.weight"

@@ -22,8 +22,7 @@ from emo_plugin.convert.model_card import resolved_run, training_settings, write
 from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
 from emo_plugin.convert.tokenizer_export import write_tokenizer
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+from emo_plugin.dtypes import DTYPES
 
 
 def hf_tensors(reader: DistCheckpointReader, arch: EmoArchitecture) -> Iterator[tuple[str, torch.Tensor]]:

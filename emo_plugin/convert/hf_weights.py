@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from emo_plugin.convert.errors import ConversionError, shape_error
+from emo_plugin.errors import ConversionError, shape_error
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

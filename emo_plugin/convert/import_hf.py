@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from emo_plugin.convert import weight_map
 from emo_plugin.convert.architecture import EmoArchitecture
-from emo_plugin.convert.errors import ConversionError, shape_error
+from emo_plugin.errors import ConversionError, shape_error
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir
+from emo_plugin.dtypes import DTYPES
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def read_hf_architecture(folder: str | Path) -> EmoArchitecture:

@@ -7,16 +7,10 @@ Megatron expects: ``dist_checkpointing`` then reshards it for any TP/EP/PP on lo
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from emo_plugin.free_port import free_port
 
 def ensure_single_rank_megatron() -> None:
     """A world-size-1 gloo group and Megatron parallel state (1, 1), unless the caller already has them."""
@@ -24,7 +18,7 @@ def ensure_single_rank_megatron() -> None:
 
     if not torch.distributed.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
         torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(1, 1)

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 from emo_plugin.path_overlap import overlap
 from emo_plugin.temporary_files import remove, remove_stale_temporaries, temporary_name
 

@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 
 
 def bpe_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:

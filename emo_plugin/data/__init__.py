@@ -1,5 +1,7 @@
 """EMO data pipeline: tokenizer, JSON-lines -> Megatron indexed datasets, datasets with document ids.
 
+Every bad input raises ``emo_plugin.errors.DataError``.
+
 Importing this package is cheap; import the pieces from their modules (only ``dataset`` and
 ``preprocess`` pull in Megatron):
 
@@ -10,5 +12,4 @@ Importing this package is cheap; import the pieces from their modules (only ``da
 * ``emo_plugin.data.integrity``    - ``check_dataset``: ``.bin``/``.idx`` against the sidecar, content fingerprint
 * ``emo_plugin.data.dataset``      - ``EmoGPTDataset`` (samples carry ``doc_ids``), ``build_emo_gpt_datasets``
 * ``emo_plugin.data.documents``    - ``doc_ids_from_tokens`` (for batches without ``doc_ids``)
-* ``emo_plugin.data.errors``       - ``DataError``, raised for every bad input
 """

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy
 
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
-from emo_plugin.temporary_files import temporary_name
+from emo_plugin.temporary_files import atomic_write
 
 META_SUFFIX = ".meta.json"
 FORMAT_VERSION = 1
@@ -51,10 +51,7 @@ class DatasetMeta:
 
     def write(self, prefix: str | os.PathLike[str]) -> None:
         """Write the sidecar atomically (temporary name, then rename)."""
-        path = meta_path(prefix)
-        temporary = temporary_name(path, "tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write(meta_path(prefix), json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, prefix: str | os.PathLike[str]) -> "DatasetMeta":

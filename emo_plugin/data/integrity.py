@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy
 
 from emo_plugin.data.dataset_meta import DatasetMeta
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 
 INDEX_MAGIC = b"MMIDIDX\x00\x00"
 HEADER_BYTES = len(INDEX_MAGIC) + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count

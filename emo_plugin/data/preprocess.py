@@ -27,7 +27,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from tqdm import tqdm
 
 from emo_plugin.data.dataset_meta import META_SUFFIX, DatasetMeta, meta_path, token_dtype_for
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.data.records import (
     DEFAULT_EXTRA_FIELDS,
     DEFAULT_TEXT_FIELD,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 
 DEFAULT_TEXT_FIELD = "text"
 DEFAULT_EXTRA_FIELDS: tuple[str, ...] = ("id", "domain", "meta")

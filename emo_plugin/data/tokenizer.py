@@ -27,8 +27,9 @@ from typing import Any
 
 import sentencepiece
 
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.data.records import DEFAULT_EXTRA_FIELDS, DEFAULT_TEXT_FIELD, check_input_file, iter_texts
+from emo_plugin.temporary_files import atomic_write
 
 PAD_ID, UNK_ID, EOD_ID = 0, 1, 2
 EOD_PIECE = "<|endoftext|>"
@@ -101,9 +102,7 @@ def train_tokenizer(
 
     model_path = Path(f"{model_prefix}.model")
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = model_path.with_name(f".{model_path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(model.getvalue())
-    os.replace(temporary, model_path)
+    atomic_write(model_path, model.getvalue())
     return model_path
 
 

@@ -20,11 +20,9 @@ from typing import Literal
 
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from emo_plugin.errors import ConfigError
+
 LoadBalancingScope = Literal["micro_batch", "global_batch"]
-
-
-class EmoConfigError(ValueError):
-    """An EMO configuration that cannot train correctly; the message names the field and the fix."""
 
 
 @dataclass(kw_only=True)
@@ -56,8 +54,8 @@ class EmoRouterConfig:
     """Seed that, with each document's salt, makes random pool sizes reproducible on every rank."""
 
     def validate(self) -> None:
-        def bad(name: str, why: str) -> EmoConfigError:
-            return EmoConfigError(f"emo.{name}={getattr(self, name)!r}: {why}")
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"emo.{name}={getattr(self, name)!r}: {why}")
 
         for name in ("pool_min", "pool_max", "pool_eval", "max_documents_per_sequence"):
             if getattr(self, name) < 1:
@@ -97,26 +95,26 @@ class EmoTransformerConfig(TransformerConfig):
     def _check_moe_shape(self) -> None:
         emo = self.emo
         if not self.num_moe_experts:
-            raise EmoConfigError("num_moe_experts must be set: EMO routes over mixture-of-experts layers")
+            raise ConfigError("num_moe_experts must be set: EMO routes over mixture-of-experts layers")
         if emo.num_inert_experts >= self.num_moe_experts:
-            raise EmoConfigError(
+            raise ConfigError(
                 f"emo.num_inert_experts={emo.num_inert_experts} leaves no selectable expert out of "
                 f"num_moe_experts={self.num_moe_experts}"
             )
         if self.moe_router_topk > self.num_selectable_experts:
-            raise EmoConfigError(
+            raise ConfigError(
                 f"moe_router_topk={self.moe_router_topk} exceeds the {self.num_selectable_experts} selectable "
                 "routed experts"
             )
         if emo.pool_min < self.moe_router_topk:
-            raise EmoConfigError(
+            raise ConfigError(
                 f"emo.pool_min={emo.pool_min} must be ≥ moe_router_topk={self.moe_router_topk} (routed experts "
                 "per token, k − shared): every token must find that many experts in its document's pool"
             )
         if emo.pool_eval < self.moe_router_topk:
-            raise EmoConfigError(f"emo.pool_eval={emo.pool_eval} must be ≥ moe_router_topk={self.moe_router_topk}")
+            raise ConfigError(f"emo.pool_eval={emo.pool_eval} must be ≥ moe_router_topk={self.moe_router_topk}")
         if self.num_moe_experts % self.expert_model_parallel_size:
-            raise EmoConfigError(
+            raise ConfigError(
                 f"expert_model_parallel_size={self.expert_model_parallel_size} does not divide "
                 f"num_moe_experts={self.num_moe_experts}; pad with emo.num_inert_experts to a multiple"
             )
@@ -126,23 +124,23 @@ class EmoTransformerConfig(TransformerConfig):
         ffn = self.moe_ffn_hidden_size or self.ffn_hidden_size
         shared_width = emo.num_shared_experts * ffn if emo.num_shared_experts else None
         if self.moe_shared_expert_intermediate_size not in (None, shared_width):
-            raise EmoConfigError(
+            raise ConfigError(
                 f"moe_shared_expert_intermediate_size={self.moe_shared_expert_intermediate_size} disagrees with "
                 f"emo.num_shared_experts={emo.num_shared_experts} × expert FFN {ffn} = {shared_width}; "
                 "leave it unset, EMO derives it"
             )
         self.moe_shared_expert_intermediate_size = shared_width
         if self.moe_shared_expert_gate:
-            raise EmoConfigError("moe_shared_expert_gate=True: EMO's shared experts have a fixed gate weight of 1")
+            raise ConfigError("moe_shared_expert_gate=True: EMO's shared experts have a fixed gate weight of 1")
         z_coeff = emo.z_loss_coeff or None
         if self.moe_z_loss_coeff not in (None, z_coeff):
-            raise EmoConfigError(
+            raise ConfigError(
                 f"moe_z_loss_coeff={self.moe_z_loss_coeff}: set emo.z_loss_coeff instead (EMO applies the "
                 "z-loss to the pool-masked logits)"
             )
         self.moe_z_loss_coeff = z_coeff
         if self.moe_router_score_function != "softmax":
-            raise EmoConfigError(
+            raise ConfigError(
                 f"moe_router_score_function={self.moe_router_score_function!r}: EMO gates are the softmax over "
                 "the document pool; only 'softmax' is supported"
             )
@@ -152,7 +150,7 @@ class EmoTransformerConfig(TransformerConfig):
             "sinkhorn",
             "quantile_balancing",
         ):
-            raise EmoConfigError(
+            raise ConfigError(
                 f"moe_router_load_balancing_type={self.moe_router_load_balancing_type!r} with "
                 f"moe_aux_loss_coeff={aux}: EMO owns load balancing; set emo.lb_coeff instead"
             )
@@ -188,7 +186,7 @@ class EmoTransformerConfig(TransformerConfig):
         }
         for name, (refused, why) in refusals.items():
             if refused:
-                raise EmoConfigError(f"{name}={getattr(self, name)!r} is not supported with EMO: {why}")
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not supported with EMO: {why}")
 
 
 def replace_emo(config: EmoTransformerConfig, **emo_changes) -> EmoTransformerConfig:

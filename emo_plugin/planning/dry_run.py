@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
-from emo_plugin.moe.config import EmoConfigError
+from emo_plugin.errors import ConfigError
 from emo_plugin.planning.plan import make_plan
 from emo_plugin.planning.report import render
 from emo_plugin.planning.suggestions import suggestions
 from emo_plugin.training.builders import build_transformer_config, resolve_device
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.training.config import TrainingConfig
 
 
 def planned_world_size(cfg: TrainingConfig) -> int:
@@ -29,8 +29,8 @@ def planned_world_size(cfg: TrainingConfig) -> int:
 def dry_run(cfg: TrainingConfig) -> int:
     try:
         build_transformer_config(cfg, resolve_device(cfg))
-    except EmoConfigError as error:
-        raise ConfigError(f"model/emo: {error}") from None
+    except ConfigError:
+        raise
     except (ValueError, AssertionError, ZeroDivisionError) as error:  # Megatron's own TransformerConfig checks
         raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
     world_size = planned_world_size(cfg)

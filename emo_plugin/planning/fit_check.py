@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from emo_plugin.planning.plan import GIB, make_plan
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 
 
 def check_fits(cfg: TrainingConfig, world_size: int) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from emo_plugin.model.sizes import ModelSize
 from emo_plugin.planning.layout import Layout
-from emo_plugin.training.config import ConfigError
+from emo_plugin.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import ModelStates, model_states
 from emo_plugin.planning.parameters import ParameterCount, layers_per_stage, stage_parameters
 from emo_plugin.training.builders import padded_vocab_size, resolve_device, resolved_size
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.flops import flops_per_token
 
 GIB = 1024**3
@@ -81,7 +82,7 @@ def plan_vocab_size(cfg: TrainingConfig, size: ModelSize) -> tuple[int, str]:
     if cfg.model.vocab_size:
         return cfg.model.vocab_size, "model.vocab_size"
     if cfg.data.tokenizer_model:
-        from emo_plugin.data.errors import DataError
+        from emo_plugin.errors import DataError
         from emo_plugin.data.tokenizer import EmoTokenizer
 
         try:

@@ -12,7 +12,8 @@ import itertools
 
 from emo_plugin.planning.plan import Plan, make_plan
 from emo_plugin.training.builders import resolved_size
-from emo_plugin.training.config import ConfigError, TrainingConfig, set_value
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig, set_value
 
 
 def _expert_parallel_options(cfg: TrainingConfig, world_size: int) -> list[dict]:

@@ -16,7 +16,10 @@ from megatron.core.dist_checkpointing.dict_utils import nested_values
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
 from emo_plugin.training.builders import resolved_size
-from emo_plugin.training.config import ConfigError, TrainingConfig, apply_mapping
+from emo_plugin.errors import ConfigError
+
+# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
+from emo_plugin.training.config import TrainingConfig, apply_mapping
 
 # config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
 _SIZE_FIELDS = {

@@ -14,7 +14,8 @@ from megatron.core.extensions.transformer_engine import HAVE_TE
 
 from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
 from emo_plugin.model.sizes import ModelSize, get_model_size
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "mxfp8": "e4m3", "blockwise": "e4m3"}
 
@@ -78,7 +79,7 @@ def resolved_size(cfg: TrainingConfig) -> ModelSize:
 
 
 def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformerConfig:
-    """The Megatron config of the run; raises ``EmoConfigError`` for EMO-invalid combinations."""
+    """The Megatron config of the run; raises ``ConfigError`` for EMO-invalid combinations."""
     size = resolved_size(cfg)
     par, prec = cfg.parallel, cfg.precision
     on_gpu = device == "cuda"

@@ -23,6 +23,8 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from torch.distributed.checkpoint.api import CheckpointException
 
+from emo_plugin.temporary_files import atomic_write
+
 LATEST = "latest_checkpointed_iteration.txt"
 _ITER_DIR = re.compile(r"iter_(\d{7})")
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device (ENOSPC)", errno.EDQUOT: "disk quota exceeded (EDQUOT)",
@@ -185,12 +187,7 @@ def save(root: str | Path, iteration: int, sharded_state_dict: dict, strategy=No
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        latest_tmp = root / f".{LATEST}.tmp"
-        with open(latest_tmp, "w") as f:
-            f.write(f"{iteration}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(latest_tmp, root / LATEST)
+        atomic_write(root / LATEST, f"{iteration}\n")
         _fsync_dir(root)
         if keep_last_n > 0:
             _prune(root, iteration, keep_last_n, set(protect))

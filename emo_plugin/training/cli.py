@@ -1,8 +1,8 @@
 """``emo-pretrain``: command line → ``TrainingConfig`` → ``Trainer``.
 
 Precedence: dataclass defaults < ``--config`` YAML < ``--section.field=value`` < Megatron-style flags given
-later on the line (argparse keeps the last). With no arguments at all, the embedded default
-``examples/configs/tiny_cpu.yaml`` runs (tiny EMO model on the bundled corpus, CPU).
+later on the line (argparse keeps the last). With no arguments at all, the shipped default ``tiny_cpu``
+(``emo_plugin/configs/tiny_cpu.yaml``: tiny EMO model on the bundled corpus, CPU) runs.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 import yaml
 
-from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, apply_mapping, field_types, set_value
+from emo_plugin.cli.runner import report_input_error
+from emo_plugin.errors import ConfigError, EmoError
+from emo_plugin.training.config import SECTIONS, TrainingConfig, apply_mapping, field_types, set_value
+from emo_plugin.training.config_file import DEFAULT_CONFIG, read_config_file, shipped_configs
+from emo_plugin.training.exit_codes import ERROR, NON_FINITE
 from emo_plugin.training.exit_codes import EPILOG as EXIT_CODES_HELP
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny_cpu.yaml"
 
 DESCRIPTION = """\
 Pretrain a Megatron-Core GPT mixture-of-experts model with EMO document-pool routing.
@@ -30,9 +31,12 @@ Launch with python (1 process), torchrun, or srun (ranks from SLURM_PROCID/SLURM
 EPILOG = """\
 examples:
   emo-pretrain                                          # tiny EMO model on the bundled corpus, CPU
-  torchrun --nproc-per-node 2 -m emo_plugin.training.cli --config examples/configs/tiny_cpu.yaml
-  emo-pretrain --config examples/configs/emo_1b14b.yaml --expert-model-parallel-size 8 --save ckpt/
-  emo-pretrain --config examples/configs/tiny_cpu.yaml --schedule.train_iters=20 --emo.pool_eval=8
+  torchrun --nproc-per-node 2 -m emo_plugin.training.cli --config tiny_cpu
+  emo-pretrain --config emo_1b14b --expert-model-parallel-size 8 --save ckpt/
+  emo-pretrain --config tiny_cpu --schedule.train_iters=20 --emo.pool_eval=8
+  emo-pretrain --config my_run.yaml                     # a config file of your own
+
+Shipped configs (--config NAME, in emo_plugin/configs): {shipped}.
 
 Checkpoints: <save>/iter_XXXXXXX (Megatron torch_dist, reshardable) and latest_checkpointed_iteration.txt.
 On start the newest checkpoint in --save wins (resume after preemption or requeue); otherwise --load is the
@@ -46,13 +50,14 @@ SIGTERM or SIGUSR1 (alike), or --exit-duration-in-mins: save after the current s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emo-pretrain",
-        usage="emo-pretrain [--config YAML] [--section.field=VALUE ...] [Megatron-style flags, e.g. --lr 1e-3]",
+        usage="emo-pretrain [--config NAME|YAML] [--section.field=VALUE ...] [Megatron-style flags, e.g. --lr 1e-3]",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG.format(shipped=", ".join(shipped_configs())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--config", metavar="YAML", help="training config file (default with no arguments: examples/configs/tiny_cpu.yaml)")
+    parser.add_argument("--config", metavar="NAME|YAML", help="a shipped config's name or a YAML file "
+                        f"(default with no arguments: {DEFAULT_CONFIG})")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config (fields, files, memory estimate) and exit without training")
@@ -78,29 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_config_file(path: str) -> dict:
-    """The YAML mapping of ``--config``; a missing, unreadable or malformed file is a ``ConfigError``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: file not found (examples: {DEFAULT_CONFIG.parent})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--config {path}: cannot read the file ({error})") from None
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        at = f" line {where.line + 1}, column {where.column + 1}" if where else ""
-        reason = getattr(error, "problem", None) or error
-        raise ConfigError(f"--config {path}:{at}: malformed YAML ({reason})") from None
-
-
 def parse_config(argv: list[str]) -> TrainingConfig:
     namespace, unknown = build_parser().parse_known_args(argv)
     args = vars(namespace)
     cfg = TrainingConfig()
     config_path = args.pop("config", None)
     if config_path is None and not argv:
-        config_path = str(DEFAULT_CONFIG)
+        config_path = DEFAULT_CONFIG
     if config_path:
         apply_mapping(cfg, read_config_file(config_path), config_path)
     args.pop("print_config", None)
@@ -116,43 +105,40 @@ def parse_config(argv: list[str]) -> TrainingConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, validate once, train; bad input is one line and exit 2 (exit codes: ``exit_codes.py``)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = parse_config(argv)
-        if "--print-config" in argv:
-            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-            return 0
-        if "--dry-run" in argv:
-            from emo_plugin.planning.dry_run import dry_run
+        return _start(argv)
+    except EmoError as error:
+        return report_input_error("emo-pretrain", error)
 
-            return dry_run(cfg)
+
+def _start(argv: list[str]) -> int:
+    cfg = parse_config(argv)
+    if "--print-config" in argv:
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        return 0
+    if "--dry-run" in argv:
+        from emo_plugin.planning.dry_run import dry_run
+
+        return dry_run(cfg)
+    if "--check-config" in argv:
         from emo_plugin.training.validation import validate
 
         validate(cfg)
-        if "--check-config" in argv:
-            print("emo-pretrain: config OK", file=sys.stderr)
-            return 0
-    except ConfigError as error:
-        print(f"emo-pretrain: config error: {error}", file=sys.stderr)
-        return 2
-    from emo_plugin.data.errors import DataError
+        print("emo-pretrain: config OK", file=sys.stderr)
+        return 0
     from emo_plugin.training.checkpoint import CheckpointError
     from emo_plugin.training.trainer import NonFiniteLossError, run
 
     try:
-        return run(cfg)
-    except ConfigError as error:
-        print(f"emo-pretrain: config error: {error}", file=sys.stderr)
-        return 2
-    except DataError as error:
-        print(f"emo-pretrain: data error: {error}", file=sys.stderr)
-        return 2
+        return run(cfg)  # validates the config before any process group, model or GPU work
     except NonFiniteLossError as error:
         print(f"emo-pretrain: stopped: {error}", file=sys.stderr)
-        return 3
+        return NON_FINITE
     except CheckpointError as error:
         print(f"emo-pretrain: checkpoint error: {error}", file=sys.stderr)
-        return 1
+        return ERROR
 
 
 if __name__ == "__main__":

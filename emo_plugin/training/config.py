@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from emo_plugin.errors import ConfigError
+
 
 def opt(default: Any, help: str, *, megatron: str | None = None):
     """A documented field; ``megatron`` names the equivalent Megatron-LM flag (accepted as an alias)."""
@@ -204,10 +206,6 @@ class TrainingConfig:
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainingConfig) if dataclasses.is_dataclass(f.default_factory)}
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field, the value and what was expected."""
 
 
 @functools.cache

@@ -22,11 +22,12 @@ import torch
 import torch.distributed as dist
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.moe.routing_ids import build_routing_ids
 from emo_plugin.training.builders import resolve_device
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over the seed space

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +17,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from emo_plugin.free_port import free_port
 from emo_plugin.training.config import TrainingConfig
 
 
@@ -59,13 +59,7 @@ def launch_env() -> LaunchEnv:
         return LaunchEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
                          env.get("MASTER_ADDR") or _first_slurm_host(), port)
     # A single process needs a rendezvous port too; pick a free one unless told.
-    return LaunchEnv(0, 1, 0, env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT") or str(_free_port()))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return LaunchEnv(0, 1, 0, env.get("MASTER_ADDR", "127.0.0.1"), env.get("MASTER_PORT") or str(free_port()))
 
 
 def initialize(cfg: TrainingConfig, device: str) -> LaunchEnv:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.moe.routing_ids import SEGMENT_BITS, split_routing_ids
 
 DROPPED_KEYS = ("attention_mask",)  # the dense mask is what thd replaces

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emo_plugin.training import checkpoint
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 
 
 @dataclass(frozen=True)

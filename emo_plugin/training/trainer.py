@@ -17,9 +17,10 @@ from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
 from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
-from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
-from emo_plugin.training.distributed import initialize, initialize_model_parallel, shutdown
+from emo_plugin.training.distributed import initialize, initialize_model_parallel, launch_env, shutdown
 from emo_plugin.training.flops import flops_per_token, peak_tflops
 from emo_plugin.training.packed_sequences import thd_packing_for_run
 from emo_plugin.training.reporting import Reporter
@@ -45,16 +46,15 @@ def _check_host_expert_parallel(cfg: TrainingConfig, device: str) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainingConfig):
-        validate(cfg)
+        world_size = launch_env().world_size
+        validate(cfg, world_size=world_size)  # the one check of the config, before any process group or device work
         self.cfg = cfg
         self.device = resolve_device(cfg)
         if self.device == "cuda":  # before any device work: refuse a layout the planner says cannot fit
             from emo_plugin.planning.fit_check import check_fits
-            from emo_plugin.training.distributed import launch_env
 
-            check_fits(cfg, launch_env().world_size)
+            check_fits(cfg, world_size)
         launch = initialize(cfg, self.device)
-        validate(cfg, world_size=launch.world_size)
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
         self.start = start_point.choose(cfg)  # before the data and model: a bad checkpoint.load fails fast

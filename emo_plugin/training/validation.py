@@ -1,7 +1,8 @@
 """Every check on a ``TrainingConfig``, in one place, before any model or process group is built.
 
-Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs twice: once statically
-(right after parsing) and once with the world size known (``world_size=``), for the batch arithmetic.
+Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs once per start, when the
+trainer begins (``emo-pretrain --check-config`` alone runs it without a world size); the world size the launcher
+gives (``world_size=``) is checked against the batch arithmetic.
 Anything a value could crash later (a division by zero, a numpy seed range, a split with no documents, an
 allocation that cannot fit) is checked here, so a bad value never reaches Megatron as a traceback.
 """
@@ -13,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from emo_plugin.moe.config import EmoConfigError
+from emo_plugin.errors import ConfigError
 from emo_plugin.model.sizes import SIZES, ModelSize
 from emo_plugin.moe.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
@@ -23,7 +24,7 @@ from emo_plugin.training.builders import (
     resolve_device,
     resolved_size,
 )
-from emo_plugin.training.config import SECTIONS, ConfigError, TrainingConfig, parse_split
+from emo_plugin.training.config import SECTIONS, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
 
 POOL_LIMIT = 2**20  # pool sizes beyond the expert count mean "unrestricted"; huge ones overflow the draw
@@ -120,7 +121,7 @@ def _check_plan(cfg: TrainingConfig) -> None:
 
 
 def _tokenizer_vocab(cfg: TrainingConfig) -> int:
-    from emo_plugin.data.errors import DataError
+    from emo_plugin.errors import DataError
     from emo_plugin.data.tokenizer import EmoTokenizer
 
     try:
@@ -219,8 +220,8 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check_model(cfg)
     try:
         build_transformer_config(cfg, device)
-    except EmoConfigError as error:
-        raise ConfigError(f"model/emo: {error}") from None
+    except ConfigError:
+        raise
     except (ValueError, AssertionError, ZeroDivisionError) as error:  # Megatron's own TransformerConfig checks
         raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
     vocab = m.vocab_size or padded_vocab_size(_tokenizer_vocab(cfg), par.tensor_model_parallel_size)

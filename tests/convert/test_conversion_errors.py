@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from emo_plugin.convert import ConversionError, export_to_hf, import_from_hf
+from emo_plugin.errors import ConversionError
+from emo_plugin.convert import export_to_hf, import_from_hf
 from tests.convert.checkpoint_workers import TINY
 
 
@@ -62,11 +63,8 @@ def test_checkpoint_without_model_description_asks_for_a_config(megatron_model, 
 
 
 def test_export_tool_reports_errors_without_traceback(dist_checkpoint, tmp_path, capsys):
-    import importlib.util
+    from emo_plugin.cli import export_hf as tool
 
-    spec = importlib.util.spec_from_file_location("export_hf", "tools/export_hf.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
     assert tool.main(["--checkpoint", str(dist_checkpoint), "--output", str(tmp_path / "out")]) == 2

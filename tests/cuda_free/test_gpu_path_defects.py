@@ -151,7 +151,7 @@ def test_defect_9_transformer_engine_is_detected_by_megatron_and_never_silently_
     from megatron.core.extensions import transformer_engine as megatron_te
 
     from emo_plugin.training import builders
-    from emo_plugin.training.config import ConfigError
+    from emo_plugin.errors import ConfigError
 
     assert builders.HAVE_TE is megatron_te.HAVE_TE
     cfg = build_config("cuda", {"model.transformer_impl": "transformer_engine"})

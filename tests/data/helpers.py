@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -34,10 +33,6 @@ def reference_doc_ids(tokens: list[int], eod_id: int, first_id: int = 1) -> list
     return ids
 
 
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` as a module (registered in sys.modules, as dataclasses require)."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO_ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def cli_module(name: str) -> ModuleType:
+    """The command-line tool ``emo_plugin/cli/<name>.py`` (its ``main(argv)`` and ``build_parser()``)."""
+    return importlib.import_module(f"emo_plugin.cli.{name}")

@@ -1,14 +1,15 @@
 """Every refused input fails with a message that names the file, line or field and what was expected."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer, train_tokenizer
-from tests.data.helpers import load_tool, write_jsonl
+from tests.data.helpers import cli_module, write_jsonl
 
 
 def _preprocess(source: Path, tokenizer: EmoTokenizer, **kwargs) -> None:
@@ -97,8 +98,9 @@ def test_missing_sidecar_is_refused(tmp_path: Path, subset_prefix: str, bundled_
         )
 
 
-def test_cli_reports_errors_without_traceback(tmp_path: Path, bundled_tokenizer: EmoTokenizer) -> None:
-    module = load_tool("preprocess_data")
-    with pytest.raises(SystemExit, match=r"^error: .*nope\.jsonl: input file does not exist"):
-        module.main(["--input", str(tmp_path / "nope.jsonl"), "--tokenizer-model", str(bundled_tokenizer.model_path),
-                     "--output-prefix", str(tmp_path / "out"), "--no-progress"])
+def test_cli_reports_errors_without_traceback(tmp_path: Path, bundled_tokenizer: EmoTokenizer, capsys) -> None:
+    module = cli_module("preprocess_data")
+    assert module.main(["--input", str(tmp_path / "nope.jsonl"), "--tokenizer-model", str(bundled_tokenizer.model_path),
+                        "--output-prefix", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert re.match(r"^emo-preprocess-data: data error: .*nope\.jsonl: input file does not exist",
+                    capsys.readouterr().err)

@@ -10,7 +10,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from emo_plugin.data.dataset_meta import DatasetMeta
 from emo_plugin.data.preprocess import preprocess_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer
-from tests.data.helpers import load_tool, write_jsonl
+from tests.data.helpers import cli_module, write_jsonl
 
 
 def test_every_document_ends_in_eod_and_decodes_to_its_text(
@@ -65,8 +65,8 @@ def test_custom_text_field_and_allow_list(tmp_path: Path, bundled_tokenizer: Emo
 
 @pytest.mark.parametrize("tool", ["train_tokenizer", "preprocess_data", "build_corpus"])
 def test_cli_help_documents_the_tool(tool: str, capsys: pytest.CaptureFixture[str]) -> None:
-    module = load_tool(tool)
+    module = cli_module(tool)
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
-    assert f"    python tools/{tool}.py --" in capsys.readouterr().out  # a command line to copy
+    assert f"    emo-{tool.replace('_', '-')} --" in capsys.readouterr().out  # a command line to copy

@@ -2,7 +2,8 @@
 
 import pytest
 
-from emo_plugin.moe.config import EmoConfigError, replace_emo
+from emo_plugin.errors import ConfigError
+from emo_plugin.moe.config import replace_emo
 from tests.helpers import tiny_config
 
 
@@ -31,7 +32,7 @@ from tests.helpers import tiny_config
     ],
 )
 def test_invalid_config_names_the_field(overrides, field):
-    with pytest.raises(EmoConfigError, match=field.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         tiny_config(**overrides)
 
 

@@ -19,7 +19,6 @@ import dataclasses
 import importlib
 import multiprocessing
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from emo_plugin.free_port import free_port
 from tests.mutation_support import merge_worker_hits, save_worker_hits
 
 _PRELOAD = [
@@ -58,12 +58,6 @@ class Layout:
 SINGLE = Layout()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _context():
     global _CONTEXT
     if _CONTEXT is None:
@@ -79,7 +73,7 @@ def run_ranks(fn: Callable, world_size: int, layout: Layout = SINGLE, *, timeout
         {"module": fn.__module__, "name": fn.__qualname__, "sys_path": list(sys.path), "kwargs": kwargs},
         workdir / "job.pt",
     )
-    port = _free_port()
+    port = free_port()
     procs = _start_workers(world_size, port, layout, workdir)
     deadline = time.monotonic() + timeout
     try:

@@ -10,7 +10,7 @@ import pytest
 from emo_plugin.planning.fit_check import check_fits
 from emo_plugin.planning.plan import GIB, make_plan
 from emo_plugin.training.cli import main, parse_config
-from emo_plugin.training.config import ConfigError
+from emo_plugin.errors import ConfigError
 from tests.training.conftest import REPO, base_args, read_metrics, run_cli
 
 RECIPES = ["emo_1b14b", "stdmoe_1b14b", "emo_1b14b_1node"]
@@ -46,7 +46,7 @@ def _dry_run(capsys, *extra: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_shipped_recipes_fit_and_their_headers_state_the_plan(capsys, recipe):
-    path = REPO / f"examples/configs/{recipe}.yaml"
+    path = REPO / f"emo_plugin/configs/{recipe}.yaml"
     code, out = _dry_run(capsys, "--config", str(path))
     assert code == 0 and "verdict: fits" in out
     plan = make_plan(parse_config(["--config", str(path)]), parse_config(["--config", str(path)]).plan.world_size)
@@ -57,7 +57,7 @@ def test_shipped_recipes_fit_and_their_headers_state_the_plan(capsys, recipe):
 
 
 def test_flagship_without_expert_parallelism_does_not_fit(capsys):
-    recipe = str(REPO / "examples/configs/emo_1b14b.yaml")
+    recipe = "emo_1b14b"
     code, out = _dry_run(capsys, "--config", recipe, "--parallel.expert_model_parallel_size=1")
     assert code == 1
     verdict = next(line for line in out.splitlines() if line.startswith("verdict"))
@@ -70,7 +70,7 @@ def test_flagship_without_expert_parallelism_does_not_fit(capsys):
 
 
 def test_training_refuses_a_layout_that_does_not_fit_unless_told():
-    cfg = parse_config(["--config", str(REPO / "examples/configs/emo_1b14b.yaml"),
+    cfg = parse_config(["--config", "emo_1b14b",
                         "--parallel.expert_model_parallel_size=1"])
     with pytest.raises(ConfigError, match=r"needs an estimated [\d.]+ GiB per GPU .*plan.skip_fit_check"):
         check_fits(cfg, world_size=64)
@@ -84,13 +84,13 @@ def test_training_refuses_a_layout_that_does_not_fit_unless_told():
 def test_dry_run_needs_a_world_size(capsys, monkeypatch):
     for name in ("WORLD_SIZE", "SLURM_NTASKS"):
         monkeypatch.delenv(name, raising=False)
-    code = main(["--dry-run", "--config", str(REPO / "examples/configs/small_gpu.yaml")])
+    code = main(["--dry-run", "--config", "small_gpu"])
     assert code == 2 and "plan.world_size" in capsys.readouterr().err
 
 
 def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(corpus_prefix, tmp_path):
     """``emo-pretrain`` on the EP 1 flagship, one process: refused by the planner before CUDA or NCCL start."""
-    recipe = str(REPO / "examples/configs/emo_1b14b.yaml")
+    recipe = "emo_1b14b"
     proc = run_cli(["--config", recipe, "--parallel.expert_model_parallel_size=1",
                     f"--data.paths={corpus_prefix}", f"--data.tokenizer_model={REPO / 'examples/data/tokenizer.model'}",
                     f"--checkpoint.save={tmp_path / 'ckpt'}", f"--logging.tensorboard_dir={tmp_path / 'tb'}"],
@@ -105,6 +105,6 @@ def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(co
                                              ("--plan.world_size=0", "plan.world_size"),
                                              ("--parallel.expert_model_parallel_size=3", "expert_model_parallel_size")])
 def test_dry_run_names_the_bad_field(capsys, override, field):
-    code = main(["--dry-run", "--config", str(REPO / "examples/configs/emo_1b14b.yaml"), override])
+    code = main(["--dry-run", "--config", "emo_1b14b", override])
     err = capsys.readouterr().err
     assert code == 2 and "config error" in err and field in err

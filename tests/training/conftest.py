@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from emo_plugin.free_port import free_port
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +43,7 @@ def base_args(corpus_prefix: str, out: Path, **overrides) -> list[str]:
         "checkpoint.save_interval": 0,
     }
     args.update({k.replace("__", "."): v for k, v in overrides.items()})
-    return ["--config", str(REPO / "examples/configs/tiny_cpu.yaml")] + [f"--{k}={v}" for k, v in args.items()]
+    return ["--config", "tiny_cpu"] + [f"--{k}={v}" for k, v in args.items()]
 
 
 _LAUNCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")

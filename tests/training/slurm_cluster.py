@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from emo_plugin.free_port import free_port
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol", "squeue", "munged", "munge", "unmunge")
 NODES = {"emo-node1": "127.0.0.2", "emo-node2": "127.0.0.3"}
@@ -43,12 +44,6 @@ def _mem_mib() -> int:
         if line.startswith("MemTotal:"):
             return max(int(line.split()[1]) // 1024 - 512, 256)
     return 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SlurmCluster:
@@ -84,7 +79,7 @@ class SlurmCluster:
         lines = [
             "ClusterName=emotest",
             f"SlurmctldHost={socket.gethostname()}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
+            f"SlurmctldPort={free_port()}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -109,7 +104,7 @@ class SlurmCluster:
             f"SlurmdLogFile={r}/log/slurmd-%n.log",
         ]
         for name, addr in NODES.items():
-            lines.append(f"NodeName={name} NodeAddr={addr} Port={_free_port()} CPUs={cpus} RealMemory={_mem_mib()}")
+            lines.append(f"NodeName={name} NodeAddr={addr} Port={free_port()} CPUs={cpus} RealMemory={_mem_mib()}")
         lines.append(f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
         # The nodes' /etc/hosts: the machine's entries plus both node names at their loopback addresses.

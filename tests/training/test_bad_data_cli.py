@@ -16,7 +16,7 @@ def test_corpus_too_small_for_the_validation_split(tmp_path: Path) -> None:
     lines = (REPO / "examples/data/corpus.jsonl").read_text(encoding="utf-8").splitlines()[:10]
     corpus = tmp_path / "ten.jsonl"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ["--config", str(REPO / "examples/configs/tiny_cpu.yaml"), f"--data.corpus={corpus}",
+    args = ["--config", "tiny_cpu", f"--data.corpus={corpus}",
             f"--data.cache_dir={tmp_path}/cache", f"--checkpoint.save={tmp_path}/ckpt",
             f"--logging.tensorboard_dir={tmp_path}/tb", "--schedule.train_iters=2", "--schedule.lr_warmup_iters=1"]
     start = time.monotonic()

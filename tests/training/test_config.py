@@ -6,8 +6,10 @@ import pytest
 
 from emo_plugin.model.sizes import SIZES, get_model_size
 from emo_plugin.training.builders import build_transformer_config, resolved_size
-from emo_plugin.training.cli import DEFAULT_CONFIG, main, parse_config
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.training.cli import main, parse_config
+from emo_plugin.training.config_file import DEFAULT_CONFIG
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.flops import active_params_per_token, flops_per_token
 from emo_plugin.training.validation import validate
 
@@ -98,6 +100,6 @@ def test_sizes_build_valid_megatron_configs():
 
 @pytest.mark.parametrize("field", ["data.corpus", "data.tokenizer_model"])
 def test_missing_data_files_are_named_before_anything_is_built(field, tmp_path):
-    cfg = parse_config(["--config", "examples/configs/tiny_cpu.yaml", f"--{field}={tmp_path / 'missing'}"])
+    cfg = parse_config(["--config", "tiny_cpu", f"--{field}={tmp_path / 'missing'}"])
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(cfg)

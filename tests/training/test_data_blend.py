@@ -7,7 +7,7 @@ from emo_plugin.training.data import build_datasets
 def test_weighted_blend_builds_train_and_valid(corpus_prefix, tmp_path):
     cfg = parse_config(
         [
-            "--config", "examples/configs/tiny_cpu.yaml",
+            "--config", "tiny_cpu",
             f"--data.paths=0.3,{corpus_prefix},0.7,{corpus_prefix}",
             f"--data.cache_dir={tmp_path}",
         ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.validation import validate
 from tests.training.conftest import REPO
 

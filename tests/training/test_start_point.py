@@ -11,7 +11,8 @@ import torch
 from megatron.core.dist_checkpointing import ShardedTensor
 
 from emo_plugin.training import checkpoint, start_point
-from emo_plugin.training.config import ConfigError, TrainingConfig
+from emo_plugin.errors import ConfigError
+from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from emo_plugin.evaluation.analysis.errors import AnalysisError
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from emo_plugin.dtypes import DTYPES
+from emo_plugin.errors import AnalysisError
 
 
 def load_emo_model(checkpoint_dir: str | Path, dtype: str = "fp32", device: str = "cpu"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emo_plugin.evaluation.analysis.errors import AnalysisError
+from emo_plugin.errors import AnalysisError
 
 
 def clustering_scores(features_DF: np.ndarray, domain_ids_D: np.ndarray, seed: int = 0) -> dict:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from emo_plugin.evaluation.analysis.errors import AnalysisError
+from emo_plugin.errors import AnalysisError
 
 
 def select_kept_experts(
     model, calibration_documents: list[list[int]], fraction: float, method: str = "greedy", seed: int = 0
 ) -> dict[int, list[int]]:
     """{layer: sorted kept routed-expert ids} chosen from the calibration documents."""
-    from emo_plugin.convert.errors import ConversionError
+    from emo_plugin.errors import ConversionError
     from emo_plugin.evaluation.selection import select_experts
 
     if not 0.0 < fraction <= 1.0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from emo_plugin.evaluation.analysis.errors import AnalysisError
+from emo_plugin.errors import AnalysisError
 
 TextEncoder = Callable[[str], list[int]]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from emo_plugin.convert.errors import ConversionError
-from emo_plugin.data.errors import DataError
+from emo_plugin.errors import ConversionError
+from emo_plugin.errors import DataError
 from emo_plugin.data.records import json_records
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 
 
 def parse_keep(text: str | float) -> float:

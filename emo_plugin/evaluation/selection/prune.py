@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from emo_plugin.convert import weight_map
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 from emo_plugin.convert.hf_files import TOKENIZER_FILES, copy_extra_files, copy_modeling_code, write_config
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.output_dir import atomic_output_dir

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 from emo_plugin.evaluation.selection.keep import kept_slots
 from emo_plugin.evaluation.selection.scoring import METHODS
 

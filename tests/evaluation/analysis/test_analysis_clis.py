@@ -1,17 +1,9 @@
 """Both CLIs run end to end on a tiny checkpoint, write their files, and report finite numbers."""
 
-import importlib.util
 import json
 import math
 
-from tests.evaluation.analysis.tiny_checkpoint import ROOT
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from emo_plugin.cli import analyze_modularity, evaluate_subsets
 
 
 def finite_numbers(value):
@@ -42,7 +34,7 @@ def test_analyze_modularity_writes_summary_and_plots(tiny_checkpoint, tmp_path, 
         "--batch-size",
         "4",
     ]
-    assert load_tool("analyze_modularity").main(argv) == 0
+    assert analyze_modularity.main(argv) == 0
     for name in (
         "summary.json",
         "summary.txt",
@@ -108,7 +100,7 @@ def test_evaluate_subsets_reports_losses_and_reproduces_the_full_model(tiny_chec
         "--finetune-lr",
         "1e-3",
     ]
-    assert load_tool("evaluate_subsets").main(argv) == 0
+    assert evaluate_subsets.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["full_model_reproduced_by_100%"] is True
     for domain in results["domains"].values():
@@ -136,7 +128,7 @@ def test_cli_errors_name_the_file_and_field(tiny_checkpoint, tmp_path, capsys):
         "--out",
         str(tmp_path / "o"),
     ]
-    assert load_tool("analyze_modularity").main(argv) == 2
+    assert analyze_modularity.main(argv) == 2
     assert f"{corpus}:2: record has no 'domain' field" in capsys.readouterr().err
-    assert load_tool("evaluate_subsets").main(argv + ["--domain-field", "topic"]) == 2
+    assert evaluate_subsets.main(argv + ["--domain-field", "topic"]) == 2
     assert f"{corpus}:1: record has no 'topic' field" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emo_plugin.evaluation.analysis.checkpoint import set_inference_pool_size
-from emo_plugin.evaluation.analysis.errors import AnalysisError
+from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
 from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights
 from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts

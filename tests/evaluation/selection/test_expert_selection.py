@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from emo_plugin.convert import ConversionError
+from emo_plugin.errors import ConversionError
 from emo_plugin.evaluation.selection import select_experts, write_pruned_checkpoint
 
 
@@ -73,11 +73,8 @@ def test_pruned_checkpoint_equals_masked_full_model(model, documents, hf_folder,
 
 
 def test_select_experts_tool_writes_selection_and_pruned_model(hf_folder, documents_file, tmp_path, capsys):
-    import importlib.util
+    from emo_plugin.cli import select_experts as tool
 
-    spec = importlib.util.spec_from_file_location("select_experts", "tools/select_experts.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     args = ["--model", str(hf_folder), "--documents", str(documents_file), "--keep", "4", "--max-tokens", "32",
             "--selection-json", str(tmp_path / "sel.json"), "--output", str(tmp_path / "pruned")]
     assert tool.main(args) == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from emo_plugin.convert.errors import ConversionError
+from emo_plugin.errors import ConversionError
 from emo_plugin.evaluation.selection.keep import fraction_argument, keep_argument, kept_slots
-from tests.data.helpers import load_tool
+from tests.data.helpers import cli_module
 from tests.reliability import record
 
 
@@ -23,7 +23,7 @@ def test_spellings(text, slots, expected):
 
 
 def test_both_tools_read_one_point_zero_as_every_slot():
-    evaluate = load_tool("evaluate_subsets").build_parser()
+    evaluate = cli_module("evaluate_subsets").build_parser()
     assert evaluate.parse_args(["--checkpoint", "c", "--corpus", "x", "--out", "o", "--fractions", "1.0", "0.25"]
                                ).fractions == [1.0, 0.25]
     assert kept_slots(keep_argument("1.0"), 16) == kept_slots(fraction_argument("1.0"), 16) == 16
@@ -37,7 +37,7 @@ def test_both_tools_read_one_point_zero_as_every_slot():
 ])
 def test_select_experts_refuses_ambiguous_keep(argv, expected, case, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
-        load_tool("select_experts").main(["--model", str(tmp_path), "--documents", "d.jsonl",
+        cli_module("select_experts").main(["--model", str(tmp_path), "--documents", "d.jsonl",
                                           "--selection-json", str(tmp_path / "s.json"), *argv])
     err = capsys.readouterr().err
     assert info.value.code == 2 and expected in err and "Traceback" not in err
