@@ -188,3 +188,13 @@ def sync_overlapped_params(ddp_chunk) -> None:
     if ddp_chunk.use_forward_hook:
         ddp_chunk.disable_forward_pre_hook(param_sync=True)
         ddp_chunk.enable_forward_pre_hook()
+
+
+def is_expert_parameter(param: torch.nn.Parameter) -> bool:
+    """Whether ``param`` belongs to an expert (reduced over the expert-data-parallel group, not data-parallel).
+
+    Megatron marks expert parameters with the attribute ``allreduce=False`` and its DDP, optimizer and grad buffers
+    test ``getattr(param, "allreduce", True)``; there is no public predicate. The host backend reduces gradients the
+    same way.
+    """
+    return not getattr(param, "allreduce", True)

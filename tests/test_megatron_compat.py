@@ -282,3 +282,18 @@ def test_megatron_moe_spec_is_a_partial_of_moe_layer_with_a_router_slot():
     assert isinstance(mlp, functools.partial) and mlp.func is MoELayer, f"MoE spec is {mlp!r}, not partial(MoELayer)"
     submodules = mlp.keywords["submodules"]
     assert dataclasses.is_dataclass(submodules) and "router" in {f.name for f in dataclasses.fields(submodules)}
+
+
+def test_is_expert_parameter_relies_on_megatron_allreduce_attribute():
+    layers_source = inspect.getsource(importlib.import_module("megatron.core.tensor_parallel.layers"))
+    assert layers_source.count('setattr(self.weight, "allreduce", not use_expert_pgs)') == 2, (
+        "Megatron's parallel linears no longer mark expert-parallel weights `allreduce=False`: "
+        "megatron_compat.is_expert_parameter must change"
+    )
+    buffer_source = inspect.getsource(importlib.import_module("megatron.core.distributed.param_and_grad_buffer"))
+    assert "not getattr(param, 'allreduce', True)" in buffer_source, (
+        "Megatron's grad buffers no longer tell expert parameters by `allreduce`"
+    )
+    expert, dense = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    expert.allreduce = False
+    assert megatron_compat.is_expert_parameter(expert) and not megatron_compat.is_expert_parameter(dense)
