@@ -110,7 +110,7 @@ def document_sample(dataset: GPTDataset, idx: int):
     ``(text, document_ids, document_lengths)`` and is the only place Megatron exposes where a sample's documents
     start and end (``__getitem__`` keeps only the tokens).
     """
-    text, _, document_lengths = GPTDataset._query_document_sample_shuffle_indices(dataset, idx)
+    text, _, document_lengths = dataset._query_document_sample_shuffle_indices(idx)
     return text, document_lengths
 
 

@@ -157,7 +157,7 @@ def test_document_sample_relies_on_query_document_sample_shuffle_indices():
             data = self.documents[doc][offset:]
             return data if length is None else data[:length]
 
-    class Dataset:  # the attributes _query_document_sample_shuffle_indices reads
+    class Dataset(GPTDataset):  # only the attributes _query_document_sample_shuffle_indices reads
         shuffle_index = numpy.array([0])
         sample_index = numpy.array([[0, 2], [2, 4]])  # starts in doc 0 at token 2, ends in doc 2 at token 4
         document_index = numpy.array([0, 1, 2])
@@ -168,7 +168,7 @@ def test_document_sample_relies_on_query_document_sample_shuffle_indices():
     assert hasattr(GPTDataset, "_query_document_sample_shuffle_indices"), (
         "GPTDataset._query_document_sample_shuffle_indices is gone: megatron_compat.document_sample must change"
     )
-    text, lengths = megatron_compat.document_sample(Dataset(), 0)
+    text, lengths = megatron_compat.document_sample(object.__new__(Dataset), 0)
     assert list(lengths) == [3, 3, 5], f"document lengths {lengths}"
     assert text.tolist() == [12, 13, 14, 20, 21, 22, 30, 31, 32, 33, 34, -1, -1]
 
