@@ -17,10 +17,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from megatron.core import tensor_parallel
-from megatron.core.datasets.gpt_dataset import GPTDataset
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -29,7 +29,11 @@ try:
 except ImportError:  # Transformer Engine is optional
     te_checkpoint = None
 
-TESTED_MEGATRON_CORE = SpecifierSet(">=0.19.2,<0.20")
+if TYPE_CHECKING:
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+TESTED_RANGE = ">=0.19.2,<0.20"
+TESTED_MEGATRON_CORE = SpecifierSet(TESTED_RANGE)
 ALLOW_UNTESTED_ENV = "EMO_ALLOW_UNTESTED_MEGATRON"
 
 
@@ -42,7 +46,7 @@ def check_megatron_version(version: str) -> None:
     if Version(version).public in TESTED_MEGATRON_CORE:
         return
     message = (
-        f"megatron-core {version} is installed, but emo_plugin is tested with megatron-core{TESTED_MEGATRON_CORE}: "
+        f"megatron-core {version} is installed, but emo_plugin is tested with megatron-core{TESTED_RANGE}: "
         "it relies on Megatron internals listed in emo_plugin/megatron_compat.py that may have changed. Install a "
         f"tested version, or set {ALLOW_UNTESTED_ENV}=1 and run tests/test_megatron_compat.py to check this one"
     )
