@@ -4,11 +4,11 @@ Applied inside the spawned worker processes of ``tests/parallel/harness.py`` (ne
 the pytest process itself):
 
 * ``torch.cuda.current_device() -> "cpu"``: Megatron allocates communication buffers "on the current device"
-  (``core/tensor_parallel/mappings.py:145``, TP/EP gathers).
-* ``torch.cuda.synchronize`` no-op: dist_checkpointing (``filesystem_async.py:248``).
-* no-op CUDA RNG tracker: attention dropout forks it (``dot_product_attention.py:217``).
+  (``tensor_parallel.mappings``, TP/EP gathers).
+* ``torch.cuda.synchronize`` no-op: dist_checkpointing (``FileSystemWriterAsync``).
+* no-op CUDA RNG tracker: attention dropout forks it (``DotProductAttention.forward``).
 * ``_get_cuda_rng_state``/``_set_cuda_rng_state`` on the host RNG: recompute (``CheckpointFunction``) saves
-  and restores the CUDA RNG state (``core/tensor_parallel/random.py:604``).
+  and restores the CUDA RNG state.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 EMO routers pick an expert pool per document, so every sample needs ``doc_ids`` (int64
 ``[sequence_length]``, see ``documents.py`` for the convention). Megatron already knows where
-each sample's document segments lie (``_query_document_sample_shuffle_indices`` returns their
+each sample's document segments lie (``megatron_compat.document_sample`` returns their
 lengths) but drops that information; this subclass turns it into ``doc_ids`` and cross-checks
 it against the EOD tokens, which is what Megatron's own masks (``reset_attention_mask``,
 ``reset_position_ids``, ``eod_mask_loss``) are built from. If the two views disagree the data is
@@ -31,6 +31,7 @@ from emo_plugin.data.documents import doc_ids_from_segment_lengths, doc_ids_from
 from emo_plugin.errors import DataError
 from emo_plugin.data.integrity import check_dataset
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.megatron_compat import document_sample
 
 
 def check_prefix(prefix: str, tokenizer) -> tuple[DatasetMeta, str]:
@@ -74,7 +75,7 @@ class EmoGPTDataset(GPTDataset):
         if idx is None:
             sample["doc_ids"] = torch.zeros(self.config.sequence_length, dtype=torch.int64)
             return sample
-        text, _, segment_lengths = self._query_document_sample_shuffle_indices(idx)
+        text, segment_lengths = document_sample(self, idx)
         text_doc_ids = doc_ids_from_segment_lengths(segment_lengths, text.size)
         self._check_segments_match_eod(idx, torch.from_numpy(text), text_doc_ids, sum(segment_lengths))
         sample["doc_ids"] = text_doc_ids[: self.config.sequence_length].contiguous()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from megatron.core.models.gpt.gpt_model import GPTModel
 
+from emo_plugin.megatron_compat import replace_rotary_embedding
 from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.model.host_modules import HostRotaryEmbedding
 from emo_plugin.moe.spec import emo_decoder_block_spec
@@ -47,5 +48,5 @@ def build_emo_gpt_model(
         pg_collection=pg_collection,
     )
     if host_execution:
-        model.rotary_pos_emb = HostRotaryEmbedding.like(model.rotary_pos_emb, config)
+        replace_rotary_embedding(model, HostRotaryEmbedding.like(model.rotary_pos_emb, config))
     return model

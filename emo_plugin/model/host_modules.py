@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 
+from emo_plugin.megatron_compat import mark_sequence_parallel, rotary_embedding_table
+
 
 class HostDotProductAttention(DotProductAttention):
     """Core attention through ``torch.nn.functional.scaled_dot_product_attention``.
@@ -54,12 +56,7 @@ class HostRotaryEmbedding(RotaryEmbedding):
     """RoPE whose frequencies stay on the device of ``inv_freq`` instead of moving to CUDA."""
 
     def get_emb(self, max_seq_len: int, offset: int = 0) -> torch.Tensor:
-        freqs = self.get_freqs_non_repeated(max_seq_len, offset)
-        if self.rotary_interleaved:
-            emb = torch.stack((freqs.view(-1, 1), freqs.view(-1, 1)), dim=-1).view(freqs.shape[0], -1)
-        else:
-            emb = torch.cat((freqs, freqs), dim=-1)
-        return emb[:, None, None, :]
+        return rotary_embedding_table(self, max_seq_len, offset)
 
     @classmethod
     def like(cls, rope: RotaryEmbedding, config) -> "HostRotaryEmbedding":
@@ -79,10 +76,10 @@ class HostRotaryEmbedding(RotaryEmbedding):
 class HostNorm:
     """Torch ``RMSNorm``/``LayerNorm`` that also works under sequence parallelism (host execution).
 
-    Megatron's ``WrappedTorchNorm`` asserts ``not config.sequence_parallel``
-    (``core/transformer/torch_norm.py:50``), which rules out GPTModel + MoE + TP on the host (MoE with TP
-    requires SP). Under SP a norm sees only this rank's sequence chunk, so, like TE's norm, its parameters
-    are marked ``sequence_parallel`` and ``finalize_model_grads`` sums their gradients over the TP group.
+    Megatron's ``WrappedTorchNorm`` refuses ``config.sequence_parallel``, which rules out GPTModel + MoE + TP on
+    the host (MoE with TP requires SP). Under SP a norm sees only this rank's sequence chunk, so, like TE's norm,
+    its parameters are marked sequence-parallel (``megatron_compat.mark_sequence_parallel``) and
+    ``finalize_model_grads`` sums their gradients over the TP group.
     """
 
     def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **unused_megatron_kwargs) -> torch.nn.Module:
@@ -92,6 +89,5 @@ class HostNorm:
         if config.normalization not in norm_classes:
             raise ValueError(f"HostNorm supports {sorted(norm_classes)}, not {config.normalization!r}")
         norm = norm_classes[config.normalization](hidden_size, eps=eps)
-        for param in norm.parameters():
-            param.sequence_parallel = config.sequence_parallel
+        mark_sequence_parallel(norm, config.sequence_parallel)
         return norm

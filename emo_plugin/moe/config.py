@@ -21,6 +21,7 @@ from typing import Literal
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.megatron_compat import step_reset_load_balancing_type
 
 LoadBalancingScope = Literal["micro_batch", "global_batch"]
 
@@ -154,8 +155,10 @@ class EmoTransformerConfig(TransformerConfig):
                 f"moe_router_load_balancing_type={self.moe_router_load_balancing_type!r} with "
                 f"moe_aux_loss_coeff={aux}: EMO owns load balancing; set emo.lb_coeff instead"
             )
-        # "global_aux_loss" (coefficient 0) makes finalize_model_grads call our reset hook once per step.
-        self.moe_router_load_balancing_type = "global_aux_loss" if emo.lb_scope == "global_batch" else "none"
+        # With coefficient 0 this type only makes finalize_model_grads call the router's reset hook once per step.
+        self.moe_router_load_balancing_type = (
+            step_reset_load_balancing_type() if emo.lb_scope == "global_batch" else "none"
+        )
         self.moe_aux_loss_coeff = 0.0
 
     def _refuse_options_that_drop_document_ids(self) -> None:

@@ -9,26 +9,25 @@ Two Megatron paths need care:
   layer takes its own contiguous sequence chunk;
 * selective recompute of the MoE module (``recompute_modules=["moe"]``): Megatron would re-run the forward
   during backward, possibly after later micro-batches replaced any stored ids. This layer owns that
-  checkpoint and makes the ids a checkpoint *input*, so recompute routes with the micro-batch's own ids.
+  checkpoint and makes the ids a checkpoint *input*, so recompute routes with the micro-batch's own ids
+  (``megatron_compat.take_over_moe_recompute`` and ``checkpoint_moe_forward``).
+
+The router sees the ids only while ``MoELayer.forward`` runs (it casts ``padding_mask`` to bool before routing,
+so the ids cannot travel further as a forward argument).
 """
 
 from __future__ import annotations
 
 import torch
-from megatron.core import tensor_parallel
 from megatron.core.transformer.moe.moe_layer import MoELayer
 
-try:
-    from megatron.core.extensions.transformer_engine import te_checkpoint
-except ImportError:  # Transformer Engine is optional
-    te_checkpoint = None
+from emo_plugin.megatron_compat import checkpoint_moe_forward, take_over_moe_recompute
 
 
 class EmoMoELayer(MoELayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.recompute_with_routing_ids = self.moe_layer_recompute
-        self.moe_layer_recompute = False
+        self.recompute_with_routing_ids = take_over_moe_recompute(self)
 
     def forward(self, hidden_states: torch.Tensor, intermediate_tensors=None, padding_mask=None):
         routing_ids_SB = None
@@ -36,19 +35,7 @@ class EmoMoELayer(MoELayer):
             routing_ids_SB = self._local_chunk(padding_mask, hidden_states.shape[0]).transpose(0, 1)
             padding_mask = routing_ids_SB.transpose(0, 1) <= 0
         if self.recompute_with_routing_ids and self.training and intermediate_tensors is None:
-            if self.config.fp8 or self.config.fp4:
-                return te_checkpoint(
-                    self._forward_with_ids,
-                    False,
-                    tensor_parallel.random.get_cuda_rng_tracker,
-                    self.tp_group,
-                    hidden_states,
-                    routing_ids_SB,
-                    padding_mask,
-                )
-            return tensor_parallel.checkpoint(
-                self._forward_with_ids, False, hidden_states, routing_ids_SB, padding_mask
-            )
+            return checkpoint_moe_forward(self, self._forward_with_ids, hidden_states, routing_ids_SB, padding_mask)
         return self._forward_with_ids(hidden_states, routing_ids_SB, padding_mask, intermediate_tensors)
 
     def _forward_with_ids(self, hidden_states, routing_ids_SB, padding_mask, intermediate_tensors=None):

@@ -10,10 +10,10 @@ softmax scores. Each rank can only differentiate through its own tokens' scores,
 
 with G the data-parallel size. Gradients are averaged over data × context ranks and summed over
 sequence-parallel shards (Megatron does both for the router weight); Megatron's schedules multiply the
-aux-loss gradient by the context-parallel size (``MoEAuxLossAutoScaler.set_loss_scale(loss_scale * cp /
-num_microbatches)``, ``pipeline_parallel/schedules.py:360``), which compensates the context part of the
-averaging, so G = data-parallel size gives exactly ∇L. Megatron's own ``global_aux_loss`` divides local
-probabilities by the global token count without G and is G times too weak (NVIDIA/Megatron-LM#3672).
+aux-loss gradient by the context-parallel size, which compensates the context part of the averaging, so
+G = data-parallel size gives exactly ∇L (``megatron_compat.aux_loss_gradient_averaging_ranks``). Megatron's own
+``global_aux_loss`` divides local probabilities by the global token count without G and is G times too weak
+(NVIDIA/Megatron-LM#3672).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from megatron.core.transformer.moe.moe_utils import (
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 from megatron.core.transformer.moe.router import TopKRouter
 
+from emo_plugin.megatron_compat import aux_loss_gradient_averaging_ranks
 from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.moe.load_balancing import expert_counts, global_load_balancing_loss, local_score_sums
 from emo_plugin.moe.metrics import record_statistics, routing_statistics
@@ -58,7 +59,7 @@ class EmoRouter(TopKRouter):
         return router_gating_linear(input, self.weight, self.bias, dtype)
 
     def reset_global_aux_loss_tracker(self) -> None:
-        """Called by ``finalize_model_grads`` once per optimizer step (lb_scope="global_batch")."""
+        """Called by ``finalize_model_grads`` once per step (see ``megatron_compat.step_reset_load_balancing_type``)."""
         self.lb_accumulated_counts.zero_()
 
     def routing(self, logits: torch.Tensor, padding_mask: torch.Tensor | None = None):
@@ -153,9 +154,7 @@ class EmoRouter(TopKRouter):
         global_counts_R, global_tokens = counts_S[:-1], counts_S[-1]
         coeff = self.config.emo.lb_coeff
         if coeff > 0:
-            # Gradients are averaged over data × context ranks, but Megatron's schedules already multiply the
-            # aux-loss gradient by the context-parallel size (schedules.py:360), so only DP is compensated here.
-            averaging_ranks = self.tp_dp_cp_group.size() // self.tp_cp_group.size()
+            averaging_ranks = aux_loss_gradient_averaging_ranks(self.tp_dp_cp_group.size(), self.tp_cp_group.size())
             loss = global_load_balancing_loss(
                 local_score_sums(scores_TR, valid_T),
                 global_counts_R,

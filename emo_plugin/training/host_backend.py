@@ -26,14 +26,11 @@ from megatron.core.dist_checkpointing.optimizer import (
 )
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
+from emo_plugin.megatron_compat import is_expert_parameter
 from emo_plugin.model.build import build_emo_gpt_model
 from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.training.param_groups import parameter_groups
 from emo_plugin.training.schedule import param_scheduler, set_iteration
-
-
-def _is_expert(param: torch.nn.Parameter) -> bool:
-    return not getattr(param, "allreduce", True)
 
 
 def lm_loss(loss_BS: torch.Tensor, loss_mask_BS: torch.Tensor) -> torch.Tensor:
@@ -124,7 +121,7 @@ class HostBackend:
         for p in self.model.parameters():
             if p.grad is None:
                 continue
-            group = self.expert_dp_group if _is_expert(p) else self.dp_group
+            group = self.expert_dp_group if is_expert_parameter(p) else self.dp_group
             if group.size() > 1:
                 dist.all_reduce(p.grad, group=group)
             p.grad.mul_(scale)
@@ -135,7 +132,7 @@ class HostBackend:
         for p in self.model.parameters():
             if p.grad is not None:
                 sq = p.grad.double().pow(2).sum()
-                if _is_expert(p):
+                if is_expert_parameter(p):
                     expert += sq
                 else:
                     dense += sq

@@ -15,17 +15,16 @@ import torch.distributed.checkpoint as dcp
 from megatron.core.dist_checkpointing.strategies.torch import (
     MCoreSavePlanner,
     TorchDistSaveShardedStrategy,
-    _replace_state_dict_keys_with_sharded_keys,
     mcore_to_pyt_state_dict,
 )
+
+from emo_plugin.megatron_compat import sharded_entries_by_key
 
 
 class HostTorchDistSaveStrategy(TorchDistSaveShardedStrategy):
     def save(self, sharded_state_dict, checkpoint_dir: Path) -> None:
-        sharded_state_dict, _, _ = _replace_state_dict_keys_with_sharded_keys(
-            sharded_state_dict, self.keep_only_main_replica
-        )
-        pyt_state_dict = mcore_to_pyt_state_dict(sharded_state_dict, False)
+        by_key = sharded_entries_by_key(sharded_state_dict, self.keep_only_main_replica)
+        pyt_state_dict = mcore_to_pyt_state_dict(by_key, False)
         dcp.save(
             pyt_state_dict,
             storage_writer=dcp.FileSystemWriter(str(checkpoint_dir), thread_count=1, sync_files=True),

@@ -22,6 +22,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_batch_on_this_cp_rank
 
+from emo_plugin.megatron_compat import sync_overlapped_params, torch_optimizers
 from emo_plugin.model.build import build_emo_gpt_model
 from emo_plugin.training.builders import use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
@@ -202,12 +203,9 @@ class MegatronBackend:
         return loss
 
     def _sync_params(self) -> None:
-        """With overlapped param gather the weights are current only after the next forward's hooks ran: make them
-        current now (Megatron-LM's ``disable_forward_pre_hook`` + ``enable_forward_pre_hook`` around eval/save)."""
+        """Evaluation and saving need current weights, not those of the next forward's overlapped gather."""
         for chunk in self.model:
-            if chunk.use_forward_hook:
-                chunk.disable_forward_pre_hook(param_sync=True)
-                chunk.enable_forward_pre_hook()
+            sync_overlapped_params(chunk)
 
     # -- checkpoint state -----------------------------------------------------------------------------
     def _model_keys(self) -> list[str]:
@@ -225,8 +223,7 @@ class MegatronBackend:
         at its first step (a fresh run's load otherwise fails in ``DistributedOptimizer.state_dict``). Take that
         step with zero gradients, learning rate and weight decay, as Megatron does before its fsdp_dtensor loads:
         no parameter moves, and the load then overwrites the state."""
-        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
-            inner = optimizer.optimizer
+        for inner in torch_optimizers(self.optimizer):
             if inner.state:
                 continue
             saved = [(group["lr"], group["weight_decay"]) for group in inner.param_groups]
@@ -244,8 +241,7 @@ class MegatronBackend:
         group, and the dp_reshardable load then copies the load template's per-parameter count (the step taken
         by ``_materialize_optimizer_state``) back over it. Put the checkpoint's count back, so the bias
         correction of the next step is the uninterrupted run's."""
-        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
-            inner = optimizer.optimizer
+        for inner in torch_optimizers(self.optimizer):
             for group in inner.param_groups:
                 if group.get("step") is None:
                     continue

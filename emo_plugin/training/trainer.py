@@ -39,8 +39,7 @@ def _check_host_expert_parallel(cfg: TrainingConfig, device: str) -> None:
         except (RuntimeError, AssertionError):
             raise ConfigError(
                 f"parallel.expert_model_parallel_size={cfg.parallel.expert_model_parallel_size}: expected 1 on CPU; "
-                "megatron-core 0.19.2 allocates expert-parallel gathers on torch.cuda.current_device() "
-                "(tensor_parallel/mappings.py:145)"
+                "megatron-core allocates expert-parallel gathers on torch.cuda.current_device()"
             ) from None
 
 

@@ -258,9 +258,9 @@ def reduce_gradients_like_megatron(model: torch.nn.Module) -> None:
     """What DDP + ``finalize_model_grads`` do to gradients (megatron/core/distributed):
 
     * every gradient is summed over its data-parallel group (dense: data × context; experts: expert-data)
-      and scaled by 1 / (data × context) (``distributed_data_parallel.py:210-213``);
+      and scaled by 1 / (data × context) (``DistributedDataParallel``'s gradient scaling factor);
     * parameters that see sequence-parallel tokens (``sequence_parallel=True``: norms, router) are summed over
-      the tensor-parallel group (``finalize_model_grads.py:451-462``).
+      the tensor-parallel group (``_allreduce_non_tensor_model_parallel_grads``).
     """
     from megatron.core import parallel_state as ps
 

@@ -47,7 +47,7 @@ def cp_layer_step(layout, full_state=None, full_grads=None):
     batch = get_batch_on_this_cp_rank(batch, is_hybrid_cp=False, cp_group=ps.get_context_parallel_group())
     hidden = batch["hidden"].transpose(0, 1).contiguous().requires_grad_()
     # Megatron's CP convention: each rank's loss share and the aux-loss scale are multiplied by cp
-    # (schedules.py:340,360), gradients are averaged over data × context.
+    # (schedules.forward_step_calc_loss), gradients are averaged over data × context.
     cp = layout.cp
     MoEAuxLossAutoScaler.set_loss_scale(torch.tensor(float(cp)))
     output, _ = layer(hidden, padding_mask=batch["ids"])

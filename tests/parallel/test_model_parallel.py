@@ -1,7 +1,7 @@
 """TP2 + sequence parallel, EP2 and the 4-rank TP2×EP2 mix: a GPTModel step equals the 1-rank step.
 
 Allgather dispatcher only: Megatron's alltoall dispatcher creates a CUDA stream in its constructor
-(``token_dispatcher.py:469``) and cannot be built on CPU.
+(``MoEAlltoAllTokenDispatcher.__init__``) and cannot be built on CPU.
 """
 
 import pytest

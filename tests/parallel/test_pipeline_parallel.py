@@ -1,8 +1,8 @@
 """PP2: two GPTModel stages (one layer each) with activations and their gradients passed by gloo send/recv.
 
-Megatron's pipeline schedules allocate on CUDA (``schedules.py:749``), so the two stages are driven by hand.
-Both stages receive the routing ids; the second stage's layer keeps its global layer number, so it draws
-the same pools and routes exactly like layer 2 of the 1-rank model.
+Megatron's pipeline schedules allocate on CUDA (their ``total_num_tokens`` counter), so the two stages are driven
+by hand. Both stages receive the routing ids; the second stage's layer keeps its global layer number, so it
+draws the same pools and routes exactly like layer 2 of the 1-rank model.
 """
 
 import torch

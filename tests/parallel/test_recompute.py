@@ -1,7 +1,7 @@
 """Recompute: the re-run forward routes with its own micro-batch's ids; gradients equal no recompute.
 
 Single rank; recompute on CPU needs the ``_get/_set_cuda_rng_state`` shims (``CheckpointFunction`` saves the
-CUDA RNG state, ``tensor_parallel/random.py:604``), which the harness applies in its workers.
+CUDA RNG state in ``tensor_parallel.random.CheckpointFunction.forward``), which the harness applies in its workers.
 """
 
 import torch
