@@ -4,8 +4,8 @@ The HF tensors fill a 1-rank host Megatron model, which is saved with ``dist_che
 synchronous host writer) in the trainer's folder layout (``iter_0000000`` + ``latest_checkpointed_iteration
 .txt``); Megatron reshards it on load. When the target expert-parallel size does not divide the routed experts
 (AI2: 127 routed + 1 shared), trailing *inert* experts with zero weights pad the count; the EMO router never
-selects them (``emo.num_inert_experts``) and the exporter drops them again. The common state records the
-architecture (``emo_architecture``) so export needs no separate config.
+selects them (``emo.num_inert_experts``) and the exporter drops them again. The common state holds the model
+record (``emo_plugin.model.record.RECORD_KEY``) so export needs no separate config.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from emo_plugin.convert import hf_names as N
 from emo_plugin.convert import megatron_keys as K
-from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.errors import ConversionError, shape_error
+from emo_plugin.convert.hf_config import record_from_hf_config
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir
+from emo_plugin.model.record import RECORD_KEY, ModelRecord
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
@@ -32,7 +33,7 @@ HF_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.weight")
 
 
-def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
+def read_hf_record(folder: str | Path) -> ModelRecord:
     from emo_plugin.hf import EmoConfig
 
     config_file = Path(folder) / "config.json"
@@ -41,10 +42,10 @@ def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
     values = json.loads(config_file.read_text())
     if values.get("model_type") != "emo":
         raise ConversionError(f"{config_file}: model_type is {values.get('model_type')!r}, expected 'emo'")
-    return EmoArchitecture.from_hf_config(EmoConfig.from_dict(values))
+    return record_from_hf_config(EmoConfig.from_dict(values))
 
 
-def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
+def check_layer_count(hf: HfWeights, arch: ModelRecord) -> None:
     """The weights must hold exactly the config's layers: a shorter config would silently drop layers."""
     found = {int(m.group(1)) for m in map(HF_LAYER.match, hf.names()) if m}
     if found != set(range(arch.num_layers)):
@@ -58,11 +59,11 @@ def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
 class _HfToMegatron:
     """The value of each host-model parameter, computed from the HF tensors (with their shapes checked)."""
 
-    def __init__(self, hf: HfWeights, arch: EmoArchitecture):
+    def __init__(self, hf: HfWeights, arch: ModelRecord):
         self.hf, self.arch = hf, arch
         a = arch
         self.H, self.F = a.hidden_size, a.moe_ffn_hidden_size
-        self.R, self.S = a.num_routed_experts, a.num_shared_experts
+        self.R, self.S = a.num_selectable_experts, a.num_shared_experts
 
     def expert(self, i: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(fc1, fc2) of HF expert slot e of layer i."""
@@ -111,7 +112,7 @@ class _HfToMegatron:
         raise ConversionError(f"no HF source for Megatron parameter {name!r}")
 
 
-def fill_host_model(model, hf: HfWeights, arch: EmoArchitecture, progress: bool = True) -> None:
+def fill_host_model(model, hf: HfWeights, arch: ModelRecord, progress: bool = True) -> None:
     source = _HfToMegatron(hf, arch)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -134,13 +135,13 @@ def import_from_hf(
     from emo_plugin.training import checkpoint
     from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
 
-    arch = read_hf_architecture(hf_folder).with_inert_padding(target_expert_parallel_size)
+    arch = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)
     check_layer_count(hf, arch)
     model = build_host_model(arch, params_dtype=DTYPES[dtype])
     fill_host_model(model, hf, arch, progress)
     with atomic_output_dir(output, force, inputs=(hf_folder,)) as folder:
-        state = {"model": model.sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict(), "iteration": 0}
+        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict(), "iteration": 0}
         path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
         if (Path(hf_folder) / "tokenizer.model").is_file():
             shutil.copyfile(Path(hf_folder) / "tokenizer.model", folder / "tokenizer.model")
@@ -148,6 +149,6 @@ def import_from_hf(
         "source": str(hf_folder),
         "output": str(output),
         "iteration_dir": str(Path(output) / path.name),
-        "architecture": arch.to_dict(),
+        "model": arch.to_dict(),
         "inert_experts": arch.num_inert_experts,
     }

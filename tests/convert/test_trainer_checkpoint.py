@@ -25,8 +25,8 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
     checkpoint.save(tmp_path / "run", 4, state, backend.save_strategy)
 
     summary = export_to_hf(tmp_path / "run", tmp_path / "hf", dtype="fp32", progress=False)
-    arch = summary["architecture"]
-    assert (arch["hidden_size"], arch["num_routed_experts"], arch["num_inert_experts"]) == (64, 6, 2)
+    record = summary["model"]
+    assert (record["hidden_size"], record["num_moe_experts"], record["num_inert_experts"]) == (64, 8, 2)
     assert summary["tokenizer"] == "examples/data/tokenizer.model"
     # The run's settings reach config.json and the model card.
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["router_aux_loss_coef"] == 0.07
