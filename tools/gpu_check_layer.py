@@ -108,7 +108,7 @@ def layer_check(dry_run: bool) -> dict:
 
     from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training.builders import build_transformer_config, resolved_record
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.training.packed_sequences import (
         ThdPacking,
         cp_partition_index,

@@ -132,8 +132,8 @@ def import_from_hf(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
     arch = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emo-pretrain: config error: {error}", file=sys.stderr)
         return 2
     from emo_plugin.data.errors import DataError
-    from emo_plugin.training.checkpoint import CheckpointError
+    from emo_plugin.checkpoint import CheckpointError
     from emo_plugin.training.trainer import NonFiniteLossError, run
 
     try:

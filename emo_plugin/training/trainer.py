@@ -16,8 +16,9 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
+from emo_plugin import checkpoint
 from emo_plugin.model.record import RECORD_KEY
+from emo_plugin.training import architecture_check, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_record
 from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices

@@ -30,8 +30,8 @@ def random_model(arch: ModelRecord = TINY, **kwargs):
 
 def save_under_layout(layout, root: str, full_state: dict) -> None:
     """Rank worker: build the model for ``layout``, load the 1-rank weights, save a dist checkpoint."""
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from tests.parallel.harness import build_gpt, emo_config, load_from_single_rank
 
     model = build_gpt(emo_config(layout), seq_len=16)

@@ -9,7 +9,7 @@ from emo_plugin.convert import export_to_hf
 
 def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig, to_dict
     from emo_plugin.training.host_backend import HostBackend

@@ -142,7 +142,7 @@ print(json.dumps({"model": summary["model"], "loaded": loaded}))
 def test_trainer_checkpoint_holds_the_record_and_exports_without_training_code(tmp_path):
     from emo_plugin.data.preprocess import preprocess_jsonl
     from emo_plugin.data.tokenizer import EmoTokenizer
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from tests.training.conftest import base_args, env, run_cli
 
     tokenizer = REPO / "examples/data/tokenizer.model"
@@ -165,3 +165,14 @@ def test_trainer_checkpoint_holds_the_record_and_exports_without_training_code(t
     assert result == {"model": expected.to_dict(), "loaded": []}
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert (config["eos_token_id"], config["pad_token_id"], config["emo_routing"]["pool_eval"]) == (sp.eod, sp.pad, 3)
+
+
+def test_conversion_modules_import_nothing_of_training_or_data():
+    code = (
+        "import importlib, pkgutil, sys, emo_plugin.convert as c\n"
+        "for m in pkgutil.iter_modules(c.__path__): importlib.import_module(f'emo_plugin.convert.{m.name}')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('emo_plugin.training', 'emo_plugin.data'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
