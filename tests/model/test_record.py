@@ -176,3 +176,16 @@ def test_conversion_modules_import_nothing_of_training_or_data():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_training_builds_the_rotary_base_of_its_record(megatron_single_rank):
+    from emo_plugin.training.builders import build_transformer_config
+    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.training.host_backend import HostBackend
+
+    cfg = TrainingConfig()
+    cfg.model.rotary_base = 10_000
+    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+    head_dim = SIZES["tiny"].head_dim
+    expected = 1.0 / 10_000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    torch.testing.assert_close(backend.model.rotary_pos_emb.inv_freq, expected)
