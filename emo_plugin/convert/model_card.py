@@ -26,7 +26,7 @@ def training_settings(run: dict, record: ModelRecord) -> dict:
     steps, batch = _recorded(run, "schedule.train_iters"), _recorded(run, "batch.global_batch_size")
     tokens = f"{steps * batch * record.seq_length:,}" if isinstance(steps, int) and isinstance(batch, int) \
         else "not recorded"
-    paths = run.get("data", {}).get("paths") or []
+    paths = (run.get("data") or {}).get("paths") or []
     corpus = _recorded(run, "data.corpus")
     return {
         "training data": ", ".join(map(str, paths)) or corpus,

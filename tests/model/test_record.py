@@ -103,7 +103,8 @@ def test_missing_fields_are_named_and_numbers_may_be_text():
 
 
 def test_sizes_with_overrides_and_run_configs():
-    assert sized_record("tiny", {"num_layers": 3, "pool_eval": None}) == dataclasses.replace(SIZES["tiny"], num_layers=3)
+    three_layers = dataclasses.replace(SIZES["tiny"], num_layers=3)
+    assert sized_record("tiny", {"num_layers": 3, "pool_eval": None}) == three_layers
     with pytest.raises(EmoConfigError, match=r"model\.size='huge'"):
         sized_record("huge", {})
     with pytest.raises(EmoConfigError, match=r"\['layers'\]"):
