@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from emo_plugin.moe.config import EmoConfigError
-from emo_plugin.model.record import ModelRecord
 from emo_plugin.model.sizes import SIZES
 from emo_plugin.moe.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
@@ -230,10 +229,10 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     samples = (sch.train_iters + cfg.eval.iters * evaluations) * b.global_batch_size
     problems = memory_problems(resolved_record(cfg), vocab, b.micro_batch_size, samples,
                                d.intra_document_attention, shards, physical_memory_bytes())
-    shape_fields = {f.name for f in dataclasses.fields(ModelRecord)}
+    named = SIZES[m.size].to_dict()  # the record fields this run sets to other values than its named size's
     overrides = [f"{s}.{f.name}={getattr(getattr(cfg, s), f.name)}" for s in ("model", "emo")
                  for f in dataclasses.fields(getattr(cfg, s))
-                 if f.name in shape_fields and getattr(getattr(cfg, s), f.name) is not None]
+                 if f.name in named and getattr(getattr(cfg, s), f.name) not in (None, named[f.name])]
     for key, message in problems if device == "cpu" else [p for p in problems if p[0].startswith("schedule")]:
         key = f"model.size={m.size!r}{''.join(', ' + o for o in overrides)}" if key == "model" else key
         raise ConfigError(f"{key}: {message}")
