@@ -1,16 +1,11 @@
 """Shared fixtures: a one-rank gloo process group with Megatron's parallel state, for in-process tests."""
 
 import os
-import socket
 
 import pytest
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from emo_plugin.free_port import free_port
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +14,7 @@ def megatron_single_rank():
 
     if not torch.distributed.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ["MASTER_PORT"] = str(_free_port())
+        os.environ["MASTER_PORT"] = str(free_port())
         torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(1, 1)

@@ -28,6 +28,7 @@ def tiny_config(**overrides) -> EmoTransformerConfig:
         moe_token_dispatcher_type="allgather",
     )
     kwargs.update(overrides)
-    emo_kwargs = dict(pool_min=2, pool_max=8, pool_eval=4, num_shared_experts=1, max_documents_per_sequence=16)
+    emo_kwargs = dict(pool_min=2, pool_max=8, pool_eval=4, num_shared_experts=1, lb_coeff=0.1, z_loss_coeff=0.001,
+                      max_documents_per_sequence=16)
     emo_kwargs.update(emo)
     return EmoTransformerConfig(**kwargs, emo=EmoRouterConfig(**emo_kwargs))

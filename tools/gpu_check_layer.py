@@ -101,8 +101,8 @@ def layer_check(dry_run: bool) -> dict:
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training.builders import build_transformer_config, resolved_size
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.training.builders import build_transformer_config, resolved_record
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.training.packed_sequences import (
         ThdPacking,
         cp_partition_index,
@@ -124,7 +124,7 @@ def layer_check(dry_run: bool) -> dict:
     models = {}
     for impl in ("transformer_engine", "local"):
         cfg = _config(dry_run, impl)
-        size = resolved_size(cfg)
+        size = resolved_record(cfg)
         config = build_transformer_config(cfg, device)
         model = build_emo_gpt_model(config, vocab_size=size.vocab_size, max_sequence_length=size.seq_length,
                                     use_transformer_engine=impl == "transformer_engine" and not dry_run,
@@ -141,7 +141,7 @@ def layer_check(dry_run: bool) -> dict:
     if sum(t.numel() for t in te_params.values()) != local_params:
         raise RuntimeError("TE and local models have different parameter counts")
 
-    size = resolved_size(_config(dry_run, "local"))
+    size = resolved_record(_config(dry_run, "local"))
     batch = _micro_batch(2, size.seq_length, size.vocab_size, device)
     causal = {k: v for k, v in batch.items() if k != "attention_mask"}
     causal["position_ids"] = torch.arange(size.seq_length).expand_as(batch["tokens"])

@@ -68,27 +68,24 @@ def build_layers(args, device: str):
     from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
+    from emo_plugin.model.megatron_config import transformer_config
+    from emo_plugin.model.sizes import SIZES
     from emo_plugin.moe.router import EmoRouter
     from emo_plugin.moe.spec import with_emo_moe_layer
 
     use_te = device == "cuda" and not args.no_te
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    common = dict(
-        num_layers=1, hidden_size=args.hidden, num_attention_heads=16, ffn_hidden_size=4 * args.hidden,
-        num_moe_experts=args.experts, moe_router_topk=args.topk, moe_ffn_hidden_size=args.ffn,
-        gated_linear_unit=True, activation_func=torch.nn.functional.silu, add_bias_linear=False,
-        normalization="RMSNorm", params_dtype=dtype, bf16=args.bf16, moe_router_dtype="fp32",
-        moe_token_dispatcher_type=args.dispatcher or ("alltoall" if device == "cuda" else "allgather"),
-        moe_grouped_gemm=use_te, use_cpu_initialization=device == "cpu", hidden_dropout=0.0,
-        moe_shared_expert_intermediate_size=args.shared * args.ffn or None,
+    # One layer of emo_1b14b with the command line's shape; stock and EMO then share every Megatron field.
+    record = dataclasses.replace(
+        SIZES["emo_1b14b"], num_layers=1, hidden_size=args.hidden, num_moe_experts=args.experts,
+        moe_router_topk=args.topk, moe_ffn_hidden_size=args.ffn, num_shared_experts=args.shared, seq_length=args.seq,
+        pool_min=args.pool_min, pool_max=args.pool_max, lb_coeff=0.01,
+        max_documents_per_sequence=max(64, 4 * args.seq // args.mean_doc_len),
     )
-    emo_cfg = EmoTransformerConfig(
-        **common,
-        emo=EmoRouterConfig(
-            pool_min=args.pool_min, pool_max=args.pool_max, num_shared_experts=args.shared, lb_coeff=0.01,
-            z_loss_coeff=0.001, max_documents_per_sequence=max(64, 4 * args.seq // args.mean_doc_len),
-        ),
+    emo_cfg = transformer_config(
+        record, params_dtype=dtype, bf16=args.bf16,
+        moe_token_dispatcher_type=args.dispatcher or ("alltoall" if device == "cuda" else "allgather"),
+        moe_grouped_gemm=use_te, use_cpu_initialization=device == "cpu",
     )
     stock_fields = {f.name: getattr(emo_cfg, f.name) for f in dataclasses.fields(TransformerConfig) if f.init}
     stock_cfg = TransformerConfig(

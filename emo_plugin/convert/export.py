@@ -14,18 +14,19 @@ import torch
 from tqdm import tqdm
 
 from emo_plugin.convert import weight_map
-from emo_plugin.convert.architecture import EmoArchitecture
-from emo_plugin.convert.checkpoint_config import architecture_of
+from emo_plugin.convert.checkpoint_config import record_of
 from emo_plugin.convert.dist_reader import DistCheckpointReader
+from emo_plugin.convert.hf_config import hf_config_kwargs
 from emo_plugin.convert.hf_files import copy_modeling_code, write_config
-from emo_plugin.convert.model_card import resolved_run, training_settings, write_model_card
+from emo_plugin.convert.model_card import training_settings, write_model_card
 from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
 from emo_plugin.convert.tokenizer_export import write_tokenizer
 from emo_plugin.dtypes import DTYPES
+from emo_plugin.model.record import ModelRecord
 
 
-def hf_tensors(reader: DistCheckpointReader, arch: EmoArchitecture) -> Iterator[tuple[str, torch.Tensor]]:
+def hf_tensors(reader: DistCheckpointReader, arch: ModelRecord) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) pairs in weight-map order, each unit's slice read on demand (inert experts skipped)."""
     for unit in weight_map.units(arch):
         if unit.hf_names:
@@ -41,7 +42,7 @@ def _tokenizer_next_to(iteration_dir: Path) -> Path | None:
     return None
 
 
-def tensor_count(arch: EmoArchitecture) -> int:
+def tensor_count(arch: ModelRecord) -> int:
     return sum(len(unit.hf_names) for unit in weight_map.units(arch))
 
 
@@ -57,16 +58,15 @@ def export_to_hf(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write the HF folder; returns a summary (architecture, bytes, parameters, shards)."""
+    """Write the HF folder; returns a summary (model record, bytes, parameters, shards)."""
     reader = DistCheckpointReader(checkpoint, key_prefix)
-    arch, stored_tokenizer = architecture_of(reader, model_config)
+    arch, stored_tokenizer = record_of(reader, model_config)
     tokenizer = tokenizer or stored_tokenizer or _tokenizer_next_to(reader.path)
     torch_dtype = DTYPES[dtype]
     from emo_plugin.hf import EmoConfig
 
-    run = resolved_run(reader.common_state().get("config"))
-    recorded = {} if run is None else {"router_aux_loss_coef": run[1].lb_coeff}
-    config = EmoConfig(**arch.hf_config_kwargs(), **recorded)
+    run = reader.common_state().get("config")
+    config = EmoConfig(**hf_config_kwargs(arch))
     with atomic_output_dir(output, force, inputs=(checkpoint, tokenizer, model_config)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(
@@ -78,12 +78,12 @@ def export_to_hf(
         copy_modeling_code(folder)
         if tokenizer:
             write_tokenizer(tokenizer, folder)
-        training = None if run is None else training_settings(*run)
+        training = training_settings(run, arch) if isinstance(run, dict) else None
         write_model_card(folder, values, training, index["metadata"]["total_parameters"], bool(tokenizer))
     return {
         "source": str(reader.path),
         "output": str(output),
-        "architecture": arch.to_dict(),
+        "model": arch.to_dict(),
         "bytes": index["metadata"]["total_size"],
         "parameters": index["metadata"]["total_parameters"],
         "shards": len(set(index["weight_map"].values())),

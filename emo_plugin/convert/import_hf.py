@@ -4,8 +4,8 @@ The HF tensors fill a 1-rank host Megatron model, which is saved with ``dist_che
 synchronous host writer) in the trainer's folder layout (``iter_0000000`` + ``latest_checkpointed_iteration
 .txt``); Megatron reshards it on load. When the target expert-parallel size does not divide the routed experts
 (AI2: 127 routed + 1 shared), trailing *inert* experts with zero weights pad the count; the EMO router never
-selects them (``emo.num_inert_experts``) and the exporter drops them again. The common state records the
-architecture (``emo_architecture``) so export needs no separate config.
+selects them (``emo.num_inert_experts``) and the exporter drops them again. The common state holds the model
+record (``emo_plugin.model.record.RECORD_KEY``) so export needs no separate config.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ import torch
 from tqdm import tqdm
 
 from emo_plugin.convert import weight_map
-from emo_plugin.convert.architecture import EmoArchitecture
-from emo_plugin.errors import ConversionError, shape_error
+from emo_plugin.convert.hf_config import record_from_hf_config
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.megatron_host import build_host_model
 from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.dtypes import DTYPES
+from emo_plugin.errors import ConversionError, shape_error
+from emo_plugin.model.record import RECORD_KEY, ModelRecord
 
 
 
-def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
+def read_hf_record(folder: str | Path) -> ModelRecord:
     from emo_plugin.hf import EmoConfig
 
     config_file = Path(folder) / "config.json"
@@ -37,10 +38,10 @@ def read_hf_architecture(folder: str | Path) -> EmoArchitecture:
     values = json.loads(config_file.read_text())
     if values.get("model_type") != "emo":
         raise ConversionError(f"{config_file}: model_type is {values.get('model_type')!r}, expected 'emo'")
-    return EmoArchitecture.from_hf_config(EmoConfig.from_dict(values))
+    return record_from_hf_config(EmoConfig.from_dict(values))
 
 
-def check_layer_count(hf: HfWeights, arch: EmoArchitecture) -> None:
+def check_layer_count(hf: HfWeights, arch: ModelRecord) -> None:
     """The weights must hold exactly the config's layers: a shorter config would silently drop layers."""
     found = {weight_map.hf_layer_of(name) for name in hf.names()} - {None}
     if found != set(range(arch.num_layers)):
@@ -66,7 +67,7 @@ def host_slices(model) -> Iterator[tuple[str, str, tuple[int, ...], torch.Tensor
         yield name, entry.key, tuple(placed.global_offset[: placed.prepend_axis_num]), entry.data
 
 
-def fill_host_model(model, hf: HfWeights, arch: EmoArchitecture, progress: bool = True) -> None:
+def fill_host_model(model, hf: HfWeights, arch: ModelRecord, progress: bool = True) -> None:
     """Every host-model slice from its HF tensors (shapes checked), inert experts with zeros."""
     units = {(unit.row.megatron, unit.index): unit for unit in weight_map.units(arch)}
     slices = list(host_slices(model))
@@ -94,16 +95,16 @@ def import_from_hf(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
-    arch = read_hf_architecture(hf_folder).with_inert_padding(target_expert_parallel_size)
+    arch = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)
     check_layer_count(hf, arch)
     model = build_host_model(arch, params_dtype=DTYPES[dtype])
     fill_host_model(model, hf, arch, progress)
     with atomic_output_dir(output, force, inputs=(hf_folder,)) as folder:
-        state = {"model": model.sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict(), "iteration": 0}
+        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict(), "iteration": 0}
         path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
         if (Path(hf_folder) / "tokenizer.model").is_file():
             shutil.copyfile(Path(hf_folder) / "tokenizer.model", folder / "tokenizer.model")
@@ -111,6 +112,6 @@ def import_from_hf(
         "source": str(hf_folder),
         "output": str(output),
         "iteration_dir": str(Path(output) / path.name),
-        "architecture": arch.to_dict(),
+        "model": arch.to_dict(),
         "inert_experts": arch.num_inert_experts,
     }

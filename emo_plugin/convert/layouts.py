@@ -60,12 +60,12 @@ def _merge_columns(tensors: Tensors, arch, slots: int) -> torch.Tensor:
 
 
 def _router_to_gate(router: torch.Tensor, arch, slots: int) -> Tensors:
-    routed = router[: arch.num_routed_experts]
+    routed = router[: arch.num_selectable_experts]
     return [torch.cat([routed, routed.new_zeros(arch.num_shared_experts, arch.hidden_size)])]
 
 
 def _gate_to_router(tensors: Tensors, arch, slots: int) -> torch.Tensor:
-    routed = tensors[0][: arch.num_routed_experts]
+    routed = tensors[0][: arch.num_selectable_experts]
     return torch.cat([routed, routed.new_zeros(arch.num_inert_experts, arch.hidden_size)])
 
 

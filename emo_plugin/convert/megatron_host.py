@@ -6,11 +6,14 @@ Megatron expects: ``dist_checkpointing`` then reshards it for any TP/EP/PP on lo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 
 from emo_plugin.free_port import free_port
+from emo_plugin.model.megatron_config import transformer_config
+from emo_plugin.model.record import ModelRecord
 
 def ensure_single_rank_megatron() -> None:
     """A world-size-1 gloo group and Megatron parallel state (1, 1), unless the caller already has them."""
@@ -24,16 +27,26 @@ def ensure_single_rank_megatron() -> None:
         parallel_state.initialize_model_parallel(1, 1)
 
 
-def build_host_model(arch, *, params_dtype=torch.float32, pool_eval: int | None = None):
+def build_host_model(record: ModelRecord, *, params_dtype=torch.float32, pool_eval: int | None = None):
+    """The model of ``record`` on the host (fp32 unless asked, CPU init, allgather dispatcher).
+
+    ``pool_eval`` defaults to "unrestricted" (all router rows), the routing of the HF model.
+    """
     from emo_plugin.model.build import build_emo_gpt_model
 
     ensure_single_rank_megatron()
-    config = arch.transformer_config(params_dtype=params_dtype, pool_eval=pool_eval)
+    config = transformer_config(
+        dataclasses.replace(record, pool_eval=pool_eval or record.num_moe_experts),
+        use_cpu_initialization=True,
+        params_dtype=params_dtype,
+        bf16=params_dtype == torch.bfloat16,
+        moe_token_dispatcher_type="allgather",
+    )
     return build_emo_gpt_model(
         config,
-        vocab_size=arch.vocab_size,
-        max_sequence_length=arch.max_position_embeddings,
+        vocab_size=record.vocab_size,
+        max_sequence_length=record.seq_length,
         use_transformer_engine=False,
         host_execution=True,
-        rotary_base=arch.rotary_base,
+        rotary_base=record.rotary_base,
     )

@@ -24,7 +24,7 @@ SHARED_FC2 = "decoder.layers.mlp.shared_experts.linear_fc2.weight"
 
 def global_shapes(arch) -> dict[str, tuple[int, ...]]:
     L, H, F, V = arch.num_layers, arch.hidden_size, arch.moe_ffn_hidden_size, arch.vocab_size
-    E, S = arch.megatron_experts, arch.num_shared_experts
+    E, S = arch.num_moe_experts, arch.num_shared_experts
     qkv_rows = (arch.num_attention_heads + 2 * arch.num_query_groups) * arch.head_dim
     shapes = {
         EMBEDDING: (V, H),

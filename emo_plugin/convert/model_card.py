@@ -2,49 +2,53 @@
 
 YAML metadata first (library, pipeline, tags), then what the model is, how to load it, how expert subsets and
 the optional EMO inference pool work, and the training data and settings. Everything specific comes from the
-written config.json and from the training config the trainer stores in the checkpoint; a setting that the
-checkpoint does not record is said to be unknown rather than guessed.
+written config.json, the checkpoint's model record and the training config the trainer stores in the checkpoint;
+a setting that the checkpoint does not record is said to be unknown rather than guessed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-
-def resolved_run(values: dict | None):
-    """(TrainingConfig, resolved ModelSize) of the training config stored in a checkpoint, or None if absent."""
-    if not isinstance(values, dict):
-        return None
-    from emo_plugin.training.builders import resolved_size
-    from emo_plugin.training.config import TrainingConfig, apply_mapping
-
-    cfg = TrainingConfig()
-    apply_mapping(cfg, values, "training config stored in the checkpoint")
-    return cfg, resolved_size(cfg)
+from emo_plugin.model.record import ModelRecord
 
 
-def training_settings(cfg, size) -> dict:
-    """The run's data and settings as shown in the card, resolved as the trainer resolves them."""
-    tokens = cfg.schedule.train_iters * cfg.batch.global_batch_size * size.seq_length
+def _recorded(run: dict, key: str):
+    """``section.field`` of the stored run config, or "not recorded" (a checkpoint of an older version)."""
+    section, name = key.split(".")
+    value = (run.get(section) or {}).get(name)
+    return "not recorded" if value is None else value
+
+
+def training_settings(run: dict, record: ModelRecord) -> dict:
+    """The run's data and settings as shown in the card: the stored run config (the plain mapping the trainer
+    writes) for how it trained, the model record for the sequence length and the EMO recipe."""
+    steps, batch = _recorded(run, "schedule.train_iters"), _recorded(run, "batch.global_batch_size")
+    tokens = f"{steps * batch * record.seq_length:,}" if isinstance(steps, int) and isinstance(batch, int) \
+        else "not recorded"
+    paths = (run.get("data") or {}).get("paths") or []
+    corpus = _recorded(run, "data.corpus")
     return {
-        "training data": ", ".join(map(str, cfg.data.paths)) or cfg.data.corpus or "not recorded",
-        "train/valid/test split": cfg.data.split,
-        "tokenizer": cfg.data.tokenizer_model or "not recorded",
-        "model size (emo_plugin.model.sizes)": cfg.model.size,
-        "sequence length": size.seq_length,
-        "optimizer steps": cfg.schedule.train_iters,
-        "global batch (sequences)": cfg.batch.global_batch_size,
-        "tokens seen": f"{tokens:,}",
-        "learning rate": f"{cfg.optimizer.lr} peak, {cfg.optimizer.min_lr} final, {cfg.schedule.lr_decay_style} decay, "
-        f"{cfg.schedule.lr_warmup_iters} warm-up steps",
-        "weight decay / grad clip": f"{cfg.optimizer.weight_decay} / {cfg.optimizer.clip_grad}",
-        "precision": cfg.precision.dtype,
-        "EMO pool size in training": f"drawn per document from [{size.pool_min}, {size.pool_max}]",
-        "EMO pool size in evaluation": size.pool_eval,
-        "load-balancing coefficient": f"{size.lb_coeff} ({cfg.emo.lb_scope})",
-        "router z-loss coefficient": size.z_loss_coeff,
-        "intra-document attention": cfg.data.intra_document_attention,
-        "seed": cfg.seed,
+        "training data": ", ".join(map(str, paths)) or corpus,
+        "train/valid/test split": _recorded(run, "data.split"),
+        "tokenizer": _recorded(run, "data.tokenizer_model"),
+        "model size (emo_plugin.model.sizes)": _recorded(run, "model.size"),
+        "sequence length": record.seq_length,
+        "optimizer steps": steps,
+        "global batch (sequences)": batch,
+        "tokens seen": tokens,
+        "learning rate": f"{_recorded(run, 'optimizer.lr')} peak, {_recorded(run, 'optimizer.min_lr')} final, "
+        f"{_recorded(run, 'schedule.lr_decay_style')} decay, "
+        f"{_recorded(run, 'schedule.lr_warmup_iters')} warm-up steps",
+        "weight decay / grad clip": f"{_recorded(run, 'optimizer.weight_decay')} / "
+        f"{_recorded(run, 'optimizer.clip_grad')}",
+        "precision": _recorded(run, "precision.dtype"),
+        "EMO pool size in training": f"drawn per document from [{record.pool_min}, {record.pool_max}]",
+        "EMO pool size in evaluation": record.pool_eval,
+        "load-balancing coefficient": f"{record.lb_coeff} ({_recorded(run, 'emo.lb_scope')})",
+        "router z-loss coefficient": record.z_loss_coeff,
+        "intra-document attention": _recorded(run, "data.intra_document_attention"),
+        "seed": run.get("seed", "not recorded"),
     }
 
 

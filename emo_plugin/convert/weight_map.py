@@ -102,7 +102,7 @@ def _attention_out(a):
 
 
 def _gate(a):
-    return (a.num_routed_experts + a.num_shared_experts, a.hidden_size)
+    return (a.num_selectable_experts + a.num_shared_experts, a.hidden_size)
 
 
 def _expert_in(a):
@@ -154,11 +154,11 @@ def _unit(row: Row, arch, index: tuple[int, ...], slots: list[dict]) -> Unit:
 def units(arch) -> Iterator[Unit]:
     """Every unit of the architecture, in the order export writes them: embedding, then per layer its
     attention and router, expert by expert, the shared experts; final norm and output last."""
-    R, S = arch.num_routed_experts, arch.num_shared_experts
+    R, S = arch.num_selectable_experts, arch.num_shared_experts
     yield _unit(EMBEDDING, arch, (), [{}])
     for i in range(arch.num_layers):
         yield from (_unit(row, arch, (i,), [{"layer": i}]) for row in LAYER_ROWS)
-        for e in range(arch.megatron_experts):
+        for e in range(arch.num_moe_experts):
             slot = [{"layer": i, "expert": e}] if e < R else []
             yield from (_unit(row, arch, (i, e), slot) for row in EXPERT_ROWS)
         if S:

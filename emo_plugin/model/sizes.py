@@ -1,80 +1,20 @@
-"""Named model sizes (torchtitan style): one frozen record per shape, nothing else.
+"""Named model sizes (torchtitan style): one ``ModelRecord`` per name, nothing else.
 
-A size fixes the architecture and the EMO routing defaults. Training configs pick one by name
-(``model.size``) and may override single fields; ``emo_plugin.training.builders`` turns the result into an
-``EmoTransformerConfig``. Expert counts follow Megatron's convention: ``num_moe_experts`` counts *routed*
-experts only (shared experts run as Megatron's shared-expert module), ``moe_router_topk`` counts routed
-experts per token (the paper's k − S).
+Training configs pick one by name (``model.size``) and may override single fields
+(``emo_plugin.model.run_config``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from typing import Any, Mapping
 
-import torch
+from emo_plugin.model.record import ModelRecord, typed_value
+from emo_plugin.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class ModelSize:
-    num_layers: int
-    hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    num_moe_experts: int
-    moe_router_topk: int
-    moe_ffn_hidden_size: int
-    vocab_size: int
-    seq_length: int
-    rotary_base: int = 500_000
-    norm_epsilon: float = 1e-6
-    qk_layernorm: bool = False
-    num_shared_experts: int = 1
-    pool_min: int = 8
-    pool_max: int = 128
-    pool_eval: int = 32
-    lb_coeff: float = 0.1
-    z_loss_coeff: float = 0.001
-    max_documents_per_sequence: int = 256
-
-    def transformer_kwargs(self) -> dict:
-        """Megatron ``TransformerConfig`` fields fixed by the shape (parallelism/precision come from elsewhere)."""
-        return dict(
-            num_layers=self.num_layers,
-            hidden_size=self.hidden_size,
-            num_attention_heads=self.num_attention_heads,
-            num_query_groups=self.num_query_groups,
-            ffn_hidden_size=self.moe_ffn_hidden_size,
-            num_moe_experts=self.num_moe_experts,
-            moe_router_topk=self.moe_router_topk,
-            moe_ffn_hidden_size=self.moe_ffn_hidden_size,
-            normalization="RMSNorm",
-            layernorm_epsilon=self.norm_epsilon,
-            qk_layernorm=self.qk_layernorm,
-            gated_linear_unit=True,  # SwiGLU experts
-            activation_func=torch.nn.functional.silu,
-            add_bias_linear=False,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            moe_router_dtype="fp32",
-        )
-
-    def emo_kwargs(self) -> dict:
-        """``EmoRouterConfig`` fields fixed by the recipe."""
-        return dict(
-            pool_min=self.pool_min,
-            pool_max=self.pool_max,
-            pool_eval=self.pool_eval,
-            num_shared_experts=self.num_shared_experts,
-            lb_coeff=self.lb_coeff,
-            z_loss_coeff=self.z_loss_coeff,
-            max_documents_per_sequence=self.max_documents_per_sequence,
-        )
-
-
-_EMO_1B14B = ModelSize(
-    # AI2's EMO-1B/14B (docs/method.md §11): OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared,
-    # k = 8 incl. the shared expert, MHA, RMSNorm 1e-6, no QK norm, RoPE θ 500k, vocab 100352 (padded).
+_EMO_1B14B = ModelRecord(
+    # AI2's EMO-1B/14B: OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared, k = 8 incl. the shared
+    # expert, MHA, RMSNorm 1e-6, no QK norm, RoPE θ 500k, vocab 100352 (padded).
     num_layers=16,
     hidden_size=2048,
     num_attention_heads=16,
@@ -89,9 +29,9 @@ _EMO_1B14B = ModelSize(
     pool_eval=32,
 )
 
-SIZES: dict[str, ModelSize] = {
+SIZES: dict[str, ModelRecord] = {
     # CPU / CI: trains in minutes on two cores.
-    "tiny": ModelSize(
+    "tiny": ModelRecord(
         num_layers=2,
         hidden_size=64,
         num_attention_heads=4,
@@ -107,7 +47,7 @@ SIZES: dict[str, ModelSize] = {
         max_documents_per_sequence=64,
     ),
     # One-GPU smoke test of the GPU path (TE, grouped GEMM, alltoall).
-    "small": ModelSize(
+    "small": ModelRecord(
         num_layers=8,
         hidden_size=512,
         num_attention_heads=8,
@@ -127,8 +67,13 @@ SIZES: dict[str, ModelSize] = {
 }
 
 
-def get_model_size(name: str) -> ModelSize:
-    try:
-        return SIZES[name]
-    except KeyError:
-        raise KeyError(f"unknown model size {name!r}; known sizes: {', '.join(SIZES)}") from None
+def sized_record(size: str, overrides: Mapping[str, Any], source: str = "model record") -> ModelRecord:
+    """The named size with single fields overridden (``None`` values keep the size's)."""
+    if size not in SIZES:
+        raise ConfigError(f"{source}: model.size={size!r}: unknown model size; known sizes: {', '.join(SIZES)}")
+    base = SIZES[size]
+    unknown = sorted(set(overrides) - set(base.to_dict()))
+    if unknown:
+        raise ConfigError(f"{source}: unknown model record field(s) {unknown}; known: {sorted(base.to_dict())}")
+    changes = {name: typed_value(name, value, source) for name, value in overrides.items() if value is not None}
+    return dataclasses.replace(base, **changes)

@@ -15,7 +15,7 @@ run as Megatron's shared-expert module and are *not* counted); ``moe_router_topk
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from megatron.core.transformer.transformer_config import TransformerConfig
@@ -28,29 +28,30 @@ LoadBalancingScope = Literal["micro_batch", "global_batch"]
 
 @dataclass(kw_only=True)
 class EmoRouterConfig:
-    """EMO document-pool routing. Defaults are those of AI2's released EMO-1B/14B (docs/method.md §11)."""
+    """EMO document-pool routing. The recipe fields have no defaults: they come from a model record
+    (``emo_plugin.model.megatron_config.transformer_config``), whose named sizes are the only defaults."""
 
-    pool_min: int = 8
+    pool_min: int
     """Smallest per-document expert pool drawn in training (routed experts). Must be ≥ moe_router_topk."""
-    pool_max: int = 128
+    pool_max: int
     """Largest pool drawn in training; a pool ≥ the number of routed experts means 'unrestricted'."""
-    pool_eval: int = 32
+    pool_eval: int
     """Fixed pool size in evaluation (``model.eval()``)."""
-    num_shared_experts: int = 1
+    num_shared_experts: int
     """Always-active experts with gate weight 1, run as Megatron's shared-expert module."""
+    lb_coeff: float
+    """Coefficient of the global (data-parallel) Switch load-balancing loss."""
+    z_loss_coeff: float
+    """Coefficient of the router z-loss on the pool-masked logits (0 disables it)."""
+    max_documents_per_sequence: int
+    """Static bound on document segments per sequence: it sizes the per-document score buffer so routing
+    has no data-dependent shapes. Exceeding it is reported when routing ids are built."""
     num_inert_experts: int = 0
     """Trailing routed slots that can never be selected (zero probability, no load). They pad the routed
     expert count to a multiple of the expert-parallel size when importing e.g. AI2's 127 routed experts."""
-    lb_coeff: float = 0.1
-    """Coefficient of the global (data-parallel) Switch load-balancing loss."""
-    z_loss_coeff: float = 0.001
-    """Coefficient of the router z-loss on the pool-masked logits (0 disables it)."""
     lb_scope: LoadBalancingScope = "micro_batch"
     """Expert counts for the load-balancing loss: summed over data-parallel ranks per micro-batch (AI2), or
     also accumulated over the micro-batches of one optimizer step ("global_batch")."""
-    max_documents_per_sequence: int = 256
-    """Static bound on document segments per sequence: it sizes the per-document score buffer so routing
-    has no data-dependent shapes. Exceeding it is reported when routing ids are built."""
     seed: int = 1234
     """Seed that, with each document's salt, makes random pool sizes reproducible on every rank."""
 
@@ -77,9 +78,12 @@ class EmoRouterConfig:
 class EmoTransformerConfig(TransformerConfig):
     """Megatron ``TransformerConfig`` + EMO routing. Build EMO models only from this class."""
 
-    emo: EmoRouterConfig = field(default_factory=EmoRouterConfig)
+    emo: EmoRouterConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.emo is None:
+            raise ConfigError("emo is not set: build EMO configs from a model record "
+                                 "(emo_plugin.model.megatron_config.transformer_config)")
         if isinstance(self.emo, dict):
             self.emo = EmoRouterConfig(**self.emo)
         self.emo.validate()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.layout import Layout
 
 FP32 = 4
@@ -65,7 +65,7 @@ class ActivationMemory:
     peak_recompute: int
 
 
-def _per_token_layer(size: ModelSize, layout: Layout, impl: Implementation, elem: int) -> tuple[float, float, float]:
+def _per_token_layer(size: ModelRecord, layout: Layout, impl: Implementation, elem: int) -> tuple[float, float, float]:
     """Bytes per token of one layer on one rank: (attention + MoE norms kept always, MoE internals, MoE input)."""
     h, f, tp = size.hidden_size, size.moe_ffn_hidden_size, layout.tp
     sp = tp if layout.sequence_parallel else 1
@@ -88,7 +88,7 @@ def in_flight(layout: Layout, stage: int, num_micro_batches: int, virtual_stages
     return min(chunks, num_micro_batches * virtual_stages) / virtual_stages
 
 
-def activation_memory(size: ModelSize, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
+def activation_memory(size: ModelRecord, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
                       num_micro_batches: int, layers: int, impl: Implementation, elem: int,
                       virtual_stages: int = 1) -> ActivationMemory:
     tokens = micro_batch_size * size.seq_length // layout.cp

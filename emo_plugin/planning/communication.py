@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import FP32, GRAD_REDUCE_IN_FP32
 from emo_plugin.planning.parameters import ParameterCount
@@ -38,7 +38,7 @@ def _gradient_sync(label: str, numel: int, n: int, param_bytes: int, distributed
     return [Collective(f"{label} grad all-reduce", n, int(2 * _ring(n) * numel * grad_bytes))]
 
 
-def communication(size: ModelSize, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
+def communication(size: ModelRecord, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
                   micro_batch_size: int, num_micro_batches: int, elem: int, distributed_optimizer: bool,
                   param_bytes: int, virtual_stages: int = 1) -> list[Collective]:
     """Per-step traffic of one rank on pipeline stage ``stage``; collectives of size 1 are left out."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.layout import Layout
 from emo_plugin.errors import ConfigError
 
@@ -29,14 +29,14 @@ class ParameterCount:
         return self.dense + self.expert
 
 
-def layers_per_stage(size: ModelSize, layout: Layout) -> int:
+def layers_per_stage(size: ModelRecord, layout: Layout) -> int:
     if size.num_layers % layout.pp:
         raise ConfigError(f"parallel.pipeline_model_parallel_size={layout.pp}: does not divide "
                           f"num_layers={size.num_layers}")
     return size.num_layers // layout.pp
 
 
-def layer_parameters(size: ModelSize, layout: Layout) -> ParameterCount:
+def layer_parameters(size: ModelRecord, layout: Layout) -> ParameterCount:
     """One transformer layer's parameters on one rank."""
     d, tp = size.hidden_size, layout.tp
     head_dim = d // size.num_attention_heads
@@ -51,7 +51,7 @@ def layer_parameters(size: ModelSize, layout: Layout) -> ParameterCount:
     return ParameterCount(dense=qkv + proj + qk_norms + norms + router + shared, expert=experts)
 
 
-def stage_parameters(size: ModelSize, vocab_size: int, layout: Layout, stage: int) -> ParameterCount:
+def stage_parameters(size: ModelRecord, vocab_size: int, layout: Layout, stage: int) -> ParameterCount:
     """Parameters of one rank on pipeline stage ``stage`` (0 = first)."""
     layer = layer_parameters(size, layout)
     layers = layers_per_stage(size, layout)
@@ -64,6 +64,6 @@ def stage_parameters(size: ModelSize, vocab_size: int, layout: Layout, stage: in
     return ParameterCount(dense=dense, expert=expert)
 
 
-def model_parameters(size: ModelSize, vocab_size: int) -> int:
+def model_parameters(size: ModelRecord, vocab_size: int) -> int:
     """All parameters of the model (one rank, no parallelism)."""
     return stage_parameters(size, vocab_size, Layout(world_size=1), 0).total

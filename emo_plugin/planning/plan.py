@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.activations import FUSED_GPU, HOST, LOCAL_GPU, ActivationMemory, activation_memory
 from emo_plugin.planning.communication import Collective, communication
 from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import ModelStates, model_states
 from emo_plugin.planning.parameters import ParameterCount, layers_per_stage, stage_parameters
-from emo_plugin.training.builders import padded_vocab_size, resolve_device, resolved_size
+from emo_plugin.training.builders import padded_vocab_size, resolve_device, resolved_record
 from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.flops import flops_per_token
@@ -46,9 +46,8 @@ class StagePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    size: ModelSize
+    record: ModelRecord
     size_name: str
-    num_inert_experts: int
     vocab_size: int
     vocab_source: str
     layout: Layout
@@ -76,7 +75,7 @@ class Plan:
         return self.worst.total <= self.available
 
 
-def plan_vocab_size(cfg: TrainingConfig, size: ModelSize) -> tuple[int, str]:
+def plan_vocab_size(cfg: TrainingConfig, size: ModelRecord) -> tuple[int, str]:
     """The vocabulary the trainer would build, and where it comes from."""
     tp = cfg.parallel.tensor_model_parallel_size
     if cfg.model.vocab_size:
@@ -103,7 +102,7 @@ def _check_budget(cfg: TrainingConfig) -> None:
 
 def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
     _check_budget(cfg)
-    size = resolved_size(cfg)
+    size = resolved_record(cfg)
     vocab, vocab_source = plan_vocab_size(cfg, size)
     layout = Layout.from_config(cfg, world_size)
     device = resolve_device(cfg)
@@ -134,9 +133,8 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
                               param_bytes=elem, virtual_stages=virtual_stages)
         stages.append(StagePlan(stage, layers, params, states, acts, cfg.model.recompute_moe, comms))
     return Plan(
-        size=size,
+        record=size,
         size_name=cfg.model.size,
-        num_inert_experts=cfg.emo.num_inert_experts,
         vocab_size=vocab,
         vocab_source=vocab_source,
         layout=layout,

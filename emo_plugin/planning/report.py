@@ -35,11 +35,11 @@ def _stage_block(plan: Plan, s: StagePlan) -> list[str]:
 
 
 def render(plan: Plan, suggestions: list | None = None) -> str:
-    size, layout = plan.size, plan.layout
+    size, layout = plan.record, plan.layout
     tokens = plan.global_batch_size * size.seq_length
     lines = [
         f"plan for {plan.size_name}: {size.num_layers} layers, d {size.hidden_size}, {size.num_moe_experts} routed "
-        f"expert slots ({plan.num_inert_experts} inert), top-{size.moe_router_topk} + {size.num_shared_experts} "
+        f"expert slots ({size.num_inert_experts} inert), top-{size.moe_router_topk} + {size.num_shared_experts} "
         f"shared, vocab {plan.vocab_size:,} "
         f"({plan.vocab_source}), sequence {size.seq_length}",
         f"layout: {layout.describe()}"

@@ -11,7 +11,7 @@ import copy
 import itertools
 
 from emo_plugin.planning.plan import Plan, make_plan
-from emo_plugin.training.builders import resolved_size
+from emo_plugin.training.builders import resolved_record
 from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig, set_value
 
@@ -19,7 +19,7 @@ from emo_plugin.training.config import TrainingConfig, set_value
 def _expert_parallel_options(cfg: TrainingConfig, world_size: int) -> list[dict]:
     """Larger EP sizes the world allows, each with the inert padding that makes EP divide the routed slots."""
     par = cfg.parallel
-    selectable = resolved_size(cfg).num_moe_experts - cfg.emo.num_inert_experts
+    selectable = resolved_record(cfg).num_selectable_experts
     per_ep = (par.expert_tensor_parallel_size or 1) * par.pipeline_model_parallel_size
     options = []
     ep = par.expert_model_parallel_size * 2

@@ -1,8 +1,8 @@
 """Refuse to load a checkpoint into a model of another shape, naming the fields that differ.
 
 Loading tensors into a differently shaped model ends deep inside ``dist_checkpointing`` with a shape traceback.
-Before any tensor is read, the architecture the checkpoint describes (the trainer's stored run config, or the
-``emo_architecture`` that tools/import_hf.py stores) is compared field by field with the current config; then,
+Before any tensor is read, the model record the checkpoint stores (the trainer and tools/import_hf.py write it;
+older trainer checkpoints carry only their run config) is compared field by field with the current one; then,
 as a backstop for what the fields do not describe, every model tensor's global shape is compared with the
 checkpoint's metadata.
 """
@@ -15,14 +15,12 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.dict_utils import nested_values
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
-from emo_plugin.training.builders import resolved_size
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.record import RECORD_KEY, ModelRecord
+from emo_plugin.model.run_config import record_of_run_config
 
-# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
-from emo_plugin.training.config import TrainingConfig, apply_mapping
-
-# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
-_SIZE_FIELDS = {
+# config key -> record field (what determines tensor shapes or which router rows are selectable)
+_SHAPE_FIELDS = {
     "model.num_layers": "num_layers",
     "model.hidden_size": "hidden_size",
     "model.num_attention_heads": "num_attention_heads",
@@ -31,44 +29,29 @@ _SIZE_FIELDS = {
     "model.moe_router_topk": "moe_router_topk",
     "model.moe_ffn_hidden_size": "moe_ffn_hidden_size",
     "emo.num_shared_experts": "num_shared_experts",
+    "emo.num_inert_experts": "num_inert_experts",
+    "model.vocab_size": "vocab_size",
 }
 
 
-def architecture(cfg: TrainingConfig, vocab_size: int | None) -> dict:
-    """The shape-relevant fields of a run config, keyed by their config names."""
-    size = resolved_size(cfg)
-    fields = {key: getattr(size, name) for key, name in _SIZE_FIELDS.items()}
-    fields["emo.num_inert_experts"] = cfg.emo.num_inert_experts or 0
-    if vocab_size is not None:
-        fields["model.vocab_size"] = vocab_size
-    return fields
+def architecture(record: ModelRecord) -> dict:
+    """The shape-relevant fields of a model record, keyed by their config names."""
+    return {key: getattr(record, name) for key, name in _SHAPE_FIELDS.items()}
 
 
 def stored_architecture(common: dict) -> dict | None:
     """The same fields from a checkpoint's common state, or None if it does not describe its model."""
-    if "emo_architecture" in common:
-        arch = common["emo_architecture"]
-        inert = arch.get("num_inert_experts", 0)
-        return {
-            "model.num_layers": arch["num_layers"],
-            "model.hidden_size": arch["hidden_size"],
-            "model.num_attention_heads": arch["num_attention_heads"],
-            "model.num_query_groups": arch["num_query_groups"],
-            "model.num_moe_experts": arch["num_routed_experts"] + inert,
-            "model.moe_router_topk": arch["routed_per_token"],
-            "model.moe_ffn_hidden_size": arch["moe_ffn_hidden_size"],
-            "emo.num_shared_experts": arch["num_shared_experts"],
-            "emo.num_inert_experts": inert,
-            "model.vocab_size": arch["vocab_size"],
-        }
-    if isinstance(common.get("config"), dict):
-        stored = TrainingConfig()
-        sections = {k: v for k, v in common["config"].items() if k in ("model", "emo")}
-        try:
-            apply_mapping(stored, sections, "the checkpoint's stored config")
-            return architecture(stored, common.get("vocab_size"))
-        except (ConfigError, KeyError, TypeError):  # written by another version: the tensor check still runs
-            return None
+    try:
+        if RECORD_KEY in common:
+            return architecture(ModelRecord.from_dict(common[RECORD_KEY], "the checkpoint's model record"))
+        if isinstance(common.get("config"), dict):  # a trainer checkpoint written before the record existed
+            fields = architecture(record_of_run_config(common["config"], "the checkpoint's stored config"))
+            fields.pop("model.vocab_size")
+            if "vocab_size" in common:
+                fields["model.vocab_size"] = common["vocab_size"]
+            return fields
+    except (ConfigError, TypeError):  # written by another version: the tensor check still runs
+        return None
     return None
 
 

@@ -1,4 +1,4 @@
-"""From the training config to Megatron objects: the resolved model size and the ``EmoTransformerConfig``.
+"""From the training config to Megatron objects: the run's model record and its ``EmoTransformerConfig``.
 
 Kept apart from the loops so validation can build (and thereby check) the transformer config without
 building a model.
@@ -6,16 +6,17 @@ building a model.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import torch
 from megatron.core.extensions.transformer_engine import HAVE_TE
 
-from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
-from emo_plugin.model.sizes import ModelSize, get_model_size
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.model.megatron_config import transformer_config
+from emo_plugin.model.record import ModelRecord
+from emo_plugin.model.run_config import record_of_run_config
+from emo_plugin.moe.config import EmoTransformerConfig
+from emo_plugin.training.config import TrainingConfig, to_dict
 
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "mxfp8": "e4m3", "blockwise": "e4m3"}
 
@@ -58,35 +59,19 @@ def use_transformer_engine(cfg: TrainingConfig, device: str, have_te: bool = HAV
     return impl == "transformer_engine"
 
 
-def resolved_size(cfg: TrainingConfig) -> ModelSize:
-    """The named size with the ``model.*``, ``emo.*`` and ``data.seq_length`` overrides applied."""
-    size = get_model_size(cfg.model.size)
-    changes = {
-        name: getattr(cfg.model, name)
-        for name in (f.name for f in dataclasses.fields(ModelSize))
-        if hasattr(cfg.model, name) and getattr(cfg.model, name) is not None
-    }
-    changes.update(
-        {
-            name: getattr(cfg.emo, name)
-            for name in (f.name for f in dataclasses.fields(ModelSize))
-            if hasattr(cfg.emo, name) and getattr(cfg.emo, name) is not None
-        }
-    )
-    if cfg.data.seq_length is not None:
-        changes["seq_length"] = cfg.data.seq_length
-    return dataclasses.replace(size, **changes)
+def resolved_record(cfg: TrainingConfig) -> ModelRecord:
+    """The run's model: the named size with the ``model.*``, ``emo.*`` and ``data.seq_length`` overrides applied
+    (vocabulary and token ids still the size's; the trainer takes them from the tokenizer)."""
+    return record_of_run_config(to_dict(cfg))
 
 
 def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformerConfig:
     """The Megatron config of the run; raises ``ConfigError`` for EMO-invalid combinations."""
-    size = resolved_size(cfg)
     par, prec = cfg.parallel, cfg.precision
     on_gpu = device == "cuda"
     te_layers = on_gpu and cfg.model.transformer_impl == "transformer_engine"
     dtype = torch.bfloat16 if prec.dtype == "bf16" else torch.float32
-    kwargs = size.transformer_kwargs()
-    kwargs.update(
+    kwargs = dict(
         init_method_std=cfg.model.init_method_std,
         tensor_model_parallel_size=par.tensor_model_parallel_size,
         pipeline_model_parallel_size=par.pipeline_model_parallel_size,
@@ -112,9 +97,7 @@ def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformer
         kwargs.update(fp8=FP8_FORMAT[prec.fp8_recipe], fp8_recipe=prec.fp8_recipe)
     if cfg.model.recompute_moe:
         kwargs.update(recompute_granularity="selective", recompute_modules=["moe"])
-    emo_kwargs = size.emo_kwargs()
-    emo_kwargs.update(num_inert_experts=cfg.emo.num_inert_experts, lb_scope=cfg.emo.lb_scope, seed=cfg.seed)
-    return EmoTransformerConfig(**kwargs, emo=EmoRouterConfig(**emo_kwargs))
+    return transformer_config(resolved_record(cfg), router=dict(lb_scope=cfg.emo.lb_scope, seed=cfg.seed), **kwargs)
 
 
 def padded_vocab_size(vocab_size: int, tensor_parallel_size: int, multiple: int = 128) -> int:

@@ -128,7 +128,7 @@ def _start(argv: list[str]) -> int:
         validate(cfg)
         print("emo-pretrain: config OK", file=sys.stderr)
         return 0
-    from emo_plugin.training.checkpoint import CheckpointError
+    from emo_plugin.checkpoint import CheckpointError
     from emo_plugin.training.trainer import NonFiniteLossError, run
 
     try:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0}
 
 
-def active_params_per_token(size: ModelSize, vocab_size: int) -> int:
+def active_params_per_token(size: ModelRecord, vocab_size: int) -> int:
     d, heads, groups = size.hidden_size, size.num_attention_heads, size.num_query_groups
     head_dim = d // heads
     attention = d * heads * head_dim * 2 + d * groups * head_dim * 2  # q, o and k, v
@@ -26,7 +26,7 @@ def active_params_per_token(size: ModelSize, vocab_size: int) -> int:
     return size.num_layers * (attention + router + experts) + d * vocab_size
 
 
-def flops_per_token(size: ModelSize, vocab_size: int, seq_length: int) -> float:
+def flops_per_token(size: ModelRecord, vocab_size: int, seq_length: int) -> float:
     return 6.0 * active_params_per_token(size, vocab_size) + 12.0 * size.num_layers * size.hidden_size * seq_length
 
 

@@ -26,9 +26,10 @@ from megatron.core.dist_checkpointing.optimizer import (
 )
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
+from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.megatron_compat import is_expert_parameter
 from emo_plugin.model.build import build_emo_gpt_model
-from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+from emo_plugin.training.builders import resolved_record
 from emo_plugin.training.param_groups import parameter_groups
 from emo_plugin.training.schedule import param_scheduler, set_iteration
 
@@ -61,6 +62,7 @@ class HostBackend:
             max_sequence_length=seq_length,
             use_transformer_engine=False,
             host_execution=True,
+            rotary_base=resolved_record(cfg).rotary_base,
         )
         opt = cfg.optimizer
         self.optimizer = torch.optim.AdamW(

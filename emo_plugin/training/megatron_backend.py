@@ -24,7 +24,7 @@ from megatron.core.utils import get_batch_on_this_cp_rank
 
 from emo_plugin.megatron_compat import sync_overlapped_params, torch_optimizers
 from emo_plugin.model.build import build_emo_gpt_model
-from emo_plugin.training.builders import use_transformer_engine
+from emo_plugin.training.builders import resolved_record, use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
 from emo_plugin.training.param_groups import megatron_overrides
 from emo_plugin.training.schedule import param_scheduler, set_iteration
@@ -84,6 +84,7 @@ def _build_chunks(cfg, transformer_config, vocab_size: int, seq_length: int) -> 
             vocab_size=vocab_size,
             max_sequence_length=seq_length,
             use_transformer_engine=use_te,
+            rotary_base=resolved_record(cfg).rotary_base,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
             vp_stage=vp_stage,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from emo_plugin.model.sizes import ModelSize
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.parameters import model_parameters
 
 BYTES_PER_PARAM = 16  # fp32 weight + grad + two Adam moments
@@ -22,7 +22,7 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def activation_bytes(size: ModelSize, micro_batch_size: int, intra_document_attention: bool) -> int:
+def activation_bytes(size: ModelRecord, micro_batch_size: int, intra_document_attention: bool) -> int:
     """fp32 activations of one micro-batch kept for backward, plus the dense [s, s] masks and scores."""
     s, d = size.seq_length, size.hidden_size
     per_layer = micro_batch_size * s * (20 * d + 2 * size.num_attention_heads * s) * 4
@@ -34,7 +34,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def memory_problems(size: ModelSize, vocab_size: int, micro_batch_size: int, num_samples: int,
+def memory_problems(size: ModelRecord, vocab_size: int, micro_batch_size: int, num_samples: int,
                     intra_document_attention: bool, model_shards: int, budget: int) -> list[tuple[str, str]]:
     """``(field, message)`` for each part of the run that alone exceeds ``budget`` bytes."""
     problems = []

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig
 

@@ -7,6 +7,7 @@ Where a run starts is ``start_point``'s decision; how it ends is the contract in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
-from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
+from emo_plugin import checkpoint
+from emo_plugin.model.record import RECORD_KEY
+from emo_plugin.training import architecture_check, exit_codes, start_point
+from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_record
 from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
@@ -60,8 +63,8 @@ class Trainer:
         get_moe_metrics_tracker().clear()
         self.dp_size = data_parallel_size(cfg, launch.world_size)
         self.dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=False)
-        self.size = resolved_size(cfg)
-        self.seq_length = self.size.seq_length
+        self.record = resolved_record(cfg)
+        self.seq_length = self.record.seq_length
         b = cfg.batch
         self.num_micro = b.global_batch_size // (b.micro_batch_size * self.dp_size)
         evals = (cfg.schedule.train_iters // max(1, cfg.eval.interval) + 2) if cfg.eval.interval else 2
@@ -75,6 +78,9 @@ class Trainer:
         if vocab < self.data.tokenizer.vocab_size:
             raise ConfigError(f"model.vocab_size={vocab}: expected >= the tokenizer's {self.data.tokenizer.vocab_size}")
         self.vocab_size = vocab
+        tokenizer = self.data.tokenizer
+        self.record = dataclasses.replace(self.record, vocab_size=vocab, eos_token_id=tokenizer.eod,
+                                          pad_token_id=tokenizer.pad)
         torch.manual_seed(cfg.seed)
         self.transformer_config = build_transformer_config(cfg, self.device)
         self.packing = thd_packing_for_run(cfg, self.transformer_config, self.device, self.seq_length)
@@ -83,12 +89,12 @@ class Trainer:
         else:
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
         self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length)
-        self.reporter = Reporter(cfg, device=self.device, num_layers=self.size.num_layers)
+        self.reporter = Reporter(cfg, device=self.device, num_layers=self.record.num_layers)
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
         self.skipped = 0
-        self.flops_per_token = flops_per_token(self.size, vocab, self.seq_length)
+        self.flops_per_token = flops_per_token(self.record, vocab, self.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -119,6 +125,7 @@ class Trainer:
             "consumed_samples": self.consumed_samples,
             "world_size": dist.get_world_size(),
             "config": to_dict(self.cfg),
+            RECORD_KEY: self.record.to_dict(),
             "vocab_size": self.vocab_size,
             "skipped_steps": self.skipped,
             **self.backend.common_state(),
@@ -135,7 +142,7 @@ class Trainer:
             self.reporter.message(f" no checkpoint loaded: {start.reason}")
             return
         folder = start.folder
-        current = architecture_check.architecture(self.cfg, self.vocab_size)
+        current = architecture_check.architecture(self.record)
         architecture_check.check_fields(architecture_check.stored_architecture(start.common), current, folder)
         model_state = self.backend.model_sharded_state_dict()
         architecture_check.check_tensor_shapes(model_state, folder)
@@ -268,10 +275,13 @@ def run(cfg: TrainingConfig) -> int:
     """One training run as ``emo-pretrain`` does it; returns an ``exit_codes`` value.
 
     The stop handlers go in first, so SIGTERM/SIGUSR1 during start-up (data, model) is honoured at step one.
+    Process groups are torn down only if this run created them (an embedding program may own them).
     """
     stop = StopRequest(cfg.schedule.exit_duration_minutes)
+    owns_process_group = not dist.is_initialized()
     try:
         return Trainer(cfg).train(stop)
     finally:
         stop.restore()
-        shutdown()
+        if owns_process_group:
+            shutdown()

@@ -15,14 +15,14 @@ import os
 from pathlib import Path
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.model.sizes import SIZES, ModelSize
+from emo_plugin.model.sizes import SIZES
 from emo_plugin.moe.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
     FP8_FORMAT,
     build_transformer_config,
     padded_vocab_size,
     resolve_device,
-    resolved_size,
+    resolved_record,
 )
 from emo_plugin.training.config import SECTIONS, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
@@ -62,7 +62,7 @@ def _check_writable(key: str, value: str | None, *, is_file: bool = False) -> No
 
 def _check_model(cfg: TrainingConfig) -> None:
     """Positive shape fields that divide as attention needs, so nothing later divides by zero."""
-    size = resolved_size(cfg)
+    size = resolved_record(cfg)
     source = {"seq_length": "data.seq_length", "max_documents_per_sequence": "emo.max_documents_per_sequence"}
     for name in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "num_moe_experts",
                  "moe_router_topk", "moe_ffn_hidden_size", "seq_length", "rotary_base"):
@@ -228,12 +228,12 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     shards = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.expert_model_parallel_size
     evaluations = sch.train_iters // max(1, cfg.eval.interval) + 2  # as the trainer sizes the validation split
     samples = (sch.train_iters + cfg.eval.iters * evaluations) * b.global_batch_size
-    problems = memory_problems(resolved_size(cfg), vocab, b.micro_batch_size, samples,
+    problems = memory_problems(resolved_record(cfg), vocab, b.micro_batch_size, samples,
                                d.intra_document_attention, shards, physical_memory_bytes())
-    shape_fields = {f.name for f in dataclasses.fields(ModelSize)}
+    named = SIZES[m.size].to_dict()  # the record fields this run sets to other values than its named size's
     overrides = [f"{s}.{f.name}={getattr(getattr(cfg, s), f.name)}" for s in ("model", "emo")
                  for f in dataclasses.fields(getattr(cfg, s))
-                 if f.name in shape_fields and getattr(getattr(cfg, s), f.name) is not None]
+                 if f.name in named and getattr(getattr(cfg, s), f.name) not in (None, named[f.name])]
     for key, message in problems if device == "cpu" else [p for p in problems if p[0].startswith("schedule")]:
         key = f"model.size={m.size!r}{''.join(', ' + o for o in overrides)}" if key == "model" else key
         raise ConfigError(f"{key}: {message}")

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import torch
 
-from emo_plugin.convert.architecture import EmoArchitecture
+from emo_plugin.model.record import RECORD_KEY, ModelRecord
 
 # The tiny shape of tests/helpers.py: 8 routed + 1 shared experts of width 16, GQA 4 heads / 2 groups.
-TINY = EmoArchitecture(
+TINY = ModelRecord(
     num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, moe_ffn_hidden_size=16,
-    num_routed_experts=8, routed_per_token=2, num_shared_experts=1, vocab_size=64,
-    eos_token_id=2, pad_token_id=0, max_position_embeddings=64,
+    num_moe_experts=8, moe_router_topk=2, num_shared_experts=1, vocab_size=64, seq_length=64,
+    pool_min=2, pool_max=8, pool_eval=4, max_documents_per_sequence=16, eos_token_id=2, pad_token_id=0,
 )
 SEED = 7
 
 
-def random_model(arch: EmoArchitecture = TINY, **kwargs):
+def random_model(arch: ModelRecord = TINY, **kwargs):
     """The 1-rank host model with every weight random (norms too), so any misplaced tensor changes logits."""
     from emo_plugin.convert.megatron_host import build_host_model
 
@@ -30,11 +30,11 @@ def random_model(arch: EmoArchitecture = TINY, **kwargs):
 
 def save_under_layout(layout, root: str, full_state: dict) -> None:
     """Rank worker: build the model for ``layout``, load the 1-rank weights, save a dist checkpoint."""
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from tests.parallel.harness import build_gpt, emo_config, load_from_single_rank
 
     model = build_gpt(emo_config(layout), seq_len=16)
     load_from_single_rank(model, full_state)
-    state = {"model": model.sharded_state_dict(prefix=""), "emo_architecture": TINY.to_dict()}
+    state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: TINY.to_dict()}
     checkpoint.save(root, 3, state, HostTorchDistSaveStrategy())

@@ -15,11 +15,12 @@ def megatron_model(megatron_single_rank):
 
 @pytest.fixture(scope="session")
 def dist_checkpoint(megatron_model, tmp_path_factory):
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
     root = tmp_path_factory.mktemp("megatron") / "ckpt"
-    state = {"model": megatron_model.sharded_state_dict(prefix=""), "emo_architecture": TINY.to_dict()}
+    state = {"model": megatron_model.sharded_state_dict(prefix=""), RECORD_KEY: TINY.to_dict()}
     checkpoint.save(root, 3, state, HostTorchDistSaveStrategy())
     return root
 

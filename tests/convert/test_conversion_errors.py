@@ -51,8 +51,8 @@ def test_non_empty_output_is_refused_unless_forced(dist_checkpoint, tmp_path):
 
 
 def test_checkpoint_without_model_description_asks_for_a_config(megatron_model, tmp_path):
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
     state = {"model": megatron_model.sharded_state_dict(prefix="")}
     checkpoint.save(tmp_path / "bare", 1, state, HostTorchDistSaveStrategy())

@@ -12,12 +12,13 @@ from tests.convert.checkpoint_workers import TINY, random_model
 def test_two_shared_experts_export_computes_the_megatron_logits(megatron_single_rank, tmp_path):
     from emo_plugin.convert import export_to_hf
     from emo_plugin.hf import EmoForCausalLM
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
     arch = dataclasses.replace(TINY, num_shared_experts=2)
     model = random_model(arch)
-    state = {"model": model.sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict()}
+    state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict()}
     checkpoint.save(tmp_path / "ckpt", 1, state, HostTorchDistSaveStrategy())
     export_to_hf(tmp_path / "ckpt", tmp_path / "hf", dtype="fp32", tokenizer="examples/data/tokenizer.model",
                  progress=False)

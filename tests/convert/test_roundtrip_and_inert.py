@@ -1,7 +1,5 @@
 """HF → Megatron → HF reproduces every tensor bit for bit; EP padding adds inert experts that never route."""
 
-import dataclasses
-
 import torch
 
 from emo_plugin.convert import export_to_hf, import_from_hf
@@ -49,7 +47,7 @@ def test_import_pads_to_expert_parallel_size_with_inert_experts(hf_folder, tmp_p
 
     from emo_plugin.convert.megatron_host import build_host_model
 
-    arch = dataclasses.replace(TINY, num_inert_experts=1)
+    arch = TINY.with_inert_padding(3)
     model = build_host_model(arch).eval()
     dist_checkpointing.load(model.sharded_state_dict(prefix=""), str(reader.path))
     routed = []

@@ -9,7 +9,7 @@ from emo_plugin.convert import export_to_hf
 
 def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig, to_dict
     from emo_plugin.training.host_backend import HostBackend
@@ -25,8 +25,8 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
     checkpoint.save(tmp_path / "run", 4, state, backend.save_strategy)
 
     summary = export_to_hf(tmp_path / "run", tmp_path / "hf", dtype="fp32", progress=False)
-    arch = summary["architecture"]
-    assert (arch["hidden_size"], arch["num_routed_experts"], arch["num_inert_experts"]) == (64, 6, 2)
+    record = summary["model"]
+    assert (record["hidden_size"], record["num_moe_experts"], record["num_inert_experts"]) == (64, 8, 2)
     assert summary["tokenizer"] == "examples/data/tokenizer.model"
     # The run's settings reach config.json and the model card.
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["router_aux_loss_coef"] == 0.07

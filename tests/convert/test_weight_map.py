@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emo_plugin.convert import layouts, weight_map
+from emo_plugin.convert.hf_config import hf_config_kwargs
 from emo_plugin.convert.import_hf import host_slices
 from tests.convert.checkpoint_workers import TINY, random_model
 
@@ -34,7 +35,7 @@ def test_every_megatron_slice_is_exactly_one_unit_of_exactly_one_row(arch_and_mo
     keys = {key for key, _ in slices}
     assert all(sum(row.megatron == key for row in weight_map.ROWS) == 1 for key in keys)
     inert = [unit for unit in weight_map.units(arch) if not unit.hf_names]
-    padding = range(arch.num_routed_experts, arch.megatron_experts)
+    padding = range(arch.num_selectable_experts, arch.num_moe_experts)
     assert {unit.index for unit in inert} == {(i, e) for i in range(arch.num_layers) for e in padding}
 
 
@@ -42,7 +43,7 @@ def test_every_hf_parameter_is_exactly_one_tensor_of_exactly_one_unit(arch_and_m
     from emo_plugin.hf import EmoConfig, EmoForCausalLM
 
     arch, _ = arch_and_model
-    hf_model = EmoForCausalLM(EmoConfig(**arch.hf_config_kwargs()))
+    hf_model = EmoForCausalLM(EmoConfig(**hf_config_kwargs(arch)))
     expected = {name: tuple(p.shape) for name, p in hf_model.named_parameters()}
     mapped = Counter(name for unit in weight_map.units(arch) for name in unit.hf_names)
     assert max(mapped.values()) == 1
@@ -53,7 +54,7 @@ def test_every_hf_parameter_is_exactly_one_tensor_of_exactly_one_unit(arch_and_m
 
 def test_the_shared_experts_are_the_last_hf_slots(arch_and_model):
     arch, _ = arch_and_model
-    R, S = arch.num_routed_experts, arch.num_shared_experts
+    R, S = arch.num_selectable_experts, arch.num_shared_experts
     shared = [u for u in weight_map.units(arch) if u.row.scope is weight_map.Scope.SHARED and u.index == (1,)]
     expected = {f"model.layers.1.mlp.experts.{R + s}.{p}_proj.weight" for s in range(S) for p in ("gate", "up", "down")}
     assert {n for u in shared for n in u.hf_names} == expected
@@ -69,7 +70,7 @@ def test_layouts_split_and_merge_are_inverse(arch_and_model):
         assert [tuple(p.shape) for p in parts] == list(unit.hf_shapes), key
         if unit.row is weight_map.ROUTER:  # inert and shared rows are zeros by construction
             tensor = torch.cat(
-                [tensor[: arch.num_routed_experts], tensor.new_zeros(arch.num_inert_experts, arch.hidden_size)]
+                [tensor[: arch.num_selectable_experts], tensor.new_zeros(arch.num_inert_experts, arch.hidden_size)]
             )
         assert torch.equal(unit.row.layout.merge(parts, arch, unit.slots), tensor), key
 

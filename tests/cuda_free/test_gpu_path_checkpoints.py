@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.cuda_free.trainer_runs import cli_run, cli_script, gpu_args
 from tests.parallel.harness import run_ranks
 from tests.training.conftest import PYTHON, REPO, env, free_port, read_metrics

@@ -1,9 +1,11 @@
 """Invalid EMO configurations are refused before anything is built, with the field named."""
 
+import dataclasses
+
 import pytest
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.moe.config import replace_emo
+from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig, replace_emo
 from tests.helpers import tiny_config
 
 
@@ -48,3 +50,13 @@ def test_derived_megatron_fields():
 def test_inert_experts_make_expert_parallel_divisible():
     config = tiny_config(num_moe_experts=8, expert_model_parallel_size=4, emo=dict(num_inert_experts=1))
     assert config.num_selectable_experts == 7
+
+
+def test_config_without_routing_recipe_is_refused():
+    # The recipe has no defaults of its own: it comes from a model record.
+    config = tiny_config()
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init and f.name != "emo"}
+    with pytest.raises(ConfigError, match="emo is not set"):
+        EmoTransformerConfig(**fields)
+    with pytest.raises(TypeError, match="pool_min"):
+        EmoRouterConfig(pool_max=8)

@@ -29,7 +29,7 @@ def built_parameter_counts(layout, specs: list[dict]) -> list[dict]:
     from megatron.core import parallel_state as ps
 
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training.builders import build_transformer_config, resolved_size
+    from emo_plugin.training.builders import build_transformer_config, resolved_record
 
     results = []
     for spec in specs:
@@ -39,7 +39,7 @@ def built_parameter_counts(layout, specs: list[dict]) -> list[dict]:
             model = build_emo_gpt_model(
                 config,
                 vocab_size=spec["vocab"],
-                max_sequence_length=resolved_size(cfg).seq_length,
+                max_sequence_length=resolved_record(cfg).seq_length,
                 use_transformer_engine=False,
                 host_execution=True,
                 pre_process=ps.is_pipeline_first_stage(),

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from megatron.core.dist_checkpointing import ShardedTensor
 
-from emo_plugin.training import checkpoint
-from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+from emo_plugin import checkpoint
+from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
 
 def _save(root, iteration, **kwargs):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from emo_plugin.model.sizes import SIZES, get_model_size
-from emo_plugin.training.builders import build_transformer_config, resolved_size
-from emo_plugin.training.cli import main, parse_config
-from emo_plugin.training.config_file import DEFAULT_CONFIG
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.sizes import SIZES
+from emo_plugin.training.builders import build_transformer_config, resolved_record
+from emo_plugin.training.cli import main, parse_config
 from emo_plugin.training.config import TrainingConfig
+from emo_plugin.training.config_file import DEFAULT_CONFIG
 from emo_plugin.training.flops import active_params_per_token, flops_per_token
 from emo_plugin.training.validation import validate
 
@@ -73,12 +73,12 @@ def test_help_documents_every_field(capsys):
 
 
 def test_model_sizes_match_the_recipe():
-    emo = get_model_size("emo_1b14b")
+    emo = SIZES["emo_1b14b"]
     assert (emo.num_layers, emo.hidden_size, emo.num_attention_heads, emo.num_query_groups) == (16, 2048, 16, 16)
     assert (emo.num_moe_experts + emo.num_shared_experts, emo.moe_router_topk + emo.num_shared_experts) == (128, 8)
     assert (emo.moe_ffn_hidden_size, emo.vocab_size, emo.seq_length, emo.rotary_base) == (1024, 100_352, 4096, 500_000)
     assert (emo.pool_min, emo.pool_max, emo.pool_eval, emo.lb_coeff, emo.z_loss_coeff) == (8, 128, 32, 0.1, 0.001)
-    std = get_model_size("stdmoe_1b14b")
+    std = SIZES["stdmoe_1b14b"]
     assert std.pool_min == std.pool_max == std.pool_eval >= std.num_moe_experts
     # ~1.3B active parameters per token (embedding lookup excluded, output layer included).
     # Counted by hand: per layer q, k, v, o = 4 · 2048² (16 KV groups of 128) = 16,777,216; router 2048 · 127 =
@@ -94,8 +94,8 @@ def test_sizes_build_valid_megatron_configs():
     for name in SIZES:
         cfg = cfg_from(f"--model.size={name}")
         config = build_transformer_config(cfg, "cpu")
-        size = resolved_size(cfg)
-        assert config.num_moe_experts == size.num_moe_experts and config.emo.pool_eval == size.pool_eval
+        record = resolved_record(cfg)
+        assert config.num_moe_experts == record.num_moe_experts and config.emo.pool_eval == record.pool_eval
 
 
 @pytest.mark.parametrize("field", ["data.corpus", "data.tokenizer_model"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.reliability import record
 from tests.training.conftest import base_args, read_metrics, run_cli
 

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.reliability import record
 from tests.training.conftest import PYTHON, REPO, base_args, env, read_metrics
 

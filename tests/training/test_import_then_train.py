@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.reliability import record
 from tests.training.conftest import PYTHON, REPO, base_args, env, read_metrics, run_cli
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.reliability import record
 from tests.training.conftest import PYTHON, REPO, base_args, env, free_port, read_metrics
 

@@ -4,7 +4,7 @@ import torch
 
 
 def test_save_reseed_load_restores_the_generator(megatron_single_rank, tmp_path):
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
@@ -27,7 +27,7 @@ def test_save_reseed_load_restores_the_generator(megatron_single_rank, tmp_path)
 def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_rank, tmp_path):
     """After two AdamW steps, a backend built from another seed loads the checkpoint: the weights, both moments
     and the step count equal the saved ones, so its next step lands on the same weights (bit for bit)."""
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
@@ -70,7 +70,7 @@ def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_ra
 def test_a_resumed_run_keeps_its_own_optimizer_settings(megatron_single_rank, tmp_path):
     """The checkpoint restores weights and moments, but betas, eps and weight decay come from the resumed
     run's config (a run may resume with, say, another beta2): the groups equal a fresh backend's."""
-    from emo_plugin.training import checkpoint
+    from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend

@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from emo_plugin.training import checkpoint
+from emo_plugin import checkpoint
 from tests.training.conftest import PYTHON, REPO, base_args, env, free_port, read_metrics, run_cli
 from tests.training.slurm_cluster import NODES, SlurmCluster, ensure_installed
 

@@ -11,13 +11,14 @@ TOKENIZER = "examples/data/tokenizer.model"
 @pytest.fixture(scope="session")
 def hf_folder(megatron_single_rank, tmp_path_factory):
     from emo_plugin.convert import export_to_hf
-    from emo_plugin.training import checkpoint
-    from emo_plugin.training.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from tests.convert.checkpoint_workers import TINY, random_model
 
     arch = dataclasses.replace(TINY, vocab_size=4096)  # the real tokenizer's vocabulary, for the CLI test
     root = tmp_path_factory.mktemp("selection")
-    state = {"model": random_model(arch).sharded_state_dict(prefix=""), "emo_architecture": arch.to_dict()}
+    state = {"model": random_model(arch).sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict()}
     checkpoint.save(root / "ckpt", 1, state, HostTorchDistSaveStrategy())
     export_to_hf(root / "ckpt", root / "hf", dtype="fp32", tokenizer=TOKENIZER, progress=False)
     return root / "hf"

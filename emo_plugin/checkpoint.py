@@ -8,7 +8,8 @@ Retention (``keep_last_n``) runs only after the new ``latest`` is on disk, and r
 ``iter_*`` namespace before deleting it, so an interrupted deletion never leaves a half-deleted checkpoint
 that looks complete. A full disk during a save is reported as such (``CheckpointError``), the partial folder
 is removed and the previous checkpoint stays the latest.
-What goes *into* the state dict is the trainer backend's business (``host_backend``/``megatron_backend``).
+What goes *into* the state dict is the writer's business: the trainer's backends (``training/host_backend``,
+``training/megatron_backend``) and the HF importer (``convert/import_hf``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,122 @@
+"""The model record: one typed, frozen description of an EMO model, and nothing that depends on how it runs.
+
+A record fixes everything the weights and the routing recipe depend on: the transformer shape, the experts,
+the EMO pools and loss coefficients, and the tokenizer's eos/pad ids. The named sizes
+(``emo_plugin.model.sizes``) are records; a training run resolves its config into one
+(``emo_plugin.model.run_config``), the trainer and the HF importer store it in every checkpoint's common
+state under ``RECORD_KEY``, and the exporter reads it back. Translations live in one place each:
+``emo_plugin.model.megatron_config`` (→ Megatron ``EmoTransformerConfig``) and ``emo_plugin.convert.hf_config``
+(↔ Hugging Face ``EmoConfig``).
+
+Expert counts follow Megatron's convention (see ``emo_plugin/moe/config.py``): ``num_moe_experts`` counts the
+router's rows — routed experts including ``num_inert_experts`` trailing padding slots that are never selected —
+and not the shared experts; ``moe_router_topk`` counts routed experts per token (k − shared).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from emo_plugin.errors import ConfigError
+
+RECORD_KEY = "emo_model"
+"""Key of the record (``ModelRecord.to_dict()``) in a checkpoint's common state."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    moe_ffn_hidden_size: int
+    """Width of every expert's SwiGLU MLP (routed and shared)."""
+    num_moe_experts: int
+    """Router rows: routed experts including the inert padding slots."""
+    moe_router_topk: int
+    """Routed experts per token (the shared experts come on top)."""
+    vocab_size: int
+    seq_length: int
+    """Training sequence length, also the maximum position the model is built for."""
+    pool_min: int
+    """Smallest per-document expert pool drawn in training."""
+    pool_max: int
+    """Largest per-document pool drawn in training (≥ the routed experts: unrestricted)."""
+    pool_eval: int
+    """Fixed per-document pool in evaluation."""
+    num_shared_experts: int = 1
+    num_inert_experts: int = 0
+    """Trailing router rows that are never selected: they pad the routed experts to a multiple of the
+    expert-parallel size (an imported AI2 checkpoint has 127 routed experts)."""
+    rotary_base: int = 500_000
+    norm_epsilon: float = 1e-6
+    qk_layernorm: bool = False
+    lb_coeff: float = 0.1
+    """Coefficient of the data-parallel-global load-balancing loss."""
+    z_loss_coeff: float = 0.001
+    """Coefficient of the router z-loss on the pool-masked logits."""
+    max_documents_per_sequence: int = 256
+    """Static bound on document segments per sequence (sizes the router's per-document buffers)."""
+    eos_token_id: int | None = 2
+    """End-of-document id; the default is that of emo_plugin's sentencepiece tokenizers (data/tokenizer.py)."""
+    pad_token_id: int | None = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_selectable_experts(self) -> int:
+        """Routed experts a token may choose: the router rows less the inert padding."""
+        return self.num_moe_experts - self.num_inert_experts
+
+    def with_inert_padding(self, expert_parallel_size: int) -> ModelRecord:
+        """The same model with inert experts padding the selectable ones to a multiple of ``expert_parallel_size``."""
+        inert = -self.num_selectable_experts % expert_parallel_size
+        return dataclasses.replace(self, num_moe_experts=self.num_selectable_experts + inert, num_inert_experts=inert)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain json-able values, keyed by field name (what checkpoints store)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "model record") -> ModelRecord:
+        """The record of ``values`` (all required fields, no unknown ones), each value checked against its type."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of model record fields, got {type(values).__name__}")
+        unknown = sorted(set(values) - set(FIELD_TYPES))
+        if unknown:
+            raise ConfigError(f"{source}: unknown model record field(s) {unknown}; known: {sorted(FIELD_TYPES)}")
+        missing = sorted(name for name in REQUIRED_FIELDS if name not in values)
+        if missing:
+            raise ConfigError(f"{source}: missing model record field(s) {missing}")
+        return cls(**{name: typed_value(name, value, source) for name, value in values.items()})
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(ModelRecord)
+REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(ModelRecord) if f.default is dataclasses.MISSING)
+
+
+def typed_value(name: str, value: Any, source: str) -> Any:
+    """``value`` as the type of field ``name``; numbers may come as text (YAML reads ``1e-6`` as a string)."""
+    annotation = FIELD_TYPES[name]
+    if value is None and type(None) in typing.get_args(annotation):
+        return None
+    base = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    expected = {int: "an integer", float: "a number", bool: "true or false"}[base]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif not isinstance(value, bool):
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if base is float and isinstance(number, (int, float)):
+                return float(number)
+            if base is int and isinstance(number, (int, float)) and number == int(number):
+                return int(number)
+        except (ValueError, OverflowError):
+            pass
+    raise ConfigError(f"{source}: {name}={value!r}: expected {expected}")
