@@ -15,7 +15,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-from emo_plugin.training import architecture_check, checkpoint, exit_codes, start_point
+from emo_plugin.training import anneal, architecture_check, checkpoint, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
 from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
@@ -58,6 +58,7 @@ class Trainer:
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
         self.start = start_point.choose(cfg)  # before the data and model: a bad checkpoint.load fails fast
+        self.anneal = anneal.anneal_start(cfg, self.start)
         get_moe_metrics_tracker().clear()
         self.dp_size = data_parallel_size(cfg, launch.world_size)
         self.dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=False)
@@ -83,12 +84,14 @@ class Trainer:
             from emo_plugin.training.host_backend import HostBackend as Backend
         else:
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
-        self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length)
+        self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length,
+                               anneal=self.anneal)
         self.reporter = Reporter(cfg, device=self.device, num_layers=self.size.num_layers)
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
         self.skipped = 0
+        self.learning_rate = None  # of the last step taken; recorded in checkpoints for a later anneal
         self.flops_per_token = flops_per_token(self.size, vocab, self.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
@@ -122,6 +125,8 @@ class Trainer:
             "config": to_dict(self.cfg),
             "vocab_size": self.vocab_size,
             "skipped_steps": self.skipped,
+            anneal.LEARNING_RATE_KEY: self.learning_rate,
+            **(self.anneal.to_common() if self.anneal else {}),
             **self.backend.common_state(),
         }
         state.update(common)
@@ -151,12 +156,17 @@ class Trainer:
             self.backend.load_state(loaded, common)
             self.iteration, self.consumed_samples = common["iteration"], common["consumed_samples"]
             self.skipped = common.get("skipped_steps", 0)
+            self.learning_rate = common.get(anneal.LEARNING_RATE_KEY)
             save = self.cfg.checkpoint.save
             self.last_saved = self.iteration if save and start.root == Path(save) else None
             kind = "full training state" + ("" if same_world else f"; world size {common.get('world_size')} -> "
                                             f"{dist.get_world_size()}: per-rank host RNG state not restored")
         self.reporter.message(f" loaded checkpoint from {folder} at iteration {start.iteration} ({kind}): "
                               f"{start.reason}")
+        if self.anneal:
+            self.reporter.message(f" anneal: linear from lr {self.anneal.lr:.6E} at iteration "
+                                  f"{self.anneal.iteration + 1} to {self.cfg.schedule.anneal_min_lr:.6E} at "
+                                  f"iteration {self.cfg.schedule.train_iters}")
 
     # -- the loop ------------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -225,6 +235,7 @@ class Trainer:
                         f"grad norm {result['grad-norm']}); nan_policy=stop. Set nan_policy=skip to skip such steps."
                     )
                 self.skipped += 0 if result["finite"] else 1
+                self.learning_rate = result["learning-rate"]
                 elapsed = time.time() - start
                 tokens_per_sec = cfg.batch.global_batch_size * self.seq_length / elapsed
                 tflops = self.flops_per_token * tokens_per_sec / dist.get_world_size() / 1e12
