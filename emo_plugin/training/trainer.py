@@ -15,6 +15,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
+from emo_plugin.moe.eval_pool import evaluation_pool
 from emo_plugin.training import anneal, architecture_check, checkpoint, exit_codes, start_point
 from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_size
 from emo_plugin.training.config import ConfigError, TrainingConfig, to_dict
@@ -170,14 +171,23 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def _validate(self) -> None:
+        """Both validation losses: plain top-k over all routed experts (what the exported HF model computes by
+        default, and the paper's full-model metric) and with the ``emo.pool_eval`` document pools."""
         if not self.cfg.eval.iters or self.data.valid is None:
             return
+        with evaluation_pool(self.backend.model, None):
+            plain = self._eval_loss()
+        emo = self.transformer_config.emo
+        pooled = plain if emo.pool_eval >= self.transformer_config.num_selectable_experts else self._eval_loss()
+        self.reporter.validation(self.iteration, plain, pooled, emo.pool_eval)
+
+    def _eval_loss(self) -> float:
         b = self.cfg.batch
         losses = [
             self.backend.eval_loss(self._micro_batches(self.data.valid, i * b.global_batch_size))
             for i in range(self.cfg.eval.iters)
         ]
-        self.reporter.validation(self.iteration, sum(losses) / len(losses))
+        return sum(losses) / len(losses)
 
     def _skip_summary(self, finished: bool) -> None:
         """With nan_policy=skip: how many steps were skipped; an error at the end if more than allowed."""
