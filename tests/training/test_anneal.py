@@ -11,7 +11,7 @@ import math
 import pytest
 
 from emo_plugin.training import checkpoint
-from tests.training.conftest import base_args, read_metrics, run_cli
+from tests.training.conftest import REPO, base_args, read_metrics, run_cli
 
 STD_MOE = {"emo__pool_min": 8, "emo__pool_max": 8, "emo__pool_eval": 8}  # tiny: 8 routed experts
 LR, MIN_LR, WARMUP, DECAY = 3e-3, 3e-4, 1, 8  # tiny_cpu.yaml's lr; base_args' warm-up and decay length
@@ -64,3 +64,22 @@ def test_emo_anneal_from_the_weights_only_starts_at_iteration_0_with_the_checkpo
     run_cli(base_args(corpus_prefix, tmp_path, checkpoint__load=std_moe / "ckpt", checkpoint__finetune="true",
                       schedule__anneal_iters=3, schedule__train_iters=3))
     assert lrs(tmp_path / "metrics.jsonl") == pytest.approx(dict(zip((1, 2, 3), ANNEAL_LRS)))
+
+
+@pytest.mark.parametrize("anneal", ["emo_1b14b_anneal", "emo_anneal_stdmoe_1b14b"])
+def test_shipped_anneal_configs_load_their_stage_one_checkpoint(anneal):
+    """Same architecture as the run they continue (only emo.pool_* may differ), 50B tokens of anneal after AI2's
+    238,419 steps of 1024 × 4096 tokens."""
+    from emo_plugin.training.architecture_check import architecture
+    from emo_plugin.training.builders import resolved_size
+    from emo_plugin.training.cli import parse_config
+
+    stage_one = "stdmoe_1b14b" if "stdmoe" in anneal else "emo_1b14b"
+    first, second = (parse_config(["--config", str(REPO / f"examples/configs/{name}.yaml")])
+                     for name in (stage_one, anneal))
+    assert architecture(first, None) == architecture(second, None)
+    tokens_per_step = second.batch.global_batch_size * second.data.seq_length
+    assert first.schedule.train_iters == math.ceil(1e12 / tokens_per_step) == 238_419
+    assert second.schedule.anneal_iters == math.ceil(50e9 / tokens_per_step) == 11_921
+    assert second.schedule.train_iters == first.schedule.train_iters + second.schedule.anneal_iters
+    assert (resolved_size(second).pool_min, resolved_size(second).pool_max) == (8, 128)  # EMO's pools in stage 2
