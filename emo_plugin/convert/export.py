@@ -20,6 +20,7 @@ from emo_plugin.convert import megatron_keys as K
 from emo_plugin.convert.architecture import EmoArchitecture
 from emo_plugin.convert.checkpoint_config import architecture_of
 from emo_plugin.convert.dist_reader import DistCheckpointReader
+from emo_plugin.convert.errors import ConversionError
 from emo_plugin.convert.hf_files import copy_modeling_code, write_config
 from emo_plugin.convert.model_card import resolved_run, training_settings, write_model_card
 from emo_plugin.convert.output_dir import atomic_output_dir
@@ -72,11 +73,34 @@ def tensor_count(arch: EmoArchitecture) -> int:
     return 3 + arch.num_layers * per_layer
 
 
+def inference_pool_size(choice: str | int | None, run, arch: EmoArchitecture) -> int | None:
+    """The HF ``emo_inference_pool_size`` to write: ``off``/None (plain top-k, the default), ``training`` (the
+    run's ``emo.pool_eval``, the pools its validation used) or a number of routed experts."""
+    if choice in (None, "off"):
+        return None
+    if choice == "training":
+        if run is None:
+            raise ConversionError("--inference-pool-size=training: the checkpoint stores no training config (e.g. "
+                                  "tools/import_hf.py output), so its emo.pool_eval is unknown; pass a number")
+        pool = run[1].pool_eval
+    else:
+        try:
+            pool = int(choice)
+        except ValueError:
+            raise ConversionError(f"--inference-pool-size={choice}: expected off, training or a number of routed "
+                                  "experts") from None
+    if pool < arch.routed_per_token:
+        raise ConversionError(f"--inference-pool-size={choice}: a pool of {pool} experts is smaller than the "
+                              f"{arch.routed_per_token} routed experts each token needs")
+    return pool
+
+
 def export_to_hf(
     checkpoint: str | Path,
     output: str | Path,
     *,
     dtype: str = "bf16",
+    inference_pool: str | int | None = None,
     max_shard_size: str | int = "5GB",
     tokenizer: str | Path | None = None,
     model_config: str | Path | None = None,
@@ -93,7 +117,8 @@ def export_to_hf(
 
     run = resolved_run(reader.common_state().get("config"))
     recorded = {} if run is None else {"router_aux_loss_coef": run[1].lb_coeff}
-    config = EmoConfig(**arch.hf_config_kwargs(), **recorded)
+    config = EmoConfig(**arch.hf_config_kwargs(), **recorded,
+                       emo_inference_pool_size=inference_pool_size(inference_pool, run, arch))
     with atomic_output_dir(output, force, inputs=(checkpoint, tokenizer, model_config)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(
