@@ -23,6 +23,16 @@ def resolved_run(values: dict | None):
     return cfg, resolved_size(cfg)
 
 
+def _learning_rate(cfg) -> str:
+    sch = cfg.schedule
+    if sch.anneal_iters is not None:
+        return (f"anneal: linear over the last {sch.anneal_iters} steps from the loaded checkpoint's lr to "
+                f"{sch.anneal_min_lr}")
+    wsd = f" (last {sch.lr_wsd_decay_iters} steps {sch.lr_wsd_decay_style})" if sch.lr_decay_style == "WSD" else ""
+    return (f"{cfg.optimizer.lr} peak, {cfg.optimizer.min_lr} final, {sch.lr_decay_style} decay{wsd}, "
+            f"{sch.lr_warmup_iters} warm-up steps")
+
+
 def training_settings(cfg, size) -> dict:
     """The run's data and settings as shown in the card, resolved as the trainer resolves them."""
     tokens = cfg.schedule.train_iters * cfg.batch.global_batch_size * size.seq_length
@@ -35,8 +45,7 @@ def training_settings(cfg, size) -> dict:
         "optimizer steps": cfg.schedule.train_iters,
         "global batch (sequences)": cfg.batch.global_batch_size,
         "tokens seen": f"{tokens:,}",
-        "learning rate": f"{cfg.optimizer.lr} peak, {cfg.optimizer.min_lr} final, {cfg.schedule.lr_decay_style} decay, "
-        f"{cfg.schedule.lr_warmup_iters} warm-up steps",
+        "learning rate": _learning_rate(cfg),
         "weight decay / grad clip": f"{cfg.optimizer.weight_decay} / {cfg.optimizer.clip_grad}",
         "precision": cfg.precision.dtype,
         "EMO pool size in training": f"drawn per document from [{size.pool_min}, {size.pool_max}]",

@@ -37,7 +37,8 @@ def _pool_in_config(folder) -> int | None:
 
 
 def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_model, dist_checkpoint, tmp_path):
-    """Default off (plain top-k, as the paper evaluates); ``training`` writes the run's emo.pool_eval; N writes N."""
+    """Default off (plain top-k, as the paper evaluates); ``training`` writes the run's emo.pool_eval; N writes N.
+    The model card of an anneal run describes its anneal."""
     from emo_plugin.convert import ConversionError, export_to_hf
     from emo_plugin.training import checkpoint
     from emo_plugin.training.config import TrainingConfig, to_dict
@@ -56,9 +57,12 @@ def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_m
 
     run = TrainingConfig()
     run.emo.pool_eval = 5
+    run.schedule.anneal_iters = 4
     trained = tmp_path / "trained"
     checkpoint.save(trained, 3, {"model": megatron_model.sharded_state_dict(prefix=""),
                                  "emo_architecture": TINY.to_dict(), "config": to_dict(run)},
                     HostTorchDistSaveStrategy())
     export_to_hf(trained, tmp_path / "training", inference_pool="training", progress=False)
     assert _pool_in_config(tmp_path / "training") == 5
+    assert "anneal: linear over the last 4 steps from the loaded checkpoint's lr to 0.0" in \
+        (tmp_path / "training" / "README.md").read_text()
