@@ -18,7 +18,8 @@ from megatron.core.dist_checkpointing.mapping import ShardedTensor
 from emo_plugin.training.builders import resolved_size
 from emo_plugin.training.config import ConfigError, TrainingConfig, apply_mapping
 
-# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable)
+# config key -> ModelSize attribute (what determines tensor shapes or which router rows are selectable). Pool sizes
+# are not architecture: an EMO run may continue a standard MoE's checkpoint (EMO-anneal, docs/recipe.md).
 _SIZE_FIELDS = {
     "model.num_layers": "num_layers",
     "model.hidden_size": "hidden_size",
