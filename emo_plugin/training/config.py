@@ -105,7 +105,8 @@ class ScheduleSection:
 
     train_iters: int = opt(200, "optimizer steps to train", megatron="--train-iters")
     lr_warmup_iters: int = opt(20, "linear warm-up steps", megatron="--lr-warmup-iters")
-    lr_decay_iters: int | None = opt(None, "decay length, warm-up included (default: train_iters)", megatron="--lr-decay-iters")
+    lr_decay_iters: int | None = opt(None, "decay length, warm-up included (default: train_iters)",
+                                     megatron="--lr-decay-iters")
     lr_decay_style: str = opt("cosine", "cosine, linear, constant or WSD (warmup-stable-decay: the peak lr until the "
                               "last lr_wsd_decay_iters of lr_decay_iters, then down to optimizer.min_lr)",
                               megatron="--lr-decay-style")

@@ -3,8 +3,8 @@
 One definition: linear warm-up from 0, then cosine/linear decay to ``min_lr``, constant, or warmup-stable-decay
 (``WSD``: the peak lr until the last ``lr_wsd_decay_iters`` of the decay, then down to ``min_lr``); constant
 weight decay times each parameter group's ``wd_mult`` (0 for embeddings, norms and biases, param_groups.py).
-An anneal stage (``schedule.anneal_iters``, anneal.py) is Megatron's WSD with the stable phase ending at the
-checkpoint it continues from. The GPU path attaches the scheduler to Megatron's optimizer, the host path to its
+An anneal stage (``schedule.anneal_iters``, anneal.py) is Megatron's WSD whose stable phase is the first step
+after the checkpoint it continues. The GPU path attaches the scheduler to Megatron's optimizer, the host path to its
 ``torch.optim.AdamW``; both set it to the step being taken before each optimizer step, so the step that produces
 iteration ``i`` (1-based) runs at ``lr(i)``, and a resumed run continues the schedule from its checkpoint's
 iteration.
@@ -12,6 +12,7 @@ iteration.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
@@ -45,10 +46,11 @@ def param_scheduler(optimizer, opt: OptimizerSection, sch: ScheduleSection,
 
 
 def _anneal_scheduler(optimizer, sch: ScheduleSection, anneal: AnnealStart, weight_decay: dict):
-    """Steps ``S+1 … S+N`` after the checkpoint at iteration ``S`` run at ``lr0 + (target − lr0)·(i − S − 1)/(N − 1)``:
-    the first at the checkpoint's lr (no jump), the last at the target. As WSD: stable until ``S + 1``, then a
-    linear decay of ``N − 1`` steps. The schedule is derived from the checkpoint, never taken from one, so a
-    Megatron checkpoint's stored scheduler state (the previous stage's) does not override it."""
+    """Steps ``S+1 … S+N`` after the checkpoint at iteration ``S`` run at
+    ``lr0 + (target − lr0)·(i − S − 1)/(N − 1)``: the first at the checkpoint's lr (no jump), the last at the
+    target. As WSD: stable until ``S + 1``, then a linear decay of ``N − 1`` steps. The schedule is derived from
+    the checkpoint, never taken from one, so a Megatron checkpoint's stored scheduler state (the previous stage's)
+    does not override it."""
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,
@@ -73,8 +75,4 @@ def set_iteration(scheduler: OptimizerParamScheduler, iteration: int) -> float:
 
 def lr_at(opt: OptimizerSection, sch: ScheduleSection, iteration: int) -> float:
     """The lr of the step that produced ``iteration`` under a (non-anneal) schedule, without an optimizer."""
-
-    class _NoParameters:
-        param_groups: list = []
-
-    return set_iteration(param_scheduler(_NoParameters(), opt, sch), iteration)
+    return set_iteration(param_scheduler(SimpleNamespace(param_groups=[]), opt, sch), iteration)
