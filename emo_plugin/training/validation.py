@@ -215,10 +215,11 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "a float >= 0")
     _check(opt.clip_grad >= 0, "optimizer.clip_grad", opt.clip_grad, "a float >= 0 (0 disables clipping)")
     _check(sch.train_iters >= 1, "schedule.train_iters", sch.train_iters, "an integer >= 1")
-    _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters,
-           f"between 0 and schedule.train_iters={sch.train_iters}")
-    _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
-           sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
+    if sch.anneal_iters is None:  # an anneal stage has neither warm-up nor the decay below
+        _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters,
+               f"between 0 and schedule.train_iters={sch.train_iters}")
+        _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
+               sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
     _check_schedule(cfg)
     _check(b.micro_batch_size >= 1, "batch.micro_batch_size", b.micro_batch_size, "an integer >= 1")
     _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size,

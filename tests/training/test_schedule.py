@@ -154,3 +154,6 @@ def test_wsd_and_anneal_configs_validate():
     validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.lr_decay_style=WSD",
                            "--schedule.lr_wsd_decay_iters=50"]))
     validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=50", "--checkpoint.load=x"]))
+    # a weights-only anneal shorter than the YAML's 20 warm-up steps: the anneal has no warm-up
+    validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=5", "--schedule.train_iters=5",
+                           "--checkpoint.load=x", "--checkpoint.finetune=true"]))
