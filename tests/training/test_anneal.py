@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emo_plugin.training import checkpoint
 from tests.training.conftest import REPO, base_args, read_metrics, run_cli
@@ -41,7 +42,8 @@ def test_standard_moe_validation_losses_coincide_and_its_checkpoint_records_its_
 def test_emo_anneal_with_the_full_state_continues_after_iteration_3_and_survives_a_relaunch(
         std_moe, corpus_prefix, tmp_path):
     args = base_args(corpus_prefix, tmp_path, checkpoint__load=std_moe / "ckpt", schedule__anneal_iters=3,
-                     schedule__train_iters=6, eval__iters=1, eval__interval=0)
+                     schedule__train_iters=6, eval__iters=1, eval__interval=0,
+                     logging__tensorboard_dir=tmp_path / "tb")
     stopped = run_cli([*args, "--schedule.exit_duration_minutes=1e-6"], check=False)
     assert stopped.returncode == 75, stopped.stderr[-3000:]
     assert f" anneal: linear from lr {CHECKPOINT_LR:.6E} at iteration 4 to 0.000000E+00 at iteration 6" \
@@ -57,6 +59,12 @@ def test_emo_anneal_with_the_full_state_continues_after_iteration_3_and_survives
     valid = read_metrics(tmp_path / "metrics.jsonl")[("valid", 6)]
     assert {"lm loss validation", "lm loss validation pooled"} <= valid.keys()
     assert "pooled (pool_eval=4) lm loss value" in resumed
+    tags = set()
+    for events in (tmp_path / "tb").iterdir():
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"lm loss validation", "lm loss validation pooled"} <= tags
 
 
 def test_emo_anneal_from_the_weights_only_starts_at_iteration_0_with_the_checkpoint_lr(
