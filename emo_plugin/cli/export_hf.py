@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-size", default="5GB", help="safetensors shard cap, e.g. 5GB, 500MB "
                    "(default: %(default)s)")
     p.add_argument("--tokenizer", help="SentencePiece model (default: the one the training config names)")
-    p.add_argument("--model-config", help="json/yaml architecture or training config, if the checkpoint has none")
+    p.add_argument("--model-config", help="json/yaml model record or training config, if the checkpoint has none")
     p.add_argument("--key-prefix", help="prefix of the model's sharded keys (default: detected)")
+    p.add_argument("--inference-pool-size", default="off", metavar="{off,training,N}",
+                   help="EMO document pools of the HF model (emo_inference_pool_size): off = plain top-k over all "
+                   "experts (default), training = the run's emo.pool_eval, or N routed experts per document")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     return p
 
@@ -36,6 +39,7 @@ def export(args: argparse.Namespace) -> None:
     summary = export_to_hf(
         args.checkpoint, args.output, dtype=args.dtype, max_shard_size=args.max_shard_size,
         tokenizer=args.tokenizer, model_config=args.model_config, key_prefix=args.key_prefix, force=args.force,
+        inference_pool=args.inference_pool_size,
     )
     print(json.dumps(summary, indent=2))
 

@@ -46,11 +46,34 @@ def tensor_count(arch: ModelRecord) -> int:
     return sum(len(unit.hf_names) for unit in weight_map.units(arch))
 
 
+def inference_pool_size(choice: str | int | None, run: dict | None, arch: ModelRecord) -> int | None:
+    """The HF ``emo_inference_pool_size`` to write: ``off``/None (plain top-k, the default), ``training`` (the
+    run's ``emo.pool_eval``, the pools its validation used) or a number of routed experts."""
+    if choice in (None, "off"):
+        return None
+    if choice == "training":
+        if run is None:
+            raise ConversionError("--inference-pool-size=training: the checkpoint stores no training config (e.g. "
+                                  "emo-import-hf output), so its emo.pool_eval is unknown; pass a number")
+        pool = arch.pool_eval
+    else:
+        try:
+            pool = int(choice)
+        except ValueError:
+            raise ConversionError(f"--inference-pool-size={choice}: expected off, training or a number of routed "
+                                  "experts") from None
+    if pool < arch.moe_router_topk:
+        raise ConversionError(f"--inference-pool-size={choice}: a pool of {pool} experts is smaller than the "
+                              f"{arch.moe_router_topk} routed experts each token needs")
+    return pool
+
+
 def export_to_hf(
     checkpoint: str | Path,
     output: str | Path,
     *,
     dtype: str = "bf16",
+    inference_pool: str | int | None = None,
     max_shard_size: str | int = "5GB",
     tokenizer: str | Path | None = None,
     model_config: str | Path | None = None,
@@ -66,7 +89,7 @@ def export_to_hf(
     from emo_plugin.hf import EmoConfig
 
     run = reader.common_state().get("config")
-    config = EmoConfig(**hf_config_kwargs(arch))
+    config = EmoConfig(**hf_config_kwargs(arch), emo_inference_pool_size=inference_pool_size(inference_pool, run, arch))
     with atomic_output_dir(output, force, inputs=(checkpoint, tokenizer, model_config)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(

@@ -20,6 +20,18 @@ def _recorded(run: dict, key: str):
     return "not recorded" if value is None else value
 
 
+def _learning_rate(run: dict) -> str:
+    schedule = run.get("schedule") or {}
+    if schedule.get("anneal_iters") is not None:
+        return (f"anneal: linear over the last {schedule['anneal_iters']} steps from the loaded checkpoint's lr to "
+                f"{_recorded(run, 'schedule.anneal_min_lr')}")
+    style = _recorded(run, "schedule.lr_decay_style")
+    wsd = (f" (last {_recorded(run, 'schedule.lr_wsd_decay_iters')} steps "
+           f"{_recorded(run, 'schedule.lr_wsd_decay_style')})" if style == "WSD" else "")
+    return (f"{_recorded(run, 'optimizer.lr')} peak, {_recorded(run, 'optimizer.min_lr')} final, {style} decay{wsd}, "
+            f"{_recorded(run, 'schedule.lr_warmup_iters')} warm-up steps")
+
+
 def training_settings(run: dict, record: ModelRecord) -> dict:
     """The run's data and settings as shown in the card: the stored run config (the plain mapping the trainer
     writes) for how it trained, the model record for the sequence length and the EMO recipe."""
@@ -37,9 +49,7 @@ def training_settings(run: dict, record: ModelRecord) -> dict:
         "optimizer steps": steps,
         "global batch (sequences)": batch,
         "tokens seen": tokens,
-        "learning rate": f"{_recorded(run, 'optimizer.lr')} peak, {_recorded(run, 'optimizer.min_lr')} final, "
-        f"{_recorded(run, 'schedule.lr_decay_style')} decay, "
-        f"{_recorded(run, 'schedule.lr_warmup_iters')} warm-up steps",
+        "learning rate": _learning_rate(run),
         "weight decay / grad clip": f"{_recorded(run, 'optimizer.weight_decay')} / "
         f"{_recorded(run, 'optimizer.clip_grad')}",
         "precision": _recorded(run, "precision.dtype"),

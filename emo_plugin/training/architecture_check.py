@@ -19,7 +19,8 @@ from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
 from emo_plugin.model.run_config import record_of_run_config
 
-# config key -> record field (what determines tensor shapes or which router rows are selectable)
+# config key -> record field (what determines tensor shapes or which router rows are selectable). Pool sizes are
+# not architecture: an EMO run may continue a standard MoE's checkpoint (EMO-anneal, docs/recipe.md).
 _SHAPE_FIELDS = {
     "model.num_layers": "num_layers",
     "model.hidden_size": "hidden_size",

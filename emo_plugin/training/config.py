@@ -107,8 +107,22 @@ class ScheduleSection:
 
     train_iters: int = opt(200, "optimizer steps to train", megatron="--train-iters")
     lr_warmup_iters: int = opt(20, "linear warm-up steps", megatron="--lr-warmup-iters")
-    lr_decay_iters: int | None = opt(None, "cosine decay length (default: train_iters)", megatron="--lr-decay-iters")
-    lr_decay_style: str = opt("cosine", "cosine, linear or constant", megatron="--lr-decay-style")
+    lr_decay_iters: int | None = opt(None, "decay length, warm-up included (default: train_iters)",
+                                     megatron="--lr-decay-iters")
+    lr_decay_style: str = opt("cosine", "cosine, linear, constant or WSD (warmup-stable-decay: the peak lr until the "
+                              "last lr_wsd_decay_iters of lr_decay_iters, then down to optimizer.min_lr)",
+                              megatron="--lr-decay-style")
+    lr_wsd_decay_iters: int | None = opt(None, "WSD: steps of the final decay", megatron="--lr-wsd-decay-iters")
+    lr_wsd_decay_style: str = opt("linear", "WSD: shape of the final decay: linear, cosine, exponential or minus_sqrt",
+                                  megatron="--lr-wsd-decay-style")
+    anneal_iters: int | None = opt(
+        None, "anneal stage: continue from checkpoint.load at that checkpoint's learning rate and decay it linearly "
+        "to anneal_min_lr over this many steps (the first runs at the checkpoint's lr, the last at anneal_min_lr); "
+        "replaces warm-up and decay. train_iters must be the checkpoint's iteration + anneal_iters (weights-only "
+        "start: anneal_iters)")
+    anneal_min_lr: float = opt(0.0, "anneal stage: the learning rate of its last step")
+    anneal_start_lr: float | None = opt(None, "anneal stage: the lr to start from (default: the one the loaded "
+                                        "checkpoint recorded; needed for tools/import_hf.py output)")
     exit_duration_minutes: float | None = opt(
         None, "run-time budget: once this many minutes have passed since start, save after the current step and "
         "exit 75 (resumable); set it below the job's time limit by a step plus a save", megatron="--exit-duration-in-mins")

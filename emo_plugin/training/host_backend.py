@@ -30,6 +30,7 @@ from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.megatron_compat import is_expert_parameter
 from emo_plugin.model.build import build_emo_gpt_model
 from emo_plugin.training.builders import resolved_record
+from emo_plugin.training.anneal import AnnealStart
 from emo_plugin.training.param_groups import parameter_groups
 from emo_plugin.training.schedule import param_scheduler, set_iteration
 
@@ -54,7 +55,8 @@ def forward(model, batch: dict) -> torch.Tensor:
 class HostBackend:
     save_strategy = HostTorchDistSaveStrategy()
 
-    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int):
+    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int,
+                 anneal: AnnealStart | None = None):
         self.cfg = cfg
         self.model = build_emo_gpt_model(
             transformer_config,
@@ -73,7 +75,7 @@ class HostBackend:
             foreach=False,
         )
         self._init_optimizer_state()
-        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule)
+        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule, anneal)
         self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         self.expert_dp_group = parallel_state.get_expert_data_parallel_group()
         self.ep_group = parallel_state.get_expert_model_parallel_group()

@@ -24,6 +24,7 @@ from megatron.core.utils import get_batch_on_this_cp_rank
 
 from emo_plugin.megatron_compat import sync_overlapped_params, torch_optimizers
 from emo_plugin.model.build import build_emo_gpt_model
+from emo_plugin.training.anneal import AnnealStart
 from emo_plugin.training.builders import resolved_record, use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
 from emo_plugin.training.param_groups import megatron_overrides
@@ -100,7 +101,8 @@ def _one_or_list(items: list):
 class MegatronBackend:
     save_strategy = None  # Megatron's default torch_dist strategy (async-capable writer, fine on CUDA)
 
-    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int):
+    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int,
+                 anneal: AnnealStart | None = None):
         self.cfg, self.seq_length = cfg, seq_length
         seed_like_megatron_lm(cfg.seed)
         opt = cfg.optimizer
@@ -133,7 +135,7 @@ class MegatronBackend:
             self.model,
             config_overrides=megatron_overrides(),
         )
-        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule)
+        self.scheduler = param_scheduler(self.optimizer, opt, cfg.schedule, anneal)
         # Megatron-LM's wiring (training.py, setup_model_and_optimizer / train).
         transformer_config.finalize_model_grads_func = finalize_model_grads
         transformer_config.grad_scale_func = self.optimizer.scale_loss

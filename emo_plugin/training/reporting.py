@@ -1,5 +1,9 @@
 """Console lines, TensorBoard scalars (Megatron's names) and an exact JSON-lines record of every step.
 
+Validation reports two losses: ``lm loss validation`` routes plain top-k over all routed experts (the exported
+Hugging Face model's default and the paper's full-model metric), ``lm loss validation pooled`` routes each
+document inside ``emo.pool_eval`` experts, as EMO's evaluation mode does.
+
 Only the last rank writes (Megatron's convention: it holds the loss under pipeline parallelism); every rank
 takes part in the MoE tracker's ``report`` because it all-reduces.
 """
@@ -84,17 +88,23 @@ class Reporter:
                 line += " step skipped (non-finite) |"
             print(line + (f" {moe_line}" if moe_line else ""), flush=True)
 
-    def validation(self, iteration: int, loss: float) -> None:
+    def validation(self, iteration: int, loss: float, pooled_loss: float, pool_size: int) -> None:
+        """``loss``: plain top-k over all routed experts; ``pooled_loss``: with document pools of ``pool_size``."""
         if not is_logging_rank():
             return
-        ppl = math.exp(min(20.0, loss))
+        ppl, pooled_ppl = math.exp(min(20.0, loss)), math.exp(min(20.0, pooled_loss))
         if self.writer is not None:
             self.writer.add_scalar("lm loss validation", loss, iteration)
             self.writer.add_scalar("lm loss validation ppl", ppl, iteration)
+            self.writer.add_scalar("lm loss validation pooled", pooled_loss, iteration)
+            self.writer.add_scalar("lm loss validation pooled ppl", pooled_ppl, iteration)
         if self.metrics is not None:
-            self.metrics.write(json.dumps({"iteration": iteration, "lm loss validation": loss}) + "\n")
+            record = {"iteration": iteration, "lm loss validation": loss, "lm loss validation pooled": pooled_loss}
+            self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
-        print(f" validation loss at iteration {iteration} | lm loss value: {loss:.6E} | lm loss PPL: {ppl:.6E} |", flush=True)
+        print(f" validation loss at iteration {iteration} | lm loss value: {loss:.6E} | lm loss PPL: {ppl:.6E} |"
+              f" pooled (pool_eval={pool_size}) lm loss value: {pooled_loss:.6E} | pooled PPL: {pooled_ppl:.6E} |",
+              flush=True)
 
     def message(self, text: str) -> None:
         if is_logging_rank():

@@ -17,10 +17,11 @@ from megatron.core import parallel_state
 from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
 from emo_plugin import checkpoint
-from emo_plugin.model.record import RECORD_KEY
-from emo_plugin.training import architecture_check, exit_codes, start_point
-from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_record
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.record import RECORD_KEY
+from emo_plugin.moe.eval_pool import evaluation_pool
+from emo_plugin.training import anneal, architecture_check, exit_codes, start_point
+from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_record
 from emo_plugin.training.config import TrainingConfig, to_dict
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
 from emo_plugin.training.distributed import initialize, initialize_model_parallel, launch_env, shutdown
@@ -60,6 +61,7 @@ class Trainer:
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
         self.start = start_point.choose(cfg)  # before the data and model: a bad checkpoint.load fails fast
+        self.anneal = anneal.anneal_start(cfg, self.start)
         get_moe_metrics_tracker().clear()
         self.dp_size = data_parallel_size(cfg, launch.world_size)
         self.dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=False)
@@ -88,12 +90,14 @@ class Trainer:
             from emo_plugin.training.host_backend import HostBackend as Backend
         else:
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
-        self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length)
+        self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length,
+                               anneal=self.anneal)
         self.reporter = Reporter(cfg, device=self.device, num_layers=self.record.num_layers)
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
         self.skipped = 0
+        self.learning_rate = None  # of the last step taken; recorded in checkpoints for a later anneal
         self.flops_per_token = flops_per_token(self.record, vocab, self.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
@@ -128,6 +132,8 @@ class Trainer:
             RECORD_KEY: self.record.to_dict(),
             "vocab_size": self.vocab_size,
             "skipped_steps": self.skipped,
+            anneal.LEARNING_RATE_KEY: self.learning_rate,
+            **(self.anneal.to_common() if self.anneal else {}),
             **self.backend.common_state(),
         }
         state.update(common)
@@ -157,23 +163,37 @@ class Trainer:
             self.backend.load_state(loaded, common)
             self.iteration, self.consumed_samples = common["iteration"], common["consumed_samples"]
             self.skipped = common.get("skipped_steps", 0)
+            self.learning_rate = common.get(anneal.LEARNING_RATE_KEY)
             save = self.cfg.checkpoint.save
             self.last_saved = self.iteration if save and start.root == Path(save) else None
             kind = "full training state" + ("" if same_world else f"; world size {common.get('world_size')} -> "
                                             f"{dist.get_world_size()}: per-rank host RNG state not restored")
         self.reporter.message(f" loaded checkpoint from {folder} at iteration {start.iteration} ({kind}): "
                               f"{start.reason}")
+        if self.anneal:
+            self.reporter.message(f" anneal: linear from lr {self.anneal.lr:.6E} at iteration "
+                                  f"{self.anneal.iteration + 1} to {self.cfg.schedule.anneal_min_lr:.6E} at "
+                                  f"iteration {self.cfg.schedule.train_iters}")
 
     # -- the loop ------------------------------------------------------------------------------------
     def _validate(self) -> None:
+        """Both validation losses: plain top-k over all routed experts (what the exported HF model computes by
+        default, and the paper's full-model metric) and with the ``emo.pool_eval`` document pools."""
         if not self.cfg.eval.iters or self.data.valid is None:
             return
+        with evaluation_pool(self.backend.model, None):
+            plain = self._eval_loss()
+        emo = self.transformer_config.emo
+        pooled = plain if emo.pool_eval >= self.transformer_config.num_selectable_experts else self._eval_loss()
+        self.reporter.validation(self.iteration, plain, pooled, emo.pool_eval)
+
+    def _eval_loss(self) -> float:
         b = self.cfg.batch
         losses = [
             self.backend.eval_loss(self._micro_batches(self.data.valid, i * b.global_batch_size))
             for i in range(self.cfg.eval.iters)
         ]
-        self.reporter.validation(self.iteration, sum(losses) / len(losses))
+        return sum(losses) / len(losses)
 
     def _skip_summary(self, finished: bool) -> None:
         """With nan_policy=skip: how many steps were skipped; an error at the end if more than allowed."""
@@ -231,6 +251,7 @@ class Trainer:
                         f"grad norm {result['grad-norm']}); nan_policy=stop. Set nan_policy=skip to skip such steps."
                     )
                 self.skipped += 0 if result["finite"] else 1
+                self.learning_rate = result["learning-rate"]
                 elapsed = time.time() - start
                 tokens_per_sec = cfg.batch.global_batch_size * self.seq_length / elapsed
                 tflops = self.flops_per_token * tokens_per_sec / dist.get_world_size() / 1e12

@@ -24,11 +24,13 @@ from emo_plugin.training.builders import (
     resolve_device,
     resolved_record,
 )
-from emo_plugin.training.config import SECTIONS, TrainingConfig, parse_split
+from emo_plugin.training.config import SECTIONS, ScheduleSection, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
 
 POOL_LIMIT = 2**20  # pool sizes beyond the expert count mean "unrestricted"; huge ones overflow the draw
 SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
+DECAY_STYLES = ("cosine", "linear", "constant", "WSD")  # Megatron's OptimizerParamScheduler names
+WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 
 
 def _check(ok: bool, key: str, value, expected: str) -> None:
@@ -110,6 +112,39 @@ def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
         _check_writable("data.cache_dir", d.cache_dir)
 
 
+def _check_schedule(cfg: TrainingConfig) -> None:
+    """The decay style and its WSD length, and an anneal stage's length, target and starting point."""
+    sch = cfg.schedule
+    _check(sch.lr_decay_style in DECAY_STYLES, "schedule.lr_decay_style", sch.lr_decay_style,
+           f"one of {', '.join(DECAY_STYLES)}")
+    _check(sch.lr_wsd_decay_style in WSD_DECAY_STYLES, "schedule.lr_wsd_decay_style", sch.lr_wsd_decay_style,
+           f"one of {', '.join(WSD_DECAY_STYLES)}")
+    if sch.lr_decay_style == "WSD":
+        decay = max(sch.lr_decay_iters or sch.train_iters, sch.lr_warmup_iters + 1) - sch.lr_warmup_iters
+        _check(sch.lr_wsd_decay_iters is not None and 1 <= sch.lr_wsd_decay_iters <= decay,
+               "schedule.lr_wsd_decay_iters", sch.lr_wsd_decay_iters,
+               f"an integer in [1, {decay}] with lr_decay_style=WSD (the final decay, inside the {decay} steps "
+               "between warm-up and lr_decay_iters)")
+    else:
+        _check(sch.lr_wsd_decay_iters is None, "schedule.lr_wsd_decay_iters", sch.lr_wsd_decay_iters,
+               f"none unless schedule.lr_decay_style=WSD (it is {sch.lr_decay_style!r})")
+    if sch.anneal_iters is None:
+        for key in ("anneal_min_lr", "anneal_start_lr"):
+            default = getattr(ScheduleSection(), key)
+            _check(getattr(sch, key) == default, f"schedule.{key}", getattr(sch, key),
+                   f"{default} unless schedule.anneal_iters is set (it configures the anneal stage)")
+        return
+    _check(sch.anneal_iters >= 2, "schedule.anneal_iters", sch.anneal_iters,
+           "none or an integer >= 2 (the first anneal step runs at the checkpoint's lr, the last at anneal_min_lr)")
+    _check(bool(cfg.checkpoint.load), "schedule.anneal_iters", sch.anneal_iters,
+           "checkpoint.load to name the checkpoint to anneal from")
+    _check(sch.anneal_min_lr >= 0, "schedule.anneal_min_lr", sch.anneal_min_lr, "a float >= 0")
+    _check(sch.anneal_start_lr is None or sch.anneal_start_lr >= sch.anneal_min_lr, "schedule.anneal_start_lr",
+           sch.anneal_start_lr, f"none (the checkpoint's lr) or >= schedule.anneal_min_lr={sch.anneal_min_lr}")
+    _check(sch.anneal_start_lr is None or sch.anneal_start_lr > 0, "schedule.anneal_start_lr", sch.anneal_start_lr,
+           "none (the checkpoint's lr) or a positive float")
+
+
 def _check_plan(cfg: TrainingConfig) -> None:
     """The planner's inputs (``--dry-run`` and the GPU fit check): sizes that can be divided by and compared."""
     plan = cfg.plan
@@ -181,12 +216,12 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "a float >= 0")
     _check(opt.clip_grad >= 0, "optimizer.clip_grad", opt.clip_grad, "a float >= 0 (0 disables clipping)")
     _check(sch.train_iters >= 1, "schedule.train_iters", sch.train_iters, "an integer >= 1")
-    _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters,
-           f"between 0 and schedule.train_iters={sch.train_iters}")
-    _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
-           sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
-    _check(sch.lr_decay_style in ("cosine", "linear", "constant"), "schedule.lr_decay_style", sch.lr_decay_style,
-           "'cosine', 'linear' or 'constant'")
+    if sch.anneal_iters is None:  # an anneal stage has neither warm-up nor the decay below
+        _check(0 <= sch.lr_warmup_iters <= sch.train_iters, "schedule.lr_warmup_iters", sch.lr_warmup_iters,
+               f"between 0 and schedule.train_iters={sch.train_iters}")
+        _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
+               sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
+    _check_schedule(cfg)
     _check(b.micro_batch_size >= 1, "batch.micro_batch_size", b.micro_batch_size, "an integer >= 1")
     _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size,
            f">= batch.micro_batch_size={b.micro_batch_size}")

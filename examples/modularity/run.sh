@@ -5,15 +5,18 @@
 #
 #   bash examples/modularity/run.sh                 # CPU size (examples/modularity/*_cpu.yaml), ~30 min on 2 cores
 #   EXTRA="--schedule.train_iters=100" bash examples/modularity/run.sh   # any emo-pretrain override for both runs
+#   MODELS="emo stdmoe emo_anneal" bash examples/modularity/run.sh   # also EMO-anneal of the standard MoE
+#                                                                   # (emo_anneal_cpu.yaml, docs/recipe.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 OUT=${OUT:-runs/modularity}
 EXTRA=${EXTRA:-}
+MODELS=${MODELS:-emo stdmoe}  # emo_anneal continues stdmoe's checkpoint, so it comes after it
 
 $PY tools/split_corpus.py --input examples/data/corpus.jsonl --every 8 \
     --train "$OUT/train.jsonl" --heldout "$OUT/heldout.jsonl"
-for model in emo stdmoe; do
+for model in $MODELS; do
   $PY -m emo_plugin.training.cli --config "examples/modularity/${model}_cpu.yaml" $EXTRA
   $PY tools/export_hf.py --checkpoint "$OUT/$model/checkpoints" --output "$OUT/$model/hf" --dtype fp32 --force
   # Plain top-k inference over the kept experts (as AI2 evaluates subsets); selection by greedy mean router prob.
@@ -25,5 +28,7 @@ for model in emo stdmoe; do
   $PY tools/analyze_modularity.py --checkpoint "$OUT/$model/hf" --corpus "$OUT/heldout.jsonl" \
       --out "$OUT/$model/analysis" --max-doc-tokens 256 --pool-size 8
 done
-$PY tools/compare_subsets.py "$OUT/emo/subsets/results.json" "$OUT/stdmoe/subsets/results.json" \
-    --names EMO StdMoE --out "$OUT/comparison.md"
+declare -A NAME=([emo]=EMO [stdmoe]=StdMoE [emo_anneal]=EMO-anneal)
+results=() names=()
+for model in $MODELS; do results+=("$OUT/$model/subsets/results.json"); names+=("${NAME[$model]}"); done
+$PY tools/compare_subsets.py "${results[@]}" --names "${names[@]}" --out "$OUT/comparison.md"

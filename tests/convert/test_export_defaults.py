@@ -1,11 +1,15 @@
-"""export_to_hf with nothing but the checkpoint: bf16 tensors, and the tokenizer the importer leaves in the
-iteration folder is found, copied and shown in the model card's usage example."""
+"""export_to_hf with nothing but the checkpoint: bf16 tensors, the tokenizer the importer leaves in the iteration
+folder is found, copied and shown in the model card's usage example, and the HF model routes plain top-k unless
+an inference pool is asked for."""
 
+import json
 import shutil
 
+import pytest
 import torch
 from safetensors import safe_open
 
+from tests.convert.checkpoint_workers import TINY
 from tests.convert.conftest import TOKENIZER
 
 
@@ -26,3 +30,39 @@ def test_export_defaults_to_bf16_and_finds_the_tokenizer_in_the_iteration_folder
             dtypes |= {f.get_slice(name).get_dtype() for name in f.keys()}
     assert dtypes == {"BF16"}
     assert torch.bfloat16.itemsize * summary["parameters"] == summary["bytes"]
+
+
+def _pool_in_config(folder) -> int | None:
+    return json.loads((folder / "config.json").read_text())["emo_inference_pool_size"]
+
+
+def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_model, dist_checkpoint, tmp_path):
+    """Default off (plain top-k, as the paper evaluates); ``training`` writes the run's emo.pool_eval; N writes N.
+    The model card of an anneal run describes its anneal."""
+    from emo_plugin.convert import ConversionError, export_to_hf
+    from emo_plugin import checkpoint
+    from emo_plugin.training.config import TrainingConfig, to_dict
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+
+    export_to_hf(dist_checkpoint, tmp_path / "off", progress=False)
+    assert _pool_in_config(tmp_path / "off") is None
+    export_to_hf(dist_checkpoint, tmp_path / "n", inference_pool="3", progress=False)
+    assert _pool_in_config(tmp_path / "n") == 3
+    with pytest.raises(ConversionError, match="--inference-pool-size=training: the checkpoint stores no training"):
+        export_to_hf(dist_checkpoint, tmp_path / "none", inference_pool="training", progress=False)
+    with pytest.raises(ConversionError, match="--inference-pool-size=1: a pool of 1 experts is smaller than the 2"):
+        export_to_hf(dist_checkpoint, tmp_path / "small", inference_pool=1, progress=False)
+    with pytest.raises(ConversionError, match="--inference-pool-size=all: expected off, training or a number"):
+        export_to_hf(dist_checkpoint, tmp_path / "bad", inference_pool="all", progress=False)
+
+    run = TrainingConfig()
+    run.emo.pool_eval = 5
+    run.schedule.anneal_iters = 4
+    trained = tmp_path / "trained"
+    checkpoint.save(trained, 3, {"model": megatron_model.sharded_state_dict(prefix=""),
+                                 "emo_architecture": TINY.to_dict(), "config": to_dict(run)},
+                    HostTorchDistSaveStrategy())
+    export_to_hf(trained, tmp_path / "training", inference_pool="training", progress=False)
+    assert _pool_in_config(tmp_path / "training") == 5
+    assert "anneal: linear over the last 4 steps from the loaded checkpoint's lr to 0.0" in \
+        (tmp_path / "training" / "README.md").read_text()

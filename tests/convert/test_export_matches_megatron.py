@@ -37,6 +37,22 @@ def test_logits_equal_with_emo_document_pools(megatron_model, hf_folder):
     assert unrestricted.abs().max() > 1e-4  # the pool really changed the routing
 
 
+def test_plain_validation_routing_is_the_exported_models_default(hf_model):
+    """The trainer's plain validation loss (evaluation_pool(model, None)) is what the exported model computes by
+    default, even for a model trained with pools and for several documents per sequence."""
+    from emo_plugin.moe.eval_pool import evaluation_pool
+
+    pooled = random_model(pool_eval=3)  # same seed → same weights as the exported model
+    tokens = torch.randint(3, TINY.vocab_size, (2, 15), generator=torch.Generator().manual_seed(2))
+    tokens[:, 6] = TINY.eos_token_id
+    ids = build_routing_ids(tokens_BS=tokens, eod_token_id=TINY.eos_token_id, max_documents_per_sequence=4)
+    with evaluation_pool(pooled, None):
+        plain = megatron_logits(pooled, tokens, ids)
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(tokens).logits, plain, rtol=1e-5, atol=1e-5)
+    assert (megatron_logits(pooled, tokens, ids) - plain).abs().max() > 1e-4  # outside it, the pools of 3 apply
+
+
 def test_folder_is_a_complete_remote_code_checkpoint(hf_folder):
     config = json.loads((hf_folder / "config.json").read_text())
     assert config["model_type"] == "emo" and config["architectures"] == ["EmoForCausalLM"]

@@ -8,6 +8,7 @@ rank (tests/cuda_free/trainer_runs.py), which saves the ~7 s import.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -106,3 +107,17 @@ def test_nan_policy_stop_stops(corpus_prefix, tmp_path):
     assert result["returncode"] == 3
     assert "iteration 2: non-finite training step" in result["error"]
     assert sorted(k for k in read_metrics(tmp_path / "metrics.jsonl") if isinstance(k, int)) == [1]
+
+
+def test_anneal_on_the_gpu_path_ignores_the_stored_scheduler(dp2_run, corpus_prefix, tmp_path):
+    """A linear anneal from the DP2 checkpoint at iteration 4 on 1 rank: Megatron's checkpoint holds the cosine
+    scheduler (lr 3e-3 → 3e-4 over 8 steps), yet steps 5-7 run at the checkpoint's lr, half of it, and 0; the
+    validation reports the plain top-k and the pooled loss."""
+    resume = _resume_copy(dp2_run, 4, tmp_path)
+    args = gpu_args(corpus_prefix, tmp_path, schedule__anneal_iters=3, schedule__train_iters=7, eval__iters=1,
+                    eval__interval=0) + resume
+    assert [r["returncode"] for r in run_ranks(cli_run, 1, args=args, timeout=240)] == [0]
+    lr4 = 3e-4 + (3e-3 - 3e-4) * 0.5 * (1 + math.cos(math.pi * (4 - 1) / (8 - 1)))  # base_args' cosine at 4
+    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    assert [metrics[i]["learning-rate"] for i in (5, 6, 7)] == pytest.approx([lr4, lr4 / 2, 0.0])
+    assert {"lm loss validation", "lm loss validation pooled"} <= metrics[("valid", 7)].keys()
