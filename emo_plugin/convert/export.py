@@ -23,6 +23,7 @@ from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
 from emo_plugin.convert.tokenizer_export import write_tokenizer
 from emo_plugin.dtypes import DTYPES
+from emo_plugin.errors import ConversionError
 from emo_plugin.model.record import ModelRecord
 
 

@@ -2,6 +2,7 @@
 folder is found, copied and shown in the model card's usage example, and the HF model routes plain top-k unless
 an inference pool is asked for."""
 
+import dataclasses
 import json
 import shutil
 
@@ -41,6 +42,7 @@ def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_m
     The model card of an anneal run describes its anneal."""
     from emo_plugin.convert import ConversionError, export_to_hf
     from emo_plugin import checkpoint
+    from emo_plugin.model.record import RECORD_KEY
     from emo_plugin.training.config import TrainingConfig, to_dict
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
@@ -60,7 +62,7 @@ def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_m
     run.schedule.anneal_iters = 4
     trained = tmp_path / "trained"
     checkpoint.save(trained, 3, {"model": megatron_model.sharded_state_dict(prefix=""),
-                                 "emo_architecture": TINY.to_dict(), "config": to_dict(run)},
+                                 RECORD_KEY: dataclasses.replace(TINY, pool_eval=5).to_dict(), "config": to_dict(run)},
                     HostTorchDistSaveStrategy())
     export_to_hf(trained, tmp_path / "training", inference_pool="training", progress=False)
     assert _pool_in_config(tmp_path / "training") == 5

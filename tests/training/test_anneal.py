@@ -85,7 +85,7 @@ def test_shipped_anneal_configs_load_their_stage_one_checkpoint(anneal):
     stage_one = "stdmoe_1b14b" if "stdmoe" in anneal else "emo_1b14b"
     first, second = (parse_config(["--config", name])
                      for name in (stage_one, anneal))
-    assert architecture(first, None) == architecture(second, None)
+    assert architecture(resolved_record(first)) == architecture(resolved_record(second))
     tokens_per_step = second.batch.global_batch_size * second.data.seq_length
     assert first.schedule.train_iters == math.ceil(1e12 / tokens_per_step) == 238_419
     assert second.schedule.anneal_iters == math.ceil(50e9 / tokens_per_step) == 11_921
