@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: set up .venv from the lock, run the whole suite on the CPU, then run the Hugging Face tests
-# (tests/hf, tests/convert) again with the oldest supported transformers (scripts/setup_oldest_hf.sh), so both
-# ends of setup.cfg's transformers range are tested. With arguments, only `pytest <arguments>` runs.
+# The test command: set up .venv from the lock, lint with ruff (pyproject.toml's [tool.ruff]; a lint error fails the
+# command but the tests still run), run the whole suite on the CPU, then run the Hugging Face tests (tests/hf,
+# tests/convert) again with the oldest supported transformers (scripts/setup_oldest_hf.sh), so both ends of setup.cfg's
+# transformers range are tested. With arguments, only `pytest <arguments>` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
@@ -9,6 +10,8 @@ if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 fi
 status=0
+echo "== ruff check ."
+.venv/bin/ruff check . || status=$?
 .venv/bin/python -m pytest -q -p no:cacheprovider tests || status=$?
 bash scripts/setup_oldest_hf.sh
 echo "== tests/hf and tests/convert with the oldest supported transformers (requirements/lock-oldest-hf.txt)"

@@ -23,6 +23,7 @@ import torch
 
 from emo_plugin.free_port import free_port
 
+
 def _config(dry_run: bool, impl: str):
     from emo_plugin.training.config import TrainingConfig, set_value
 
@@ -100,9 +101,9 @@ def layer_check(dry_run: bool) -> dict:
     from megatron.core import dist_checkpointing, parallel_state
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin.training.builders import build_transformer_config, resolved_record
-    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.training.packed_sequences import (
         ThdPacking,
         cp_partition_index,
@@ -178,7 +179,6 @@ def layer_check(dry_run: bool) -> dict:
 def _te_cp_index_check(batch: dict, packed_layout, cp_partition_index) -> dict:
     """This package's zigzag index (host) vs TE's ``thd_get_partitioned_indices`` (GPU) for CP 2 and 4."""
     import transformer_engine_torch as tex
-
     from gpu_check import check
 
     from emo_plugin.training.packed_sequences import ThdPacking

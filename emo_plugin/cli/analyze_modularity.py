@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo_plugin.cli.runner import documented_parser, run_command
 from emo_plugin.evaluation.analysis import modularity_plots
 from emo_plugin.evaluation.analysis.batching import document_batches
 from emo_plugin.evaluation.analysis.checkpoint import (
@@ -35,8 +36,6 @@ from emo_plugin.evaluation.analysis.checkpoint import (
     set_inference_pool_size,
 )
 from emo_plugin.evaluation.analysis.corpus import read_labelled_corpus
-from emo_plugin.cli.runner import documented_parser, run_command
-from emo_plugin.path_overlap import check_out_folder
 from emo_plugin.evaluation.analysis.expert_usage import distinct_experts_per_document
 from emo_plugin.evaluation.analysis.labelled_documents import tokenize_by_domain
 from emo_plugin.evaluation.analysis.modularity_summary import (
@@ -47,6 +46,7 @@ from emo_plugin.evaluation.analysis.modularity_summary import (
 from emo_plugin.evaluation.analysis.pool_overlap import pairwise_jaccard, same_domain_pairs, top_p_pools
 from emo_plugin.evaluation.analysis.routing_recorder import record_document_routing
 from emo_plugin.evaluation.analysis.text_encoding import load_text_encoder
+from emo_plugin.path_overlap import check_out_folder
 
 DEFAULT_POOL_SIZE = 32
 LEGEND = (

@@ -64,8 +64,8 @@ def init_single_rank(device: str) -> None:
 def build_layers(args, device: str):
     """(stock MoE layer, EMO MoE layer) with identical weights."""
     from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
-    from megatron.core.transformer.moe.router import TopKRouter
     from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
+    from megatron.core.transformer.moe.router import TopKRouter
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     from emo_plugin.model.megatron_config import transformer_config

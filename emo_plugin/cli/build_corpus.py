@@ -98,7 +98,9 @@ def _stdlib_dir() -> str:
 
 def default_domains() -> list[Domain]:
     """The bundled corpus' domains, with budgets that keep the corpus around 2.5 MB."""
-    man_en = lambda: [p for s in ("man1", "man5", "man8") for p in _sorted_files(f"/usr/share/man/{s}", "*.gz")]
+    def man_en() -> list[Path]:
+        return [p for s in ("man1", "man5", "man8") for p in _sorted_files(f"/usr/share/man/{s}", "*.gz")]
+
     return [
         Domain("python", lambda: _sorted_files(_stdlib_dir(), "*.py"), _read_plain, 450_000),
         Domain("c_headers", lambda: _sorted_files("/usr/include", "**/*.h"), _read_plain, 400_000),

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo_plugin.cli.runner import documented_parser, run_command
+from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.checkpoint import (
     eos_token_id,
     load_emo_model,
@@ -35,9 +37,6 @@ from emo_plugin.evaluation.analysis.checkpoint import (
     set_inference_pool_size,
 )
 from emo_plugin.evaluation.analysis.corpus import group_by_domain, read_labelled_corpus
-from emo_plugin.cli.runner import documented_parser, run_command
-from emo_plugin.errors import AnalysisError
-from emo_plugin.path_overlap import check_out_folder
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
 from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights
 from emo_plugin.evaluation.analysis.subset_report import fraction_label, markdown_report
@@ -45,6 +44,7 @@ from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts
 from emo_plugin.evaluation.analysis.text_encoding import encode_documents, load_text_encoder
 from emo_plugin.evaluation.selection import METHODS, kept_expert_masks
 from emo_plugin.evaluation.selection.keep import fraction_argument
+from emo_plugin.path_overlap import check_out_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fractions of the expert slots to keep, shared included: 0.25 or 25%%; 1 = 100%% = every slot "
         "(the rule of select_experts --keep; default: %(default)s)",
     )
-    parser.add_argument("--method", choices=tuple(METHODS), default="greedy", help="expert selection (default: %(default)s)")
+    parser.add_argument(
+        "--method", choices=tuple(METHODS), default="greedy", help="expert selection (default: %(default)s)"
+    )
     parser.add_argument(
         "--calib-docs", type=int, default=8, help="documents per domain that select the experts (default: %(default)s)"
     )

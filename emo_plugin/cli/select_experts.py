@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="text", help="JSON field of the document text (default: %(default)s)")
     p.add_argument("--max-documents", type=int, default=64,
                    help="calibration documents read from --documents (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=1024, 
+    p.add_argument("--max-tokens", type=int, default=1024,
                    help="tokens per document, eos included (default: %(default)s)")
     p.add_argument("--method", choices=tuple(METHODS), default="greedy",
                    help="how experts are chosen (default: %(default)s)")
@@ -45,8 +45,8 @@ def select(args: argparse.Namespace) -> None:
 
     from transformers import AutoTokenizer
 
-    from emo_plugin.evaluation.analysis.checkpoint import eos_token_id, load_emo_model
     from emo_plugin.convert.output_dir import check_output_dir, refuse_overlap
+    from emo_plugin.evaluation.analysis.checkpoint import eos_token_id, load_emo_model
     from emo_plugin.evaluation.selection import select_experts, write_pruned_checkpoint
     from emo_plugin.evaluation.selection.calibration import read_documents, tokenize_documents
 

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from emo_plugin.cli.runner import documented_parser, run_command
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import iter_numbered_lines, json_object
+from emo_plugin.errors import DataError
 from emo_plugin.path_overlap import overlap
 from emo_plugin.temporary_files import temporary_name
 

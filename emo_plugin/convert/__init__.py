@@ -5,8 +5,8 @@
   count to a multiple of the target expert-parallel size.
 """
 
-from emo_plugin.errors import ConversionError
 from emo_plugin.convert.export import export_to_hf
 from emo_plugin.convert.import_hf import import_from_hf
+from emo_plugin.errors import ConversionError
 
 __all__ = ["ConversionError", "export_to_hf", "import_from_hf"]

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMetadata
-from torch.distributed.checkpoint.planner import LoadItemType, ReadItem
-from torch.distributed.checkpoint.planner import LoadPlan
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 from emo_plugin.errors import ConversionError
 
@@ -116,16 +115,16 @@ class DistCheckpointReader:
         for chunk_index, chunk in enumerate(meta.chunks):
             lo = [max(s, o) for s, o in zip(start, chunk.offsets)]
             hi = [min(s + n, o + c) for s, n, o, c in zip(start, size, chunk.offsets, chunk.sizes)]
-            if any(h <= l for l, h in zip(lo, hi)):
+            if any(h <= low for low, h in zip(lo, hi)):
                 continue
-            lengths = [h - l for l, h in zip(lo, hi)]
+            lengths = [h - low for low, h in zip(lo, hi)]
             items.append(
                 ReadItem(
                     type=LoadItemType.TENSOR,
                     dest_index=MetadataIndex(fqn, torch.Size(start)),
-                    dest_offsets=torch.Size([l - s for l, s in zip(lo, start)]),
+                    dest_offsets=torch.Size([low - s for low, s in zip(lo, start)]),
                     storage_index=MetadataIndex(fqn, torch.Size(chunk.offsets), chunk_index),
-                    storage_offsets=torch.Size([l - o for l, o in zip(lo, chunk.offsets)]),
+                    storage_offsets=torch.Size([low - o for low, o in zip(lo, chunk.offsets)]),
                     lengths=torch.Size(lengths),
                 )
             )

@@ -28,7 +28,6 @@ from emo_plugin.errors import ConversionError, shape_error
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
 
 
-
 def read_hf_record(folder: str | Path) -> ModelRecord:
     from emo_plugin.hf import EmoConfig
 

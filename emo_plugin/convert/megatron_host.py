@@ -15,6 +15,7 @@ from emo_plugin.free_port import free_port
 from emo_plugin.model.megatron_config import transformer_config
 from emo_plugin.model.record import ModelRecord
 
+
 def ensure_single_rank_megatron() -> None:
     """A world-size-1 gloo group and Megatron parallel state (1, 1), unless the caller already has them."""
     from megatron.core import parallel_state

@@ -28,9 +28,9 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from emo_plugin.data.dataset_meta import DatasetMeta, token_dtype_for
 from emo_plugin.data.documents import doc_ids_from_segment_lengths, doc_ids_from_tokens
-from emo_plugin.errors import DataError
 from emo_plugin.data.integrity import check_dataset
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import DataError
 from emo_plugin.megatron_compat import document_sample
 
 

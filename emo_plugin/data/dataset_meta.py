@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy
 
-from emo_plugin.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import DataError
 from emo_plugin.temporary_files import atomic_write
 
 META_SUFFIX = ".meta.json"

@@ -27,7 +27,6 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from tqdm import tqdm
 
 from emo_plugin.data.dataset_meta import META_SUFFIX, DatasetMeta, meta_path, token_dtype_for
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import (
     DEFAULT_EXTRA_FIELDS,
     DEFAULT_TEXT_FIELD,
@@ -36,6 +35,7 @@ from emo_plugin.data.records import (
     parse_record,
 )
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import DataError
 from emo_plugin.temporary_files import remove_stale_temporaries, temporary_name
 
 LINES_PER_TASK = 64

@@ -27,8 +27,8 @@ from typing import Any
 
 import sentencepiece
 
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import DEFAULT_EXTRA_FIELDS, DEFAULT_TEXT_FIELD, check_input_file, iter_texts
+from emo_plugin.errors import DataError
 from emo_plugin.temporary_files import atomic_write
 
 PAD_ID, UNK_ID, EOD_ID = 0, 1, 2

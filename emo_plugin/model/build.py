@@ -5,8 +5,8 @@ from __future__ import annotations
 from megatron.core.models.gpt.gpt_model import GPTModel
 
 from emo_plugin.megatron_compat import replace_rotary_embedding
-from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.model.host_modules import HostRotaryEmbedding
+from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.moe.spec import emo_decoder_block_spec
 
 

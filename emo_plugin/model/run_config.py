@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord
 from emo_plugin.model.sizes import sized_record
-from emo_plugin.errors import ConfigError
 
 MODEL_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "num_moe_experts",
                 "moe_router_topk", "moe_ffn_hidden_size", "vocab_size", "rotary_base")

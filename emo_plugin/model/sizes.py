@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from emo_plugin.model.record import ModelRecord, typed_value
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.record import ModelRecord, typed_value
 
 _EMO_1B14B = ModelRecord(
     # AI2's EMO-1B/14B: OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared, k = 8 incl. the shared

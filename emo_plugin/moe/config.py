@@ -184,7 +184,10 @@ class EmoTransformerConfig(TransformerConfig):
                 self.moe_expert_capacity_factor is not None,
                 "token dropping breaks the 'exactly k experts per token' contract",
             ),
-            "moe_router_num_groups": (self.moe_router_num_groups is not None, "group-limited routing conflicts with pools"),
+            "moe_router_num_groups": (
+                self.moe_router_num_groups is not None,
+                "group-limited routing conflicts with pools",
+            ),
             "moe_input_jitter_eps": (self.moe_input_jitter_eps is not None, "input jitter is not part of EMO"),
             "calculate_per_token_loss": (
                 self.calculate_per_token_loss,

@@ -11,12 +11,12 @@ The routing ids for the current forward are handed over by ``EmoMoELayer`` (see 
 from __future__ import annotations
 
 import torch
+from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 from megatron.core.transformer.moe.moe_utils import (
     MoEAuxLossAutoScaler,
     router_gating_linear,
     topk_routing_with_score_function,
 )
-from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 from megatron.core.transformer.moe.router import TopKRouter
 
 from emo_plugin.megatron_compat import aux_loss_gradient_averaging_ranks
@@ -106,7 +106,10 @@ class EmoRouter(TopKRouter):
                 global_counts_R=global_counts_R,
             )
             record_statistics(
-                stats, layer_number=self.layer_number, num_layers=self._num_logged_layers(), avg_group=self.tp_dp_cp_group
+                stats,
+                layer_number=self.layer_number,
+                num_layers=self._num_logged_layers(),
+                avg_group=self.tp_dp_cp_group,
             )
         return probs_TE, routing_map_TE
 

@@ -17,8 +17,8 @@ from megatron.core.transformer.moe.moe_layer import MoELayer
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
-from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.model.host_modules import HostDotProductAttention, HostNorm
+from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.moe.layer import EmoMoELayer
 from emo_plugin.moe.router import EmoRouter
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from emo_plugin.planning.plan import GIB, make_plan
 from emo_plugin.errors import ConfigError
+from emo_plugin.planning.plan import GIB, make_plan
 from emo_plugin.training.config import TrainingConfig
 
 

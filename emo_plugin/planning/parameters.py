@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.layout import Layout
-from emo_plugin.errors import ConfigError
 
 
 @dataclass(frozen=True)

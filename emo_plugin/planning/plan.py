@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.activations import FUSED_GPU, HOST, LOCAL_GPU, ActivationMemory, activation_memory
 from emo_plugin.planning.communication import Collective, communication
@@ -16,7 +17,6 @@ from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import ModelStates, model_states
 from emo_plugin.planning.parameters import ParameterCount, layers_per_stage, stage_parameters
 from emo_plugin.training.builders import padded_vocab_size, resolve_device, resolved_record
-from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.flops import flops_per_token
 
@@ -81,8 +81,8 @@ def plan_vocab_size(cfg: TrainingConfig, size: ModelRecord) -> tuple[int, str]:
     if cfg.model.vocab_size:
         return cfg.model.vocab_size, "model.vocab_size"
     if cfg.data.tokenizer_model:
-        from emo_plugin.errors import DataError
         from emo_plugin.data.tokenizer import EmoTokenizer
+        from emo_plugin.errors import DataError
 
         try:
             tokenizer = EmoTokenizer(cfg.data.tokenizer_model)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import itertools
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.planning.plan import Plan, make_plan
 from emo_plugin.training.builders import resolved_record
-from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig, set_value
 
 

@@ -17,8 +17,8 @@ from emo_plugin.cli.runner import report_input_error
 from emo_plugin.errors import ConfigError, EmoError
 from emo_plugin.training.config import SECTIONS, TrainingConfig, apply_mapping, field_types, set_value
 from emo_plugin.training.config_file import DEFAULT_CONFIG, read_config_file, shipped_configs
-from emo_plugin.training.exit_codes import ERROR, NON_FINITE
 from emo_plugin.training.exit_codes import EPILOG as EXIT_CODES_HELP
+from emo_plugin.training.exit_codes import ERROR, NON_FINITE
 
 DESCRIPTION = """\
 Pretrain a Megatron-Core GPT mixture-of-experts model with EMO document-pool routing.
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = TrainingConfig()
     top = parser.add_argument_group("run")
     for section, section_cls in [(None, TrainingConfig), *SECTIONS.items()]:
-        group = top if section is None else parser.add_argument_group(section, (section_cls.__doc__ or "").strip() or None)
+        group = top if section is None else parser.add_argument_group(
+            section, (section_cls.__doc__ or "").strip() or None)
         types = field_types(section_cls)
         for f in dataclasses.fields(section_cls):
             is_bool = types[f.name] is bool
@@ -75,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             key = f.name if section is None else f"{section}.{f.name}"
             default = getattr(cfg, f.name) if section is None else getattr(getattr(cfg, section), f.name)
-            names = [f"--{key}"] + ([f.metadata["megatron"]] if f.metadata.get("megatron") and not is_bool and f.metadata["megatron"] != f"--{key}" else [])
+            megatron = f.metadata.get("megatron")
+            names = [f"--{key}"] + ([megatron] if megatron and not is_bool and megatron != f"--{key}" else [])
             group.add_argument(*names, dest=key, metavar="V", help=f"{f.metadata.get('help', '')} (default: {default})")
             if f.metadata.get("megatron") and is_bool:
-                group.add_argument(f.metadata["megatron"], dest=key, action="store_const", const="true", help=f"same as --{key}=true")
-    top.add_argument("--bf16", dest="precision.dtype", action="store_const", const="bf16", help="same as --precision.dtype=bf16")
+                group.add_argument(f.metadata["megatron"], dest=key, action="store_const", const="true",
+                                   help=f"same as --{key}=true")
+    top.add_argument("--bf16", dest="precision.dtype", action="store_const", const="bf16",
+                     help="same as --precision.dtype=bf16")
     return parser
 
 

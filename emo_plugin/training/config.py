@@ -29,13 +29,17 @@ def opt(default: Any, help: str, *, megatron: str | None = None):
 class ModelSection:
     """Architecture: a named size plus single-field overrides."""
 
-    size: str = opt("tiny", "named size from emo_plugin.model.sizes (tiny, small, emo_1b14b, stdmoe_1b14b)", megatron="--model-size")
+    size: str = opt(
+        "tiny", "named size from emo_plugin.model.sizes (tiny, small, emo_1b14b, stdmoe_1b14b)",
+        megatron="--model-size")
     num_layers: int | None = opt(None, "override the size's transformer layers", megatron="--num-layers")
     hidden_size: int | None = opt(None, "override d_model", megatron="--hidden-size")
     num_attention_heads: int | None = opt(None, "override attention heads", megatron="--num-attention-heads")
     num_query_groups: int | None = opt(None, "override KV heads (= heads for MHA)", megatron="--num-query-groups")
-    num_moe_experts: int | None = opt(None, "override routed experts (shared experts not counted)", megatron="--num-experts")
-    moe_router_topk: int | None = opt(None, "override routed experts per token (k minus shared)", megatron="--moe-router-topk")
+    num_moe_experts: int | None = opt(
+        None, "override routed experts (shared experts not counted)", megatron="--num-experts")
+    moe_router_topk: int | None = opt(
+        None, "override routed experts per token (k minus shared)", megatron="--moe-router-topk")
     moe_ffn_hidden_size: int | None = opt(None, "override expert FFN width (SwiGLU)", megatron="--moe-ffn-hidden-size")
     vocab_size: int | None = opt(None, "vocabulary size; default: the tokenizer's, padded to a multiple of 128")
     rotary_base: int | None = opt(None, "override RoPE theta", megatron="--rotary-base")
@@ -57,7 +61,8 @@ class EmoSection:
     num_inert_experts: int = opt(0, "trailing never-selected routed slots (pad routed experts to a multiple of EP)")
     lb_coeff: float | None = opt(None, "global (DP-reduced) load-balancing loss coefficient")
     z_loss_coeff: float | None = opt(None, "router z-loss coefficient on pool-masked logits")
-    lb_scope: str = opt("micro_batch", "load-balancing counts per 'micro_batch' (AI2) or per optimizer step ('global_batch')")
+    lb_scope: str = opt(
+        "micro_batch", "load-balancing counts per 'micro_batch' (AI2) or per optimizer step ('global_batch')")
     max_documents_per_sequence: int | None = opt(None, "static bound on document segments per sequence")
 
 
@@ -65,15 +70,21 @@ class EmoSection:
 class ParallelSection:
     """Device and Megatron parallel layout (CPU: data and expert parallelism only)."""
 
-    device: str = opt("auto", "'cpu' (gloo, host execution), 'cuda' (NCCL, Megatron machinery) or 'auto' (env EMO_DEVICE, else cuda if available)")
+    device: str = opt(
+        "auto", "'cpu' (gloo, host execution), 'cuda' (NCCL, Megatron machinery) or 'auto' (env EMO_DEVICE, else cuda "
+        "if available)")
     tensor_model_parallel_size: int = opt(1, "tensor parallel size (GPU only)", megatron="--tensor-model-parallel-size")
-    pipeline_model_parallel_size: int = opt(1, "pipeline parallel size (GPU only)", megatron="--pipeline-model-parallel-size")
+    pipeline_model_parallel_size: int = opt(
+        1, "pipeline parallel size (GPU only)", megatron="--pipeline-model-parallel-size")
     expert_model_parallel_size: int = opt(1, "expert parallel size", megatron="--expert-model-parallel-size")
-    expert_tensor_parallel_size: int | None = opt(None, "tensor parallel size inside experts (default 1)", megatron="--expert-tensor-parallel-size")
+    expert_tensor_parallel_size: int | None = opt(
+        None, "tensor parallel size inside experts (default 1)", megatron="--expert-tensor-parallel-size")
     context_parallel_size: int = opt(1, "context parallel size (GPU only)", megatron="--context-parallel-size")
     virtual_pipeline_model_parallel_size: int | None = opt(
-        None, "model chunks per pipeline rank: interleaved 1F1B (GPU only)", megatron="--virtual-pipeline-model-parallel-size")
-    sequence_parallel: bool = opt(False, "sequence parallelism (required for MoE with TP > 1)", megatron="--sequence-parallel")
+        None, "model chunks per pipeline rank: interleaved 1F1B (GPU only)",
+        megatron="--virtual-pipeline-model-parallel-size")
+    sequence_parallel: bool = opt(
+        False, "sequence parallelism (required for MoE with TP > 1)", megatron="--sequence-parallel")
 
 
 @dataclass
@@ -81,7 +92,8 @@ class PrecisionSection:
     """Numerics."""
 
     dtype: str = opt("fp32", "parameter/compute dtype: fp32 or bf16 (bf16: GPU only)")
-    fp8_recipe: str | None = opt(None, "Transformer Engine FP8 recipe on GPU: delayed, tensorwise, mxfp8, blockwise", megatron="--fp8-recipe")
+    fp8_recipe: str | None = opt(
+        None, "Transformer Engine FP8 recipe on GPU: delayed, tensorwise, mxfp8, blockwise", megatron="--fp8-recipe")
 
 
 @dataclass
@@ -93,12 +105,16 @@ class OptimizerSection:
     adam_beta1: float = opt(0.9, "AdamW beta1", megatron="--adam-beta1")
     adam_beta2: float = opt(0.95, "AdamW beta2", megatron="--adam-beta2")
     adam_eps: float = opt(1e-8, "AdamW epsilon", megatron="--adam-eps")
-    weight_decay: float = opt(0.1, "decoupled weight decay (never on embeddings, norms or biases)", megatron="--weight-decay")
+    weight_decay: float = opt(
+        0.1, "decoupled weight decay (never on embeddings, norms or biases)", megatron="--weight-decay")
     clip_grad: float = opt(1.0, "clip the global grad norm to this (0 disables)", megatron="--clip-grad")
-    use_distributed_optimizer: bool = opt(True, "shard optimizer state over data-parallel ranks (GPU)", megatron="--use-distributed-optimizer")
-    overlap_grad_reduce: bool = opt(False, "overlap the DP gradient reduce with backward (GPU)", megatron="--overlap-grad-reduce")
+    use_distributed_optimizer: bool = opt(
+        True, "shard optimizer state over data-parallel ranks (GPU)", megatron="--use-distributed-optimizer")
+    overlap_grad_reduce: bool = opt(
+        False, "overlap the DP gradient reduce with backward (GPU)", megatron="--overlap-grad-reduce")
     overlap_param_gather: bool = opt(False, "overlap the distributed optimizer's parameter all-gather with the next "
-                                     "forward (GPU; needs use_distributed_optimizer)", megatron="--overlap-param-gather")
+                                     "forward (GPU; needs use_distributed_optimizer)",
+                                     megatron="--overlap-param-gather")
 
 
 @dataclass
@@ -125,7 +141,8 @@ class ScheduleSection:
                                         "checkpoint recorded; needed for tools/import_hf.py output)")
     exit_duration_minutes: float | None = opt(
         None, "run-time budget: once this many minutes have passed since start, save after the current step and "
-        "exit 75 (resumable); set it below the job's time limit by a step plus a save", megatron="--exit-duration-in-mins")
+        "exit 75 (resumable); set it below the job's time limit by a step plus a save",
+        megatron="--exit-duration-in-mins")
 
 
 @dataclass
@@ -140,9 +157,12 @@ class BatchSection:
 class DataSection:
     """Training data: indexed datasets (or a JSON-lines corpus tokenised on first use)."""
 
-    paths: list = opt([], "indexed dataset prefixes (<prefix>.bin/.idx), optionally Megatron blend style: [w1, p1, w2, p2]", megatron="--data-path")
+    paths: list = opt(
+        [], "indexed dataset prefixes (<prefix>.bin/.idx), optionally Megatron blend style: [w1, p1, w2, p2]",
+        megatron="--data-path")
     corpus: str | None = opt(None, "JSON-lines corpus to tokenise into data.cache_dir when data.paths is empty")
-    tokenizer_model: str | None = opt(None, "sentencepiece model (vocab size and EOD id come from it)", megatron="--tokenizer-model")
+    tokenizer_model: str | None = opt(
+        None, "sentencepiece model (vocab size and EOD id come from it)", megatron="--tokenizer-model")
     cache_dir: str = opt("runs/data", "where a tokenised corpus is written")
     split: str = opt("98,2,0", "train,valid,test weights", megatron="--split")
     seq_length: int | None = opt(None, "tokens per sequence (default: the size's)", megatron="--seq-length")
@@ -162,7 +182,8 @@ class LoggingSection:
     """Console, TensorBoard and metrics file."""
 
     log_interval: int = opt(10, "console log every N steps", megatron="--log-interval")
-    tensorboard_dir: str | None = opt(None, "TensorBoard event directory (written by the last rank)", megatron="--tensorboard-dir")
+    tensorboard_dir: str | None = opt(
+        None, "TensorBoard event directory (written by the last rank)", megatron="--tensorboard-dir")
     per_layer_logging: bool = opt(True, "also write moe/<metric>_layer_<i> scalars", megatron="--moe-per-layer-logging")
     metrics_file: str | None = opt(None, "JSON-lines file with every step's scalars (exact floats; used by tests)")
     peak_tflops: float | None = opt(None, "per-device peak TFLOP/s for MFU (default: known GPUs; none on CPU)")
@@ -172,15 +193,17 @@ class LoggingSection:
 class CheckpointSection:
     """Megatron dist_checkpointing (torch_dist) checkpoints, written atomically."""
 
-    save: str | None = opt(None, "checkpoint directory (iter_XXXXXXX sub-folders + latest_checkpointed_iteration.txt)", megatron="--save")
+    save: str | None = opt(
+        None, "checkpoint directory (iter_XXXXXXX sub-folders + latest_checkpointed_iteration.txt)", megatron="--save")
     save_interval: int = opt(0, "save every N steps (0: only at the end and on SIGTERM)", megatron="--save-interval")
     load: str | None = opt(None, "initial state of a fresh run: this directory's latest checkpoint (or an iter_XXXXXXX "
-                           "folder); a checkpoint in checkpoint.save always wins (resume after preemption)", megatron="--load")
+                           "folder); a checkpoint in checkpoint.save always wins (resume after preemption)",
+                           megatron="--load")
     finetune: bool = opt(False, "load only the model weights from checkpoint.load; iteration, optimizer, data position "
                          "and RNG start fresh (automatic for weights-only checkpoints such as tools/import_hf.py's)",
                          megatron="--finetune")
-    allow_missing_load: bool = opt(False, "train from scratch when checkpoint.load does not exist or holds no checkpoint, "
-                                   "instead of refusing the run")
+    allow_missing_load: bool = opt(False, "train from scratch when checkpoint.load does not exist or holds no "
+                                   "checkpoint, instead of refusing the run")
     keep_last_n: int = opt(0, "keep only the newest N iter_* folders in checkpoint.save (0: keep all); the newest and "
                            "the one this run started from are never deleted")
 
@@ -214,12 +237,15 @@ class TrainingConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     plan: PlanSection = field(default_factory=PlanSection)
     seed: int = opt(1234, "seed of initialisation, data order and EMO pool draws", megatron="--seed")
-    nan_policy: str = opt("stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
+    nan_policy: str = opt(
+        "stop", "non-finite loss or grad norm: 'stop' (error naming the iteration) or 'skip' the step")
     nan_max_skipped_fraction: float = opt(0.1, "with nan_policy=skip: exit 3 at the end if more than this share of "
                                           "the steps was skipped")
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainingConfig) if dataclasses.is_dataclass(f.default_factory)}
+SECTIONS = {
+    f.name: f.default_factory for f in dataclasses.fields(TrainingConfig) if dataclasses.is_dataclass(f.default_factory)
+}
 
 
 @functools.cache

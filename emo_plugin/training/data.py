@@ -22,11 +22,10 @@ import torch
 import torch.distributed as dist
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
-from emo_plugin.errors import DataError
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import ConfigError, DataError
 from emo_plugin.moe.routing_ids import build_routing_ids
 from emo_plugin.training.builders import resolve_device
-from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
 

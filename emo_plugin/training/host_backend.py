@@ -29,8 +29,8 @@ from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.megatron_compat import is_expert_parameter
 from emo_plugin.model.build import build_emo_gpt_model
-from emo_plugin.training.builders import resolved_record
 from emo_plugin.training.anneal import AnnealStart
+from emo_plugin.training.builders import resolved_record
 from emo_plugin.training.param_groups import parameter_groups
 from emo_plugin.training.schedule import param_scheduler, set_iteration
 

@@ -76,7 +76,9 @@ class Trainer:
             cfg.schedule.train_iters * b.global_batch_size,
             max(1, cfg.eval.iters) * b.micro_batch_size * self.dp_size * self.num_micro * evals,
         )
-        vocab = cfg.model.vocab_size or padded_vocab_size(self.data.tokenizer.vocab_size, cfg.parallel.tensor_model_parallel_size)
+        vocab = cfg.model.vocab_size or padded_vocab_size(
+            self.data.tokenizer.vocab_size, cfg.parallel.tensor_model_parallel_size
+        )
         if vocab < self.data.tokenizer.vocab_size:
             raise ConfigError(f"model.vocab_size={vocab}: expected >= the tokenizer's {self.data.tokenizer.vocab_size}")
         self.vocab_size = vocab
@@ -104,7 +106,9 @@ class Trainer:
     # -- data ----------------------------------------------------------------------------------------
     def _micro_batches(self, dataset, consumed: int) -> list[dict]:
         b = self.cfg.batch
-        torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device == "cuda" else torch.device("cpu")
+        torch_device = (
+            torch.device("cuda", torch.cuda.current_device()) if self.device == "cuda" else torch.device("cpu")
+        )
         return [
             get_micro_batch(
                 dataset,

@@ -156,8 +156,8 @@ def _check_plan(cfg: TrainingConfig) -> None:
 
 
 def _tokenizer_vocab(cfg: TrainingConfig) -> int:
-    from emo_plugin.errors import DataError
     from emo_plugin.data.tokenizer import EmoTokenizer
+    from emo_plugin.errors import DataError
 
     try:
         return EmoTokenizer(cfg.data.tokenizer_model).vocab_size

@@ -15,9 +15,9 @@ def megatron_model(megatron_single_rank):
 
 @pytest.fixture(scope="session")
 def dist_checkpoint(megatron_model, tmp_path_factory):
-    from emo_plugin.model.record import RECORD_KEY
     from emo_plugin import checkpoint
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
 
     root = tmp_path_factory.mktemp("megatron") / "ckpt"
     state = {"model": megatron_model.sharded_state_dict(prefix=""), RECORD_KEY: TINY.to_dict()}

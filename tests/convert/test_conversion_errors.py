@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from emo_plugin.errors import ConversionError
 from emo_plugin.convert import export_to_hf, import_from_hf
+from emo_plugin.errors import ConversionError
 from tests.convert.checkpoint_workers import TINY
 
 

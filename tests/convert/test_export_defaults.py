@@ -40,11 +40,11 @@ def _pool_in_config(folder) -> int | None:
 def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_model, dist_checkpoint, tmp_path):
     """Default off (plain top-k, as the paper evaluates); ``training`` writes the run's emo.pool_eval; N writes N.
     The model card of an anneal run describes its anneal."""
-    from emo_plugin.convert import ConversionError, export_to_hf
     from emo_plugin import checkpoint
+    from emo_plugin.convert import ConversionError, export_to_hf
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.model.record import RECORD_KEY
     from emo_plugin.training.config import TrainingConfig, to_dict
-    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
     export_to_hf(dist_checkpoint, tmp_path / "off", progress=False)
     assert _pool_in_config(tmp_path / "off") is None

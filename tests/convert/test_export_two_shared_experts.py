@@ -10,11 +10,11 @@ from tests.convert.checkpoint_workers import TINY, random_model
 
 
 def test_two_shared_experts_export_computes_the_megatron_logits(megatron_single_rank, tmp_path):
+    from emo_plugin import checkpoint
     from emo_plugin.convert import export_to_hf
     from emo_plugin.hf import EmoForCausalLM
-    from emo_plugin.model.record import RECORD_KEY
-    from emo_plugin import checkpoint
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
 
     arch = dataclasses.replace(TINY, num_shared_experts=2)
     model = random_model(arch)

@@ -3,9 +3,9 @@
 import torch
 
 from emo_plugin.convert import export_to_hf, import_from_hf
+from emo_plugin.convert import megatron_keys as K
 from emo_plugin.convert.dist_reader import DistCheckpointReader
 from emo_plugin.convert.hf_weights import HfWeights
-from emo_plugin.convert import megatron_keys as K
 from tests.convert.checkpoint_workers import TINY
 
 

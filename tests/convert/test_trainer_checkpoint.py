@@ -8,7 +8,6 @@ from emo_plugin.convert import export_to_hf
 
 
 def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
-    from emo_plugin.model.build import build_emo_gpt_model
     from emo_plugin import checkpoint
     from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.config import TrainingConfig, to_dict
@@ -37,7 +36,6 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
         assert row in card, row
 
     from emo_plugin.hf import EmoForCausalLM
-
     from emo_plugin.moe.routing_ids import build_routing_ids
 
     # The tiny size evaluates with document pools of 4 experts: turn them on in the HF model too.

@@ -52,7 +52,8 @@ def _resume_copy(run: Path, iteration: int, out: Path) -> list[str]:
     """A copy of ``run``'s checkpoint at ``iteration`` and the flags that resume from it without saving again
     (Megatron's torch_dist writer starts helper processes, which the harness's daemonic ranks may not)."""
     (out / "ckpt").mkdir(parents=True)
-    source, target = checkpoint.iteration_dir(run / "ckpt", iteration), checkpoint.iteration_dir(out / "ckpt", iteration)
+    source = checkpoint.iteration_dir(run / "ckpt", iteration)
+    target = checkpoint.iteration_dir(out / "ckpt", iteration)
     shutil.copytree(source, target)
     (out / "ckpt" / checkpoint.LATEST).write_text(f"{iteration}\n")
     return [f"--checkpoint.load={out / 'ckpt'}", "--checkpoint.save=none"]

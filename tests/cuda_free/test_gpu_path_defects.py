@@ -150,8 +150,8 @@ def test_defect_9_transformer_engine_is_detected_by_megatron_and_never_silently_
     that names the field; CPU runs never ask for TE."""
     from megatron.core.extensions import transformer_engine as megatron_te
 
-    from emo_plugin.training import builders
     from emo_plugin.errors import ConfigError
+    from emo_plugin.training import builders
 
     assert builders.HAVE_TE is megatron_te.HAVE_TE
     cfg = build_config("cuda", {"model.transformer_impl": "transformer_engine"})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import BUNDLED_CORPUS, BUNDLED_TOKENIZER, read_records, write_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer
+from tests.data.helpers import BUNDLED_CORPUS, BUNDLED_TOKENIZER, read_records, write_jsonl
 
 SUBSET_DOCUMENTS = 240
 

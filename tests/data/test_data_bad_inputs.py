@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
-from emo_plugin.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer, train_tokenizer
+from emo_plugin.errors import DataError
 from tests.data.helpers import cli_module, write_jsonl
 
 

@@ -12,9 +12,9 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from emo_plugin.data.dataset import EmoGPTDataset, build_emo_gpt_datasets
 from emo_plugin.data.dataset_meta import DatasetMeta
 from emo_plugin.data.documents import doc_ids_from_tokens
-from emo_plugin.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import DataError
 from tests.data.helpers import reference_doc_ids, write_jsonl
 
 SEQUENCE_LENGTH = 96

@@ -2,8 +2,8 @@
 
 import torch
 
-from tests.data.helpers import reference_doc_ids
 from emo_plugin.data.documents import doc_ids_from_segment_lengths, doc_ids_from_tokens
+from tests.data.helpers import reference_doc_ids
 
 EOD, PAD = 2, 0
 

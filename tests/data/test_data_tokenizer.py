@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import BUNDLED_CORPUS, read_records, write_jsonl
-from emo_plugin.errors import DataError
 from emo_plugin.data.tokenizer import EOD_ID, EOD_PIECE, PAD_ID, EmoTokenizer, train_tokenizer
+from emo_plugin.errors import DataError
+from tests.data.helpers import BUNDLED_CORPUS, read_records, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
-from emo_plugin.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
 from emo_plugin.data.tokenizer import EmoTokenizer
+from emo_plugin.errors import DataError
 from tests.data.helpers import write_jsonl
 from tests.reliability import record
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import iter_numbered_lines, json_object
+from emo_plugin.errors import DataError
 from emo_plugin.training.data import routing_ids_for
 from tests.data.helpers import BUNDLED_TOKENIZER
 from tests.reliability import record

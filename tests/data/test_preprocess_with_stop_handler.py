@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emo_plugin.errors import DataError
 from emo_plugin.data.preprocess import preprocess_jsonl
+from emo_plugin.errors import DataError
 from tests.data.helpers import BUNDLED_TOKENIZER, write_jsonl
 
 

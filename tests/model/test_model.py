@@ -21,7 +21,8 @@ HAVE_TE = importlib.util.find_spec("transformer_engine") is not None
 
 
 @pytest.mark.parametrize(
-    "use_te", [False, pytest.param(True, marks=pytest.mark.skipif(not HAVE_TE, reason="TE spec needs Transformer Engine (GPU)"))]
+    "use_te",
+    [False, pytest.param(True, marks=pytest.mark.skipif(not HAVE_TE, reason="TE spec needs Transformer Engine (GPU)"))],
 )
 @pytest.mark.parametrize("grouped_gemm", [False, True])
 def test_spec_puts_emo_router_in_every_moe_layer(use_te, grouped_gemm):
@@ -65,9 +66,13 @@ def test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic():
     ).eval()
     tokens = torch.randint(1, VOCAB, (BATCH, SEQ))
     positions = torch.arange(SEQ).expand(BATCH, SEQ)
-    make_ids = lambda seed: build_routing_ids(
-        tokens_BS=tokens, eod_token_id=0, max_documents_per_sequence=16, generator=torch.Generator().manual_seed(seed)
-    )
+
+    def make_ids(seed):
+        return build_routing_ids(
+            tokens_BS=tokens, eod_token_id=0, max_documents_per_sequence=16,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
     with torch.no_grad():
         first = model(tokens, positions, None, padding_mask=make_ids(0))
         second = model(tokens, positions, None, padding_mask=make_ids(1))  # salts only matter in training
@@ -83,6 +88,8 @@ def test_moe_layer_refuses_routing_ids_of_another_length():
 
     torch.manual_seed(2)
     layer = build_emo_moe_layer(tiny_config())
-    ids = build_routing_ids(tokens_BS=torch.ones(BATCH, 16, dtype=torch.long), eod_token_id=0, max_documents_per_sequence=16)
+    ids = build_routing_ids(
+        tokens_BS=torch.ones(BATCH, 16, dtype=torch.long), eod_token_id=0, max_documents_per_sequence=16
+    )
     with pytest.raises(ValueError, match="routing ids cover 16 positions per sequence but this MoE layer sees 8"):
         layer(torch.randn(8, BATCH, 32), padding_mask=ids)

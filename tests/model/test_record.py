@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from emo_plugin.convert.hf_config import hf_config_kwargs, record_from_hf_config
+from emo_plugin.errors import ConfigError
 from emo_plugin.model.megatron_config import transformer_config
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
 from emo_plugin.model.run_config import record_of_run_config
 from emo_plugin.model.sizes import SIZES, sized_record
-from emo_plugin.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,9 +141,9 @@ print(json.dumps({"model": summary["model"], "loaded": loaded}))
 
 
 def test_trainer_checkpoint_holds_the_record_and_exports_without_training_code(tmp_path):
+    from emo_plugin import checkpoint
     from emo_plugin.data.preprocess import preprocess_jsonl
     from emo_plugin.data.tokenizer import EmoTokenizer
-    from emo_plugin import checkpoint
     from tests.training.conftest import base_args, env, run_cli
 
     tokenizer = REPO / "examples/data/tokenizer.model"

@@ -25,7 +25,9 @@ def make_router(config, cls=EmoRouter):
 
 
 def test_unrestricted_pool_without_shared_experts_reproduces_topk_router():
-    emo_cfg = tiny_config(emo=dict(pool_min=8, pool_max=8, pool_eval=8, num_shared_experts=0, lb_coeff=0.0, z_loss_coeff=0.0))
+    emo_cfg = tiny_config(
+        emo=dict(pool_min=8, pool_max=8, pool_eval=8, num_shared_experts=0, lb_coeff=0.0, z_loss_coeff=0.0)
+    )
     stock_fields = {f.name: getattr(emo_cfg, f.name) for f in dataclasses.fields(TransformerConfig) if f.init}
     stock_cfg = TransformerConfig(**{**stock_fields, "moe_router_load_balancing_type": "none"})
     torch.manual_seed(0)
@@ -241,7 +243,9 @@ def test_without_load_balancing_nothing_is_logged_and_document_entropy_uses_ever
     router = make_router(config).train()
     get_moe_metrics_tracker().clear()
     x = torch.randn(SEQ, BATCH, HIDDEN)
-    ids_BS = build_routing_ids(tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, max_documents_per_sequence=16)
+    ids_BS = build_routing_ids(
+        tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0, max_documents_per_sequence=16
+    )
     router.routing_ids_SB = ids_BS.T
     router(x)
     metrics = {k: v.values[0] for k, v in get_moe_metrics_tracker().metrics.items()}

@@ -62,7 +62,9 @@ def test_every_document_of_a_batch_gets_its_own_salt():
 
 
 def test_tokens_without_an_eod_id_are_refused():
-    with pytest.raises(ValueError, match=r"^build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id$"):
+    with pytest.raises(
+        ValueError, match=r"^build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id$"
+    ):
         build_routing_ids(tokens_BS=torch.ones(1, 4, dtype=torch.long), max_documents_per_sequence=2)
 
 

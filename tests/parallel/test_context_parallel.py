@@ -11,6 +11,7 @@ import torch
 from tests.parallel.harness import (
     SINGLE,
     Layout,
+    RouterCapture,
     assert_close_dicts,
     build_emo_moe_layer,
     clear_metrics,
@@ -22,7 +23,6 @@ from tests.parallel.harness import (
     moe_layer_inputs,
     parameters,
     reduce_gradients_like_megatron,
-    RouterCapture,
     run_ranks,
 )
 

@@ -8,8 +8,8 @@ draws the same pools and routes exactly like layer 2 of the 1-rank model.
 import torch
 
 from tests.parallel.harness import (
-    Layout,
     MODEL_SEED,
+    Layout,
     RouterCapture,
     assert_step_matches_reference,
     build_gpt,

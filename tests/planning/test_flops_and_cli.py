@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.planning.fit_check import check_fits
 from emo_plugin.planning.plan import GIB, make_plan
 from emo_plugin.training.cli import main, parse_config
-from emo_plugin.errors import ConfigError
 from tests.training.conftest import REPO, base_args, read_metrics, run_cli
 
 RECIPES = ["emo_1b14b", "stdmoe_1b14b", "emo_1b14b_1node", "emo_1b14b_anneal", "emo_anneal_stdmoe_1b14b"]

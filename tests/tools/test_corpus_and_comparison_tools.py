@@ -15,7 +15,10 @@ def run(tool, *args):
 def test_split_holds_out_every_nth_document_per_domain(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": f"{d}{i}", "domain": d}) + "\n" for i in range(6) for d in "ab"))
-    proc = run("split_corpus.py", "--input", corpus, "--every", 3, "--train", tmp_path / "t.jsonl", "--heldout", tmp_path / "h.jsonl")
+    proc = run(
+        "split_corpus.py", "--input", corpus, "--every", 3,
+        "--train", tmp_path / "t.jsonl", "--heldout", tmp_path / "h.jsonl",
+    )
     assert proc.returncode == 0, proc.stderr
     heldout = [json.loads(line)["text"] for line in (tmp_path / "h.jsonl").read_text().splitlines()]
     train = [json.loads(line)["text"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
@@ -38,7 +41,10 @@ def results(full, rise25):
 def test_compare_reports_rises_and_their_ratio(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(results(3.0, 0.1)))
     (tmp_path / "b.json").write_text(json.dumps(results(2.9, 0.4)))
-    proc = run("compare_subsets.py", tmp_path / "a.json", tmp_path / "b.json", "--names", "EMO", "Std", "--out", tmp_path / "t.md")
+    proc = run(
+        "compare_subsets.py", tmp_path / "a.json", tmp_path / "b.json",
+        "--names", "EMO", "Std", "--out", tmp_path / "t.md",
+    )
     assert proc.returncode == 0, proc.stderr
     mean_row = [line for line in (tmp_path / "t.md").read_text().splitlines() if "**mean**" in line][0]
     assert mean_row.split("|")[1:-1] == [" **mean** ", " 3.000 ", " 2.900 ", " +0.100 ", " +0.400 ", " 0.25 "]

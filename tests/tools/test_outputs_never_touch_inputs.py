@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from emo_plugin.errors import ConversionError
 from emo_plugin.convert.output_dir import atomic_output_dir
+from emo_plugin.errors import ConversionError
 from tests.data.helpers import BUNDLED_TOKENIZER, cli_module, write_jsonl
 from tests.reliability import record
 

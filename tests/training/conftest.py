@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from emo_plugin.free_port import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -24,7 +25,9 @@ def corpus_prefix(tmp_path_factory) -> str:
     from emo_plugin.data.preprocess import preprocess_jsonl
 
     prefix = tmp_path_factory.mktemp("data") / "corpus_text_document"
-    preprocess_jsonl([REPO / "examples/data/corpus.jsonl"], REPO / "examples/data/tokenizer.model", prefix, progress=False)
+    preprocess_jsonl(
+        [REPO / "examples/data/corpus.jsonl"], REPO / "examples/data/tokenizer.model", prefix, progress=False
+    )
     return str(prefix)
 
 
@@ -60,10 +63,15 @@ def run_cli(args: list[str], *, nproc: int = 1, shimmed: bool = False, timeout: 
     if nproc == 1:
         cmd = [PYTHON, *script, *args]
     else:
-        cmd = [PYTHON, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={free_port()}", *script, *args]
+        cmd = [
+            PYTHON, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={free_port()}",
+            *script, *args,
+        ]
     proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

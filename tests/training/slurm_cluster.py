@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from emo_plugin.free_port import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol", "squeue", "munged", "munge", "unmunge")
 NODES = {"emo-node1": "127.0.0.2", "emo-node2": "127.0.0.3"}
@@ -114,7 +115,7 @@ class SlurmCluster:
     def _start_node(self, name: str) -> None:
         # unshare: new UTS + mount namespaces; the bind mount and hostname stay inside them. slurmd daemonises
         # and keeps the namespaces; its pid file is how stop() finds it.
-        script = f'mount --bind "$1" /etc/hosts && hostname "$2" && exec slurmd'
+        script = 'mount --bind "$1" /etc/hosts && hostname "$2" && exec slurmd'
         subprocess.run(["unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                         str(self.hosts), name], env=self.env(), check=True)
         self.pidfiles.append(self.root / f"slurmd-{name}.pid")

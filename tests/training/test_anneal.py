@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emo_plugin import checkpoint
-from tests.training.conftest import REPO, base_args, read_metrics, run_cli
+from tests.training.conftest import base_args, read_metrics, run_cli
 
 STD_MOE = {"emo__pool_min": 8, "emo__pool_max": 8, "emo__pool_eval": 8}  # tiny: 8 routed experts
 LR, MIN_LR, WARMUP, DECAY = 3e-3, 3e-4, 1, 8  # tiny_cpu.yaml's lr; base_args' warm-up and decay length

@@ -19,7 +19,10 @@ def cfg_from(*argv: str) -> TrainingConfig:
 
 
 def test_yaml_then_dotted_then_megatron_flags():
-    cfg = cfg_from("--optimizer.lr=1e-3", "--micro-batch-size", "2", "--train-iters", "7", "--emo.pool_eval=8", "--sequence-parallel")
+    cfg = cfg_from(
+        "--optimizer.lr=1e-3", "--micro-batch-size", "2", "--train-iters", "7", "--emo.pool_eval=8",
+        "--sequence-parallel",
+    )
     assert cfg.optimizer.lr == 1e-3 and cfg.batch.micro_batch_size == 2 and cfg.schedule.train_iters == 7
     assert cfg.emo.pool_eval == 8 and cfg.parallel.sequence_parallel is True
     assert cfg.data.corpus.endswith("corpus.jsonl")  # from the YAML
@@ -53,7 +56,10 @@ def test_invalid_values_name_the_field(argv, message):
 def test_batch_arithmetic_checked_against_world_size():
     cfg = cfg_from("--global-batch-size", "6", "--micro-batch-size", "4")
     validate(cfg)
-    with pytest.raises(ConfigError, match="batch.global_batch_size=6: expected a multiple of micro_batch_size × data-parallel size = 4 × 1"):
+    with pytest.raises(
+        ConfigError,
+        match="batch.global_batch_size=6: expected a multiple of micro_batch_size × data-parallel size = 4 × 1",
+    ):
         validate(cfg, world_size=1)
 
 
@@ -67,7 +73,10 @@ def test_help_documents_every_field(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--emo.pool_min", "--tensor-model-parallel-size", "--global-batch-size", "--save", "--tensorboard-dir", "--nan_policy"):
+    for flag in (
+        "--emo.pool_min", "--tensor-model-parallel-size", "--global-batch-size", "--save", "--tensorboard-dir",
+        "--nan_policy",
+    ):
         assert flag in text
     assert "per-document pool" in text
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from emo_plugin.training.cli import parse_config
-from emo_plugin.training.config_file import DEFAULT_CONFIG
 from emo_plugin.errors import ConfigError
+from emo_plugin.training.cli import parse_config
 from emo_plugin.training.config import SECTIONS, TrainingConfig, field_types, set_value
+from emo_plugin.training.config_file import DEFAULT_CONFIG
 from emo_plugin.training.validation import validate
 from tests.reliability import record
 

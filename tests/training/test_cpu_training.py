@@ -30,7 +30,9 @@ def full_run(corpus_prefix, tmp_path_factory):
 def _checkpoint_at(full_run: Path, iteration: int, out: Path) -> None:
     """A copy of the full run's checkpoints with ``latest`` pointing at ``iteration`` (as if stopped there)."""
     (out / "ckpt").mkdir(parents=True)
-    shutil.copytree(checkpoint.iteration_dir(full_run / "ckpt", iteration), checkpoint.iteration_dir(out / "ckpt", iteration))
+    shutil.copytree(
+        checkpoint.iteration_dir(full_run / "ckpt", iteration), checkpoint.iteration_dir(out / "ckpt", iteration)
+    )
     (out / "ckpt" / checkpoint.LATEST).write_text(f"{iteration}\n")
 
 
@@ -86,7 +88,9 @@ def test_reshard_on_load_to_two_ranks_with_expert_parallelism(full_run, corpus_p
 
 
 def test_nan_policy_stop_names_the_iteration(corpus_prefix, tmp_path):
-    args = base_args(corpus_prefix, tmp_path, optimizer__lr="1e30", schedule__lr_warmup_iters=0, schedule__train_iters=3)
+    args = base_args(
+        corpus_prefix, tmp_path, optimizer__lr="1e30", schedule__lr_warmup_iters=0, schedule__train_iters=3
+    )
     proc = run_cli(args, check=False)
     assert proc.returncode == 3
     assert "iteration 2: non-finite training step" in proc.stderr
@@ -95,7 +99,9 @@ def test_nan_policy_stop_names_the_iteration(corpus_prefix, tmp_path):
 
 def test_nan_policy_skip_skips_the_step(corpus_prefix, tmp_path):
     """Skipped steps are counted; more than nan_max_skipped_fraction (default 0.1) skipped exits 3 after saving."""
-    args = base_args(corpus_prefix, tmp_path, optimizer__lr="1e30", schedule__lr_warmup_iters=0, schedule__train_iters=3)
+    args = base_args(
+        corpus_prefix, tmp_path, optimizer__lr="1e30", schedule__lr_warmup_iters=0, schedule__train_iters=3
+    )
     proc = run_cli(args + ["--nan_policy=skip"], check=False)
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert [metrics[i]["skipped"] for i in (1, 2, 3)] == [0.0, 1.0, 1.0]

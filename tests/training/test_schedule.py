@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from emo_plugin.errors import ConfigError
 from emo_plugin.training.anneal import AnnealStart, anneal_start
 from emo_plugin.training.cli import DEFAULT_CONFIG, parse_config
-from emo_plugin.errors import ConfigError
 from emo_plugin.training.config import OptimizerSection, ScheduleSection, TrainingConfig
 from emo_plugin.training.schedule import lr_at, param_scheduler, set_iteration
 from emo_plugin.training.start_point import StartPoint

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo_plugin.errors import AnalysisError
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import json_records
+from emo_plugin.errors import AnalysisError, DataError
 
 
 @dataclass(frozen=True)

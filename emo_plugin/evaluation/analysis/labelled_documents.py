@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emo_plugin.evaluation.analysis.corpus import LabelledDocument, group_by_domain
 from emo_plugin.errors import AnalysisError
+from emo_plugin.evaluation.analysis.corpus import LabelledDocument, group_by_domain
 from emo_plugin.evaluation.analysis.text_encoding import TextEncoder, encode_documents
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from emo_plugin.errors import ConversionError
-from emo_plugin.errors import DataError
 from emo_plugin.data.records import json_records
+from emo_plugin.errors import ConversionError, DataError
 
 
 def read_documents(path: str | Path, text_field: str = "text", limit: int | None = None) -> list[str]:

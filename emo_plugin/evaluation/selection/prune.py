@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from emo_plugin.convert import weight_map
-from emo_plugin.errors import ConversionError
 from emo_plugin.convert.hf_files import TOKENIZER_FILES, copy_extra_files, copy_modeling_code, write_config
 from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.convert.output_dir import atomic_output_dir
 from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
+from emo_plugin.errors import ConversionError
 
 
 def checkpoint_size(hf: HfWeights) -> dict:
@@ -61,7 +61,9 @@ def write_pruned_checkpoint(
         if len(set(kept)) != len(kept) or any(not 0 <= e < n_routed for e in kept):
             raise ConversionError(f"layer {i}: kept experts {kept} are not distinct ids in [0, {n_routed})")
         if len(kept) < config.num_experts_per_tok - n_shared:
-            raise ConversionError(f"layer {i}: {len(kept)} kept experts < {config.num_experts_per_tok - n_shared} per token")
+            raise ConversionError(
+                f"layer {i}: {len(kept)} kept experts < {config.num_experts_per_tok - n_shared} per token"
+            )
         slots = kept + list(range(n_routed, n_slots))  # shared slots last
         plan.append(slots)
         slots_per_layer.append(len(slots))

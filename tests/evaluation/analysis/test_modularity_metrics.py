@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.batching import document_batches
 from emo_plugin.evaluation.analysis.corpus import read_labelled_corpus
-from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.expert_usage import routing_entropies, top_expert_share, usage_by_domain
 from emo_plugin.evaluation.analysis.pool_overlap import overlap_within_between, pairwise_jaccard, top_p_pools
 from emo_plugin.evaluation.analysis.routing_recorder import record_document_routing

@@ -4,8 +4,8 @@ dropped experts alone and the original weights come back."""
 import pytest
 import torch
 
-from emo_plugin.evaluation.analysis.checkpoint import set_inference_pool_size
 from emo_plugin.errors import AnalysisError
+from emo_plugin.evaluation.analysis.checkpoint import set_inference_pool_size
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
 from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights
 from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts

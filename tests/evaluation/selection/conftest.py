@@ -10,10 +10,10 @@ TOKENIZER = "examples/data/tokenizer.model"
 
 @pytest.fixture(scope="session")
 def hf_folder(megatron_single_rank, tmp_path_factory):
-    from emo_plugin.convert import export_to_hf
-    from emo_plugin.model.record import RECORD_KEY
     from emo_plugin import checkpoint
+    from emo_plugin.convert import export_to_hf
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+    from emo_plugin.model.record import RECORD_KEY
     from tests.convert.checkpoint_workers import TINY, random_model
 
     arch = dataclasses.replace(TINY, vocab_size=4096)  # the real tokenizer's vocabulary, for the CLI test

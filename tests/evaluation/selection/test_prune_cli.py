@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def prune(*args):
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools/prune_experts.py"), *map(str, args)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, str(ROOT / "tools/prune_experts.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
 
 
