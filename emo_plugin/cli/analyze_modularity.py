@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from emo_plugin.cli import model_on_corpus
 from emo_plugin.cli.runner import documented_parser, run_command
 from emo_plugin.evaluation.analysis import modularity_plots
 from emo_plugin.evaluation.analysis.batching import document_batches
@@ -59,44 +59,19 @@ LEGEND = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = documented_parser(__doc__, "emo-analyze-modularity")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="Hugging Face EMO checkpoint directory")
-    parser.add_argument("--corpus", required=True, type=Path, help="JSON-lines corpus with a text and a domain field")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    parser.add_argument(
-        "--tokenizer",
-        type=Path,
-        help="SentencePiece .model file or tokenizer directory (default: the checkpoint's tokenizer)",
-    )
-    parser.add_argument("--text-field", default="text", help="JSON field of the text (default: %(default)s)")
-    parser.add_argument(
-        "--domain-field", default="domain", help="JSON field of the domain label (default: %(default)s)"
-    )
+    model_on_corpus.add_inputs(parser)
     parser.add_argument(
         "--max-tokens-per-domain",
         type=int,
         default=100_000,
         help="token budget of each domain, eos included (default: %(default)s)",
     )
-    parser.add_argument(
-        "--max-doc-tokens",
-        type=int,
-        help="cut documents to this many tokens (default: the config's max_position_embeddings)",
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="documents per forward pass (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="model dtype (default: %(default)s)")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    model_on_corpus.add_execution(parser, batch_size=8)
     parser.add_argument(
         "--pool-size",
         type=int,
         help="P of the top-P document pools compared by Jaccard "
         f"(default: the config's emo_inference_pool_size, else {DEFAULT_POOL_SIZE})",
-    )
-    parser.add_argument(
-        "--inference-pool-size",
-        type=int,
-        help="route with EMO document pools of this size (0 = plain top-k; default: as the checkpoint)",
     )
     parser.add_argument("--seed", type=int, default=0, help="k-means seed (default: %(default)s)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from emo_plugin.cli import model_on_corpus
 from emo_plugin.cli.runner import documented_parser, run_command
 from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.checkpoint import (
@@ -49,18 +49,7 @@ from emo_plugin.path_overlap import check_out_folder
 
 def build_parser() -> argparse.ArgumentParser:
     parser = documented_parser(__doc__, "emo-evaluate-subsets")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="Hugging Face EMO checkpoint directory")
-    parser.add_argument("--corpus", required=True, type=Path, help="JSON-lines corpus with a text and a domain field")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    parser.add_argument(
-        "--tokenizer",
-        type=Path,
-        help="SentencePiece .model file or tokenizer directory (default: the checkpoint's tokenizer)",
-    )
-    parser.add_argument("--text-field", default="text", help="JSON field of the text (default: %(default)s)")
-    parser.add_argument(
-        "--domain-field", default="domain", help="JSON field of the domain label (default: %(default)s)"
-    )
+    model_on_corpus.add_inputs(parser)
     parser.add_argument("--domains", nargs="+", help="evaluate only these domains (default: all)")
     parser.add_argument(
         "--fractions",
@@ -82,21 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=50_000,
         help="held-out token budget per domain (default: %(default)s)",
     )
-    parser.add_argument(
-        "--max-doc-tokens",
-        type=int,
-        help="cut documents to this many tokens (default: the config's max_position_embeddings)",
-    )
-    parser.add_argument("--batch-size", type=int, default=4, help="documents per forward pass (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="model dtype (default: %(default)s)")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--inference-pool-size",
-        type=int,
-        help="route with EMO document pools of this size (0 = plain top-k; default: as the checkpoint)",
-    )
+    model_on_corpus.add_execution(parser, batch_size=4)
     parser.add_argument(
         "--finetune-steps",
         type=int,
