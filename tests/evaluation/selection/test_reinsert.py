@@ -197,3 +197,11 @@ def test_a_subset_without_its_selection_is_refused(hf_folder, tmp_path):
                 ["--full", str(hf_folder), "--subset", str(tmp_path / "copy"), "--output", str(tmp_path / "out")]
             )
         )
+
+
+def test_an_output_over_an_input_is_refused_even_with_force(hf_folder, pruned, capsys):
+    before = tensors(pruned)
+    argv = ["--full", str(hf_folder), "--subset", str(pruned), "--output", str(pruned), "--force"]
+    assert reinsert_experts.main(argv) == 2
+    assert f"--output {pruned} is the input {pruned}" in capsys.readouterr().err
+    assert tensors(pruned).keys() == before.keys()
