@@ -112,6 +112,9 @@ def write_reinserted_checkpoint(
     from emo_plugin.hf import EmoConfig
 
     full, subset = Path(full), Path(subset)
+    for folder in (full, subset):
+        if not (folder / "config.json").is_file():
+            raise ConversionError(f"{folder}: not a Hugging Face checkpoint folder (no config.json)")
     full_config, subset_config = EmoConfig.from_pretrained(str(full)), EmoConfig.from_pretrained(str(subset))
     check_same_model(full, subset, full_config, subset_config)
     maps = subset_slots(full_config, subset_config, selection)

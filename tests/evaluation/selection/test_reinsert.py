@@ -163,6 +163,10 @@ def other_tokenizer(folder):
     (folder / "tokenizer.model").write_bytes((folder / "tokenizer.model").read_bytes() + b"\0")
 
 
+def no_config(folder):
+    (folder / "config.json").unlink()
+
+
 def other_selection(folder):
     (folder / "expert_selection.json").write_text(json.dumps({"0": [1, 4], "1": [0, 3, 7]}))
 
@@ -176,8 +180,9 @@ def other_selection(folder):
         (other_rope, "config.json: rope_theta is 1234.0, but"),
         (other_tokenizer, "tokenizer.model differs from the full model's"),
         (other_selection, "layer 0: the subset has 4 expert slots, but the selection keeps 2 routed"),
+        (no_config, "pruned: not a Hugging Face checkpoint folder (no config.json)"),
     ],
-    ids=["shape", "dtype", "missing", "record", "tokenizer", "selection"],
+    ids=["shape", "dtype", "missing", "record", "tokenizer", "selection", "config"],
 )
 def test_mismatched_inputs_are_refused_by_name_and_nothing_is_written(hf_folder, pruned, tmp_path, capsys, spoil,
                                                                       message):
