@@ -6,7 +6,8 @@ documents (up to --max-eval-tokens-per-domain tokens) measure the loss with 100%
 (--fractions; fractions of all expert slots, shared included, as AI2 count them: 25% of 128 = 31 routed + 1 shared).
 Dropped experts are masked before the router softmax, which equals physical pruning; 100% reproduces the full
 model exactly. With --finetune-steps N each subset model is also fine-tuned briefly on the calibration
-documents and evaluated again. Writes to --out:
+documents and evaluated again; --save-finetuned DIR (one domain, one fraction) also writes that fine-tuned
+subset as a pruned Hugging Face folder, which emo-reinsert-experts puts back into the full model. Writes to --out:
 
   results.json          losses, perplexities, rises over the full model, kept expert counts, settings, timings
   results.md            the markdown table (also printed)
@@ -29,6 +30,7 @@ import numpy as np
 
 from emo_plugin.cli import model_on_corpus
 from emo_plugin.cli.runner import documented_parser, run_command
+from emo_plugin.convert.output_dir import check_output_dir, refuse_overlap
 from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.checkpoint import (
     eos_token_id,
@@ -38,11 +40,11 @@ from emo_plugin.evaluation.analysis.checkpoint import (
 )
 from emo_plugin.evaluation.analysis.corpus import group_by_domain, read_labelled_corpus
 from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
-from emo_plugin.evaluation.analysis.subset_finetune import finetune_subset, restoring_weights
+from emo_plugin.evaluation.analysis.subset_finetune import ModelWeights, finetune_subset, restoring_weights
 from emo_plugin.evaluation.analysis.subset_report import fraction_label, markdown_report
 from emo_plugin.evaluation.analysis.subset_selection import select_kept_experts
 from emo_plugin.evaluation.analysis.text_encoding import encode_documents, load_text_encoder
-from emo_plugin.evaluation.selection import METHODS, kept_expert_masks
+from emo_plugin.evaluation.selection import METHODS, kept_expert_masks, write_pruned_checkpoint
 from emo_plugin.evaluation.selection.keep import fraction_argument
 from emo_plugin.path_overlap import check_out_folder
 
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fine-tune each subset model this many steps on the calibration documents (default: 0)",
     )
     parser.add_argument("--finetune-lr", type=float, default=1e-5, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--save-finetuned",
+        type=Path,
+        help="write the fine-tuned subset here as a pruned Hugging Face folder, in --dtype (needs --finetune-steps, "
+        "one --domains and one --fractions value)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of random selection and fine-tuning (default: %(default)s)"
     )
@@ -152,6 +160,8 @@ def evaluate_domain(model, args, calibration, heldout, selections_dir: Path) -> 
                     args.seed,
                 )
                 tuned = heldout_loss(model, heldout, args.batch_size, pad, args.device)
+                if args.save_finetuned:
+                    write_pruned_checkpoint(args.checkpoint, args.save_finetuned, kept, weights=ModelWeights(model))
             entry |= {
                 "finetuned_loss": tuned.loss,
                 "finetuned_perplexity": tuned.perplexity,
@@ -207,8 +217,23 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def check_save_finetuned(args: argparse.Namespace) -> None:
+    """--save-finetuned writes ONE subset: refuse an ambiguous request or an unusable folder before any work."""
+    if args.save_finetuned is None:
+        return
+    if not args.finetune_steps or len(args.fractions) != 1 or len(args.domains or ()) != 1:
+        raise AnalysisError(
+            "--save-finetuned writes one fine-tuned subset: it needs --finetune-steps N, one --domains name and "
+            f"one --fractions value (got {args.finetune_steps} steps, domains {args.domains}, fractions "
+            f"{args.fractions})"
+        )
+    refuse_overlap(args.save_finetuned, [args.checkpoint, args.corpus], flag="--save-finetuned")
+    check_output_dir(args.save_finetuned, force=False)
+
+
 def checked_run(args: argparse.Namespace) -> None:
     check_out_folder(args.out, [args.checkpoint, args.corpus])  # before the model is loaded
+    check_save_finetuned(args)
     run(args)
 
 

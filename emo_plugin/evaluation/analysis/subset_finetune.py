@@ -4,7 +4,8 @@ Trainable: the kept experts, the router and everything outside the MoE experts. 
 and the router rows of dropped experts get zero gradient (`EmoForCausalLM.training_only_kept_experts`), so the
 result equals fine-tuning the physically pruned model. The fine-tune happens in place on the masked model;
 `restoring_weights` puts the original weights back afterwards from a CPU copy, so no second model has to fit
-on the accelerator.
+on the accelerator. Before that, `ModelWeights` lets the pruning writer save the fine-tuned subset (for
+re-insertion into the full model, `emo_plugin/evaluation/selection/reinsert.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ def restoring_weights(model):
                 p.copy_(saved[name].to(p.device))
                 p.requires_grad_(flags[name])
         model.eval()
+
+
+class ModelWeights:
+    """The model's current tensors behind `HfWeights`' reading interface (`names`, `get`), on the CPU."""
+
+    def __init__(self, model):
+        self.state = model.state_dict()
+
+    def names(self) -> list[str]:
+        return list(self.state)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.state[name].detach().cpu()
 
 
 def finetune_subset(

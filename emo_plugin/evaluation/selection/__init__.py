@@ -5,10 +5,12 @@
   ``easy_ep`` (output-aware), ``random`` (seeded baseline).
 * ``select`` — layer-by-layer choice, each layer scored with the earlier layers already pruned.
 * ``prune`` — a physically smaller HF checkpoint holding only the kept experts.
+* ``reinsert`` — a fine-tuned subset put back into the full checkpoint at the experts' original slots.
 """
 
 from emo_plugin.evaluation.selection.prune import write_pruned_checkpoint
+from emo_plugin.evaluation.selection.reinsert import write_reinserted_checkpoint
 from emo_plugin.evaluation.selection.scoring import METHODS
 from emo_plugin.evaluation.selection.select import kept_expert_masks, select_experts
 
-__all__ = ["METHODS", "kept_expert_masks", "select_experts", "write_pruned_checkpoint"]
+__all__ = ["METHODS", "kept_expert_masks", "select_experts", "write_pruned_checkpoint", "write_reinserted_checkpoint"]

@@ -43,13 +43,19 @@ def write_pruned_checkpoint(
     *,
     max_shard_size: str | int = "5GB",
     force: bool = False,
+    weights=None,
 ) -> dict:
-    """Returns {"before": {bytes, parameters}, "after": {...}}."""
+    """Returns {"before": {bytes, parameters}, "after": {...}}.
+
+    ``weights`` (``names()`` and ``get(name)``, like ``HfWeights``) replaces the folder's tensors, e.g. with a
+    model fine-tuned in memory; config, tokenizer and the "before" size still come from ``source``.
+    """
     from emo_plugin.hf import EmoConfig
 
     source = Path(source)
     config = EmoConfig.from_pretrained(str(source))
     hf = HfWeights(source)
+    tensors = hf if weights is None else weights
     source_slots, slots_per_layer, shared_per_layer, plan = [], [], [], []
     for i in range(config.num_hidden_layers):
         n_slots, n_shared = config.expert_slots(i)
@@ -70,20 +76,20 @@ def write_pruned_checkpoint(
         shared_per_layer.append(n_shared)
     pruned_layers = {"num_experts_per_layer": slots_per_layer, "num_shared_experts_per_layer": shared_per_layer}
     config = EmoConfig.from_dict(config.to_dict() | pruned_layers)  # a new config: validated like any other
-    dtype = hf.get(weight_map.EMBEDDING.hf_names()[0]).dtype
+    dtype = tensors.get(weight_map.EMBEDDING.hf_names()[0]).dtype
     rewritten = {weight_map.hf_router_name(i) for i in range(config.num_hidden_layers)}
     for i, n_slots in enumerate(source_slots):
         rewritten.update(name for e in range(n_slots) for name in weight_map.hf_expert_names(i, e))
     with atomic_output_dir(output, force, inputs=(source,)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
-        for name in hf.names():
+        for name in tensors.names():
             if name not in rewritten:
-                writer.add(name, hf.get(name))
+                writer.add(name, tensors.get(name))
         for i, slots in enumerate(plan):
-            writer.add(weight_map.hf_router_name(i), hf.get(weight_map.hf_router_name(i))[slots])
+            writer.add(weight_map.hf_router_name(i), tensors.get(weight_map.hf_router_name(i))[slots])
             for new, old in enumerate(slots):
                 for name, source_name in zip(weight_map.hf_expert_names(i, new), weight_map.hf_expert_names(i, old)):
-                    writer.add(name, hf.get(source_name))
+                    writer.add(name, tensors.get(source_name))
         index = writer.close()
         write_config(folder, config, dtype)
         copy_modeling_code(folder)

@@ -132,3 +132,31 @@ def test_cli_errors_name_the_file_and_field(tiny_checkpoint, tmp_path, capsys):
     assert f"{corpus}:2: record has no 'domain' field" in capsys.readouterr().err
     assert evaluate_subsets.main(argv + ["--domain-field", "topic"]) == 2
     assert f"{corpus}:1: record has no 'topic' field" in capsys.readouterr().err
+
+
+def test_save_finetuned_writes_the_evaluated_subset_for_reinsertion(tiny_checkpoint, tmp_path, capsys):
+    from emo_plugin.evaluation.analysis.checkpoint import load_emo_model, pad_token_id
+    from emo_plugin.evaluation.analysis.heldout_loss import heldout_loss
+    from emo_plugin.evaluation.analysis.text_encoding import load_text_encoder
+
+    checkpoint, corpus, tokenizer = tiny_checkpoint
+    out, saved = tmp_path / "subsets", tmp_path / "law50-tuned"
+    argv = [
+        "--checkpoint", str(checkpoint), "--corpus", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out),
+        "--calib-docs", "2", "--max-eval-tokens-per-domain", "200", "--domains", "law", "--fractions", "0.5",
+        "--finetune-steps", "2", "--finetune-lr", "1e-3",
+    ]
+    assert evaluate_subsets.main([*argv, "--fractions", "0.5", "1", "--save-finetuned", str(saved)]) == 2
+    assert "--save-finetuned writes one fine-tuned subset" in capsys.readouterr().err and not saved.exists()
+    assert evaluate_subsets.main([*argv, "--save-finetuned", str(saved)]) == 0
+    selection = json.loads((out / "selections" / "law" / "50%.json").read_text())
+    assert json.loads((saved / "expert_selection.json").read_text()) == selection
+
+    # the saved pruned model is the fine-tuned subset that was evaluated: it has the reported held-out loss
+    args = evaluate_subsets.build_parser().parse_args(argv)
+    model = load_emo_model(saved)
+    assert [model.num_routed_experts(layer) for layer in range(2)] == [len(ids) for ids in selection.values()]
+    _, heldout = evaluate_subsets.split_domains(args, load_text_encoder(checkpoint, tokenizer), model)["law"]
+    tuned = json.loads((out / "results.json").read_text())["domains"]["law"]["subsets"]["50%"]
+    loss = heldout_loss(model, heldout, args.batch_size, pad_token_id(model), "cpu").loss
+    assert abs(loss - tuned["finetuned_loss"]) < 1e-5 and abs(loss - tuned["loss"]) > 1e-4
