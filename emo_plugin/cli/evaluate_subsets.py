@@ -35,7 +35,7 @@ import numpy as np
 
 from emo_plugin.cli import model_on_corpus, task_prompt_options
 from emo_plugin.cli.runner import documented_parser, run_command
-from emo_plugin.errors import AnalysisError
+from emo_plugin.errors import AnalysisError, ConversionError
 from emo_plugin.evaluation.analysis.checkpoint import (
     eos_token_id,
     load_emo_model,
@@ -51,6 +51,7 @@ from emo_plugin.evaluation.analysis.text_encoding import encode_documents, load_
 from emo_plugin.evaluation.selection import METHODS, kept_expert_masks
 from emo_plugin.evaluation.selection.keep import fraction_argument
 from emo_plugin.evaluation.selection.layer_budget import layer_budget_argument
+from emo_plugin.evaluation.selection.select import routed_counts
 from emo_plugin.evaluation.selection.task_prompts import (
     format_prompts,
     read_task_records,
@@ -184,6 +185,15 @@ def subsets(args) -> list[tuple[str, float | list[float]]]:
     return [(fraction_label(f), f) for f in args.fractions] + list(args.layer_budgets)
 
 
+def check_subsets(model, args) -> None:
+    """Refuse a fraction or layer budget the model cannot keep before any selection runs."""
+    for label, keep in subsets(args):
+        try:
+            routed_counts(keep, model)
+        except ConversionError as error:
+            raise AnalysisError(f"subset {label}: {error}") from None
+
+
 def evaluate_domain(model, args, calibration, heldout, answer_starts, selections_dir: Path) -> dict:
     pad = pad_token_id(model)
     model.set_expert_mask(None)
@@ -260,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
     model = load_emo_model(args.checkpoint, args.dtype, args.device)
     if args.inference_pool_size is not None:
         set_inference_pool_size(model, args.inference_pool_size)
+    check_subsets(model, args)
     splits = split_domains(args, load_text_encoder(args.checkpoint, args.tokenizer), model)
     domains = {
         name: evaluate_domain(model, args, calibration, heldout, answer_starts, args.out / "selections" / name)

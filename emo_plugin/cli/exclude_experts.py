@@ -68,6 +68,15 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_drop(model, drop: int) -> None:
+    """Every layer must keep at least the routed experts a token uses."""
+    for layer in range(model.config.num_hidden_layers):
+        left, needed = model.num_routed_experts(layer) - drop, model.num_routed_experts_per_token(layer)
+        if left < needed:
+            raise AnalysisError(f"--drop-per-layer {drop} leaves layer {layer} {left} routed experts, fewer than "
+                                f"the {needed} each token needs")
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.calib_docs < 1 or args.drop_per_layer < 1:
         raise AnalysisError(f"--calib-docs and --drop-per-layer must be >= 1, got {args.calib_docs} and "
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     model = load_emo_model(args.checkpoint, args.dtype, args.device)
     if args.inference_pool_size is not None:
         set_inference_pool_size(model, args.inference_pool_size)
+    check_drop(model, args.drop_per_layer)
     splits = split_domains(args, load_text_encoder(args.checkpoint, args.tokenizer), model)
     pad = pad_token_id(model)
     probabilities = {
@@ -90,10 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     for name, (_, heldout, _) in splits.items():
         model.set_expert_mask(None)
         full = heldout_loss(model, heldout, args.batch_size, pad, args.device)
-        try:
-            model.set_expert_mask(mask)
-        except ValueError as error:
-            raise AnalysisError(f"--drop-per-layer {args.drop_per_layer}: {error}") from None
+        model.set_expert_mask(mask)
         excluded = heldout_loss(model, heldout, args.batch_size, pad, args.device)
         domains[name] = {"full_loss": full.loss, "excluded_loss": excluded.loss, "loss_rise": excluded.loss - full.loss,
                          "heldout_predicted_tokens": full.num_predicted_tokens}

@@ -27,8 +27,8 @@ def loss_table(results: dict, labels: list[str], loss_key: str) -> str:
 def calibration_words(settings: dict) -> str:
     if settings["task_prompts"]:
         examples = "all" if settings["num_examples"] is None else settings["num_examples"]
-        return f"{examples} {settings['num_shots']}-shot task prompts"
-    return f"{settings['calib_docs']} calibration documents"
+        return f"{settings['num_shots']}-shot task prompts (at most {examples} per domain)"
+    return f"{settings['calib_docs']} calibration documents per domain"
 
 
 def markdown_report(results: dict, labels: list[str]) -> str:
@@ -36,7 +36,7 @@ def markdown_report(results: dict, labels: list[str]) -> str:
     parts = [
         f"# Held-out loss with expert subsets: `{settings['checkpoint']}`",
         "",
-        f"Selection `{settings['method']}` from {calibration_words(settings)} per domain; masking "
+        f"Selection `{settings['method']}` from {calibration_words(settings)}; masking "
         f"(= physical pruning). Cells: mean next-token loss in nats (rise over the full model).",
         "",
         loss_table(results, labels, "loss"),
