@@ -270,8 +270,8 @@ def run(args: argparse.Namespace) -> dict:
     model = load_emo_model(args.checkpoint, args.dtype, args.device)
     if args.inference_pool_size is not None:
         set_inference_pool_size(model, args.inference_pool_size)
-    check_subsets(model, args)
     splits = split_domains(args, load_text_encoder(args.checkpoint, args.tokenizer), model)
+    check_subsets(model, args)
     domains = {
         name: evaluate_domain(model, args, calibration, heldout, answer_starts, args.out / "selections" / name)
         for name, (calibration, heldout, answer_starts) in splits.items()
