@@ -99,3 +99,15 @@ def test_select_experts_tool_takes_a_per_layer_budget(hf_folder, documents_file,
     assert "--keep-per-layer has 3 entries, expected one per layer (2 layers)" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --keep and --keep-per-layer exclude each other
         tool.main(base + ["--keep", "4", "--keep-per-layer", "4,4"])
+
+
+def test_budget_fits_each_layer_of_a_model_with_per_layer_expert_counts(documents):
+    """A pruned model whose layers differ (7 and 3 slots): each entry is checked against its own layer."""
+    from tests.evaluation.analysis.tiny_checkpoint import tiny_emo_model
+
+    model = tiny_emo_model(64, num_experts_per_layer=[7, 3], num_shared_experts_per_layer=[1, 1])
+    selection = select_experts(model, documents, method="greedy", keep=[5, 1.0])
+    assert [len(selection[0]), len(selection[1])] == [4, 2]
+    assert selection[1] == [0, 1]
+    with pytest.raises(ConversionError, match=r"--keep-per-layer layer 1: 4: the layer has only 3 expert slots"):
+        select_experts(model, documents, keep=[5, 4])
