@@ -17,12 +17,19 @@ def num_examples_argument(text: str) -> int | None:
     return int(text)
 
 
+def template_argument(text: str) -> str:
+    """argparse ``type`` for --template: ``\\n`` and ``\\t`` typed in a shell become a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def add_prompt_format(parser: argparse.ArgumentParser) -> None:
     """How the records of --task-prompts become k-shot prompts (the command adds --task-prompts itself)."""
     parser.add_argument(
         "--template",
+        type=template_argument,
         default=DEFAULT_TEMPLATE,
-        help="how a record becomes text: {field} placeholders, the answer field exactly once (default: %(default)r)",
+        help="how a record becomes text: {field} placeholders, the answer field exactly once; \\n is a newline "
+        "(default: %(default)r)",
     )
     parser.add_argument(
         "--answer-field", default="answer", help="the record field of the answer (default: %(default)s)"

@@ -70,7 +70,8 @@ def test_select_experts_tool_selects_from_task_prompts(hf_folder, tmp_path, caps
 
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    args = ["--model", str(hf_folder), "--task-prompts", str(task), "--template", TEMPLATE, "--num-shots", "2",
+    typed = TEMPLATE.replace("\n", "\\n")  # as typed in a shell: backslash n
+    args = ["--model", str(hf_folder), "--task-prompts", str(task), "--template", typed, "--num-shots", "2",
             "--num-examples", "all", "--keep", "4", "--selection-json", str(tmp_path / "sel.json")]
     assert tool.main(args) == 0
     record = json.loads((tmp_path / "sel.json").read_text())
