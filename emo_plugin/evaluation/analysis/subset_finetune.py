@@ -4,14 +4,20 @@ Trainable: the kept experts, the router and everything outside the MoE experts. 
 and the router rows of dropped experts get zero gradient (`EmoForCausalLM.training_only_kept_experts`), so the
 result equals fine-tuning the physically pruned model. The fine-tune happens in place on the masked model;
 `restoring_weights` puts the original weights back afterwards from a CPU copy, so no second model has to fit
-on the accelerator. Before that, `ModelWeights` lets the pruning writer save the fine-tuned subset (for
-re-insertion into the full model, `emo_plugin/evaluation/selection/reinsert.py`).
+on the accelerator.
+
+The loss covers every token by default; with ``answer_starts`` (task prompts, ``selection/task_prompts.py``)
+only the answer tokens are targets, as the paper fine-tunes (1 epoch, batch 32, lr 5e-5, answer tokens only:
+``steps_for_epochs`` turns epochs into steps).
+`ModelWeights` lets the pruning writer save the fine-tuned subset (for re-insertion into the full model,
+`emo_plugin/evaluation/selection/reinsert.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 
 import torch
 
@@ -55,10 +61,12 @@ def finetune_subset(
     pad_id: int,
     device,
     seed: int = 0,
+    answer_starts: list[int] | None = None,
 ) -> list[float]:
     """`steps` AdamW steps (no weight decay) of the masked model on `documents`, cycling; returns the losses.
 
-    The caller sets the expert mask and wraps this in `restoring_weights`.
+    With `answer_starts` (one index per document) the tokens before it are not targets. The caller sets the
+    expert mask and wraps this in `restoring_weights`.
     """
     torch.manual_seed(seed)
     losses = []
@@ -70,6 +78,9 @@ def finetune_subset(
         for _ in range(steps):
             batch = next(batches)
             labels = batch.input_ids_BT.masked_fill(batch.attention_mask_BT == 0, -100)
+            if answer_starts is not None:
+                for row, index in enumerate(batch.document_indices):
+                    labels[row, : answer_starts[index]] = -100
             loss = model(
                 input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT, labels=labels, use_cache=False
             ).loss
@@ -80,3 +91,8 @@ def finetune_subset(
             losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+def steps_for_epochs(num_documents: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps that show every document ``epochs`` times (the last batch of an epoch may be short)."""
+    return epochs * math.ceil(num_documents / batch_size)

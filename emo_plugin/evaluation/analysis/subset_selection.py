@@ -2,8 +2,9 @@
 which owns the selection (methods, layer-wise scoring, keep rule, masks).
 
 The evaluation speaks in fractions of ALL expert slots, shared included (AI2's "16 of 128"), which is how
-`select_experts` reads a `keep` <= 1: 1.0 keeps every expert, so the masked model IS the full model. Shared
-experts are always kept. The model's expert mask is cleared afterwards: the caller decides what to mask.
+`select_experts` reads a `keep` <= 1: 1.0 keeps every expert, so the masked model IS the full model. A per-layer
+budget (a list, one keep value per layer) is passed through as it is. Shared experts are always kept. The
+model's expert mask is cleared afterwards: the caller decides what to mask.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from emo_plugin.errors import AnalysisError
 
 
 def select_kept_experts(
-    model, calibration_documents: list[list[int]], fraction: float, method: str = "greedy", seed: int = 0
+    model, calibration_documents: list[list[int]], keep: float | list[float], method: str = "greedy", seed: int = 0
 ) -> dict[int, list[int]]:
-    """{layer: sorted kept routed-expert ids} chosen from the calibration documents."""
+    """{layer: sorted kept routed-expert ids} chosen from the calibration documents; `keep` is a fraction of the
+    slots of every layer or a per-layer budget."""
     from emo_plugin.errors import ConversionError
     from emo_plugin.evaluation.selection import select_experts
 
-    if not 0.0 < fraction <= 1.0:
-        raise AnalysisError(f"expert fractions must lie in (0, 1], got {fraction}")
+    uniform = isinstance(keep, (int, float))
+    if uniform and not 0.0 < keep <= 1.0:
+        raise AnalysisError(f"expert fractions must lie in (0, 1], got {keep}")
     documents = [torch.tensor([ids], dtype=torch.long, device=model.device) for ids in calibration_documents]
     try:
-        return select_experts(model, documents, method=method, keep=fraction, seed=seed)
+        return select_experts(model, documents, method=method, keep=keep, seed=seed)
     except ConversionError as error:
-        raise AnalysisError(f"expert fraction {fraction}: {error}") from None
+        subset = f"expert fraction {keep}" if uniform else f"layer budget {keep}"
+        raise AnalysisError(f"{subset}: {error}") from None
     finally:
         model.set_expert_mask(None)

@@ -33,16 +33,16 @@ def parse_keep(text: str | float) -> float:
     return value
 
 
-def kept_slots(keep: float, slots: int) -> int:
-    """Slots of a layer with ``slots`` expert slots that ``keep`` (see ``parse_keep``) keeps."""
+def kept_slots(keep: float, slots: int, flag: str = "--keep") -> int:
+    """Slots of a layer with ``slots`` expert slots that ``keep`` (see ``parse_keep``) keeps; errors name ``flag``."""
     try:
         keep = parse_keep(keep)
     except ValueError as error:
-        raise ConversionError(f"--keep {error}") from None
+        raise ConversionError(f"{flag} {error}") from None
     if keep <= 1:
         return round(keep * slots)
     if keep > slots:
-        raise ConversionError(f"--keep {keep:g}: the layer has only {slots} expert slots (use {slots} or 100% for all)")
+        raise ConversionError(f"{flag} {keep:g}: the layer has only {slots} expert slots (use {slots} or 100% for all)")
     return int(keep)
 
 

@@ -5,10 +5,15 @@
 * ``easy_ep`` (output-aware, EASY-EP): Σ_t g_{i,t}·‖E_i(h_t)‖·(1 − cos(h_t, h_t + MoE(h_t))) where h_t is the
   MoE input, g the gate weight of a chosen expert (0 if not chosen) and MoE(h_t) the layer output: experts
   that carry large, direction-changing outputs on tokens the layer changes a lot score high.
+* ``easy_ep_one_pass`` (EASY-EP as AI2 run it): the same score from ONE pass through the unpruned model,
+  clamped at 0, instead of layer by layer with earlier layers pruned (``conditioned = False``). With the score
+  as written every term is >= 0, so the clamp only matters for scores that come out negative by rounding; it
+  is kept so the method is AI2's as they describe it.
 * ``random``: seeded uniform scores (the baseline).
 
 Scorers read the layer through `EmoForCausalLM.observe_routing` events (``observe``), except ``random``, which
-needs no forward pass (``needs_forward = False``).
+needs no forward pass (``needs_forward = False``). ``conditioned`` says whether ``select.py`` scores a layer
+with the earlier layers already pruned (True) or every layer in one pass through the unpruned model (False).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class MeanProbability:
     """``greedy``: mean router probability of each routed expert."""
 
     needs_forward = True
+    conditioned = True
 
     def __init__(self, model, layer_idx: int, seed: int):
         self.total = torch.zeros(model.num_routed_experts(layer_idx), dtype=torch.float64)
@@ -56,10 +62,20 @@ class OutputAware(MeanProbability):
             self.total[expert] += contribution.double().cpu()
 
 
+class OutputAwareOnePass(OutputAware):
+    """``easy_ep_one_pass``: the ``easy_ep`` score of the unpruned model, clamped at 0 (AI2's Easy-EP)."""
+
+    conditioned = False
+
+    def scores(self) -> torch.Tensor:
+        return super().scores().clamp(min=0)
+
+
 class RandomBaseline:
     """``random``: seeded uniform scores, different per layer."""
 
     needs_forward = False
+    conditioned = True
 
     def __init__(self, model, layer_idx: int, seed: int):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + layer_idx)
@@ -69,4 +85,9 @@ class RandomBaseline:
         return self._scores
 
 
-METHODS = {"greedy": MeanProbability, "easy_ep": OutputAware, "random": RandomBaseline}
+METHODS = {
+    "greedy": MeanProbability,
+    "easy_ep": OutputAware,
+    "easy_ep_one_pass": OutputAwareOnePass,
+    "random": RandomBaseline,
+}
