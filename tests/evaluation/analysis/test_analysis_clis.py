@@ -156,7 +156,7 @@ def test_save_finetuned_writes_the_evaluated_subset_for_reinsertion(tiny_checkpo
     args = evaluate_subsets.build_parser().parse_args(argv)
     model = load_emo_model(saved)
     assert [model.num_routed_experts(layer) for layer in range(2)] == [len(ids) for ids in selection.values()]
-    _, heldout = evaluate_subsets.split_domains(args, load_text_encoder(checkpoint, tokenizer), model)["law"]
+    _, heldout, _ = evaluate_subsets.split_domains(args, load_text_encoder(checkpoint, tokenizer), model)["law"]
     tuned = json.loads((out / "results.json").read_text())["domains"]["law"]["subsets"]["50%"]
     loss = heldout_loss(model, heldout, args.batch_size, pad_token_id(model), "cpu").loss
     assert abs(loss - tuned["finetuned_loss"]) < 1e-5 and abs(loss - tuned["loss"]) > 1e-4
