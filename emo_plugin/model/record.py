@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.typed_values import coerce
 
 RECORD_KEY = "emo_model"
 """Key of the record (``ModelRecord.to_dict()``) in a checkpoint's common state."""
@@ -101,22 +102,5 @@ REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(ModelRecord) if f.def
 
 
 def typed_value(name: str, value: Any, source: str) -> Any:
-    """``value`` as the type of field ``name``; numbers may come as text (YAML reads ``1e-6`` as a string)."""
-    annotation = FIELD_TYPES[name]
-    if value is None and type(None) in typing.get_args(annotation):
-        return None
-    base = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
-    expected = {int: "an integer", float: "a number", bool: "true or false"}[base]
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-    elif not isinstance(value, bool):
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if base is float and isinstance(number, (int, float)):
-                return float(number)
-            if base is int and isinstance(number, (int, float)) and number == int(number):
-                return int(number)
-        except (ValueError, OverflowError):
-            pass
-    raise ConfigError(f"{source}: {name}={value!r}: expected {expected}")
+    """``value`` as the type of field ``name``, or ``ConfigError`` naming the source and the field."""
+    return coerce(value, FIELD_TYPES[name], f"{source}: {name}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.typed_values import coerce
 
 
 def opt(default: Any, help: str, *, megatron: str | None = None):
@@ -258,14 +258,6 @@ def _did_you_mean(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _list_items(value: str) -> list[str]:
-    """``a,b``, ``a b`` or the ``[a, b]`` form ``--help`` shows (brackets and quotes are syntax, not names)."""
-    text = value.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return [item.strip("'\"") for item in text.replace(",", " ").split() if item.strip("'\"")]
-
-
 def parse_split(split: str) -> tuple[float, float, float]:
     """``data.split`` as three non-negative finite weights, or ``ConfigError`` naming the field."""
     parts = [p.strip() for p in str(split).split(",")]
@@ -277,54 +269,6 @@ def parse_split(split: str) -> tuple[float, float, float]:
         raise ConfigError(f"data.split={split!r}: expected three comma-separated weights >= 0 'train,valid,test', "
                           "e.g. '98,2,0'")
     return weights
-
-
-def coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a YAML or command-line value into the field's type, or raise ``ConfigError`` naming ``key``."""
-    args = typing.get_args(annotation)
-    if type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        annotation = next(a for a in args if a is not type(None))
-    name = getattr(annotation, "__name__", str(annotation))
-    if isinstance(value, (dict, list, tuple)) and annotation is not list:
-        raise ConfigError(f"{key}={value!r}: expected {name}, got a {type(value).__name__}")
-    try:
-        if annotation is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(value).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if annotation is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, int):
-                return value
-            text = str(value).strip()
-            if re.fullmatch(r"[+-]?\d+", text):
-                return int(text)
-            number = float(text)
-            if number != int(number):
-                raise ValueError
-            return int(number)
-        if annotation is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if annotation is str:
-            return str(value)
-        if annotation is list:
-            if isinstance(value, (list, tuple)):
-                return [str(v) for v in value]
-            return _list_items(str(value))
-    except (TypeError, ValueError, OverflowError):
-        pass
-    else:
-        raise ConfigError(f"{key}: unsupported type {annotation}")
-    raise ConfigError(f"{key}={value!r}: expected {name}")
 
 
 def set_value(cfg: TrainingConfig, key: str, value: Any) -> None:

@@ -84,7 +84,7 @@ def test_dict_round_trip_is_identity_and_json_able():
     [
         ({"num_expert": 3}, r"unknown model record field\(s\) \['num_expert'\]"),
         ({"num_layers": "two"}, r"num_layers='two': expected an integer"),
-        ({"qk_layernorm": "yes"}, r"qk_layernorm='yes': expected true or false"),
+        ({"qk_layernorm": "maybe"}, r"qk_layernorm='maybe': expected true or false"),
         ({"num_layers": None}, r"num_layers=None: expected an integer"),
     ],
 )

@@ -32,7 +32,7 @@ def test_yaml_then_dotted_then_megatron_flags():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--batch.micro_batch_size=abc"], "batch.micro_batch_size='abc': expected int"),
+        (["--batch.micro_batch_size=abc"], "batch.micro_batch_size='abc': expected an integer"),
         (["--model.nonsense=1"], "model.nonsense: unknown field"),
         (["--bogus.x=1"], "unknown section 'bogus'"),
         (["--nan_policy=ignore"], "nan_policy='ignore': expected 'stop' or 'skip'"),
