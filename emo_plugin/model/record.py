@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from emo_plugin.errors import ConfigError
 
@@ -47,6 +47,13 @@ class ModelRecord:
     """Largest per-document pool drawn in training (≥ the routed experts: unrestricted)."""
     pool_eval: int
     """Fixed per-document pool in evaluation."""
+    pool_min_per_layer: tuple[int, ...] | None = None
+    """Per-layer ``pool_min`` (one entry per layer, first layer first); ``None``: ``pool_min`` in every layer."""
+    pool_max_per_layer: tuple[int, ...] | None = None
+    """Per-layer ``pool_max``, e.g. the routed expert count in early layers to leave them unrestricted."""
+    eos_grouping: Literal["ends", "starts"] = "ends"
+    """Which document routes an end-of-document token: the one it ends (emo_plugin's convention) or the one
+    that starts after it (AI2's training router). Attention always keeps it in the document it ends."""
     num_shared_experts: int = 1
     num_inert_experts: int = 0
     """Trailing router rows that are never selected: they pad the routed experts to a multiple of the
@@ -101,11 +108,25 @@ REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(ModelRecord) if f.def
 
 
 def typed_value(name: str, value: Any, source: str) -> Any:
-    """``value`` as the type of field ``name``; numbers may come as text (YAML reads ``1e-6`` as a string)."""
+    """``value`` as the type of field ``name``; numbers may come as text (YAML reads ``1e-6`` as a string), lists
+    as JSON lists or tuples."""
     annotation = FIELD_TYPES[name]
-    if value is None and type(None) in typing.get_args(annotation):
+    optional = type(None) in typing.get_args(annotation)
+    if value is None and optional:
         return None
-    base = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
+    if typing.get_origin(base) is Literal:
+        if value in typing.get_args(base):
+            return value
+        raise ConfigError(f"{source}: {name}={value!r}: expected one of {', '.join(typing.get_args(base))}")
+    if typing.get_origin(base) is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(_scalar(f"{name}[{i}]", item, int, source) for i, item in enumerate(value))
+        raise ConfigError(f"{source}: {name}={value!r}: expected a list of integers")
+    return _scalar(name, value, base, source)
+
+
+def _scalar(name: str, value: Any, base: type, source: str) -> Any:
     expected = {int: "an integer", float: "a number", bool: "true or false"}[base]
     if base is bool:
         if isinstance(value, bool):

@@ -75,8 +75,10 @@ def _check_model(cfg: TrainingConfig) -> None:
     _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
            f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
            f"{size.hidden_size / size.num_attention_heads:g})")
-    for name in ("pool_min", "pool_max", "pool_eval"):  # drawn with int64 tensor arithmetic
-        _check(getattr(size, name) <= POOL_LIMIT, f"emo.{name}", getattr(size, name),
+    for name in ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer"):
+        value = getattr(size, name)  # drawn with int64 tensor arithmetic
+        largest = max(value or (0,)) if name.endswith("_per_layer") else value
+        _check(largest <= POOL_LIMIT, f"emo.{name}", value,
                f"at most {POOL_LIMIT} (any pool >= model.num_moe_experts={size.num_moe_experts} is unrestricted)")
     _check(size.max_documents_per_sequence <= SEGMENT_MASK, "emo.max_documents_per_sequence",
            size.max_documents_per_sequence, f"at most {SEGMENT_MASK} (the segment field of a routing id)")
