@@ -172,6 +172,8 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     sch, b, d = cfg.schedule, cfg.batch, cfg.data
     _check_finite_floats(cfg)
     _check(m.size in SIZES, "model.size", m.size, f"one of {', '.join(SIZES)}")
+    _check(cfg.emo.eos_grouping in (None, "ends", "starts"), "emo.eos_grouping", cfg.emo.eos_grouping,
+           "'ends' (an EOD routes with the document it ends) or 'starts' (with the next one, as AI2)")
     _check(par.device in ("auto", "cpu", "cuda"), "parallel.device", par.device, "'auto', 'cpu' or 'cuda'")
     device = resolve_device(cfg)
     _check(device in ("cpu", "cuda"), "EMO_DEVICE", device, "'cpu' or 'cuda'")

@@ -86,10 +86,10 @@ def test_salts_come_from_the_given_generator_only():
     assert torch.equal(first, second)
 
 
-def segments_by_slicing(row: list[int], eos_grouping: str) -> list[int]:
+def segments_by_slicing(row: list[int], eos_grouping: str, eod: int = EOD) -> list[int]:
     """Plain loop in the style of AI2's router: documents are slices between boundaries, an EOS boundary before
     the EOS token ("starts") or after it ("ends"); a slice of length 0 is skipped."""
-    eos_at = [i for i, token in enumerate(row) if token == EOD]
+    eos_at = [i for i, token in enumerate(row) if token == eod]
     bounds = [i + (eos_grouping == "ends") for i in eos_at] + [len(row)]
     segments, start, number = [0] * len(row), 0, 0
     for end in bounds:
