@@ -51,6 +51,24 @@ def segments_from_document_ids(doc_ids_BS: torch.Tensor, eos_starts_BS: torch.Te
     return torch.where(valid_BS, segments_BS, torch.zeros_like(segments_BS))
 
 
+def routing_segments(
+    doc_ids_BS: torch.Tensor,
+    *,
+    tokens_BS: torch.Tensor | None = None,
+    eod_token_id: int | None = None,
+    eos_grouping: EosGrouping = "ends",
+) -> torch.Tensor:
+    """The router's segments of the dataset's document ids (``data/documents.py``) under ``eos_grouping``;
+    "starts" needs ``tokens_BS`` and ``eod_token_id`` to find the EOD tokens."""
+    if eos_grouping not in EOS_GROUPINGS:
+        raise ValueError(f"eos_grouping={eos_grouping!r}: expected one of {', '.join(EOS_GROUPINGS)}")
+    if eos_grouping == "ends":
+        return segments_from_document_ids(doc_ids_BS)
+    if tokens_BS is None or eod_token_id is None:
+        raise ValueError("eos_grouping='starts' needs tokens_BS and eod_token_id (to find the EOD tokens)")
+    return segments_from_document_ids(doc_ids_BS, tokens_BS == eod_token_id)
+
+
 def build_routing_ids(
     *,
     tokens_BS: torch.Tensor | None = None,
@@ -70,20 +88,14 @@ def build_routing_ids(
     runs reproducible. This function syncs with the host once (the document-count check): it runs on the
     data path, once per micro-batch, not inside the layers.
     """
-    if eos_grouping not in EOS_GROUPINGS:
-        raise ValueError(f"eos_grouping={eos_grouping!r}: expected one of {', '.join(EOS_GROUPINGS)}")
-    needs_tokens = doc_ids_BS is None or eos_grouping == "starts"
-    if needs_tokens and (tokens_BS is None or eod_token_id is None):
-        raise ValueError(
-            "build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id"
-            + (" (eos_grouping='starts' needs the tokens)" if doc_ids_BS is not None else "")
-        )
     if doc_ids_BS is None:
+        if tokens_BS is None or eod_token_id is None:
+            raise ValueError("build_routing_ids needs doc_ids_BS, or tokens_BS together with eod_token_id")
         doc_ids_BS = doc_ids_from_tokens(tokens_BS, eod_token_id)
     if padding_BS is not None:
         doc_ids_BS = doc_ids_BS.masked_fill(padding_BS, 0)
-    eos_starts_BS = tokens_BS == eod_token_id if eos_grouping == "starts" else None
-    segments_BS = segments_from_document_ids(doc_ids_BS, eos_starts_BS)
+    segments_BS = routing_segments(doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
+                                   eos_grouping=eos_grouping)
     most = int(segments_BS.max()) if segments_BS.numel() else 0
     if most > max_documents_per_sequence:
         raise ValueError(

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from emo_plugin.data.dataset import build_emo_gpt_datasets
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.errors import ConfigError, DataError
-from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids, segments_from_document_ids
+from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids, routing_segments
 from emo_plugin.training.builders import resolve_device
 from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
@@ -151,21 +151,15 @@ def routing_ids_for(
     eod_token_id: int | None = None,
     eos_grouping: EosGrouping = "ends",
 ) -> torch.Tensor:
-    """EMO routing ids, one generator per sample so the draw is independent of the parallel layout.
-
-    ``eos_grouping="starts"`` (the model record's) needs the tokens and the EOD id to find the EOD tokens.
-    """
-    eos_starts_BS = None
-    if eos_grouping == "starts":
-        if tokens_BS is None or eod_token_id is None:
-            raise ValueError("routing_ids_for: eos_grouping='starts' needs tokens_BS and eod_token_id")
-        eos_starts_BS = tokens_BS == eod_token_id
-    segments_BS = segments_from_document_ids(doc_ids_BS, eos_starts_BS)
+    """EMO routing ids, one generator per sample so the draw is independent of the parallel layout; the segments
+    follow the model record's ``eos_grouping`` (``moe/routing_ids.py``)."""
+    segments_BS = routing_segments(doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
+                                   eos_grouping=eos_grouping)
     most = int(segments_BS.max()) if segments_BS.numel() else 0  # one host sync per micro-batch, on the data path
     if most > max_docs:
         raise DataError(
-            f"a sequence of this data holds {most} document segments, more than emo.max_documents_per_sequence="
-            f"{max_docs}; set --emo.max_documents_per_sequence={most} or more"
+            f"a sequence of this data holds {most} documents, more than emo.max_documents_per_sequence={max_docs}; "
+            f"set --emo.max_documents_per_sequence={most} or more"
         )
     rows = []
     for row, index in zip(segments_BS, indices):

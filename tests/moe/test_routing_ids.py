@@ -135,7 +135,7 @@ def test_starts_grouping_regroups_the_datasets_document_ids():
 
 
 def test_starts_grouping_without_tokens_is_refused():
-    with pytest.raises(ValueError, match="eos_grouping='starts' needs the tokens"):
+    with pytest.raises(ValueError, match="eos_grouping='starts' needs tokens_BS and eod_token_id"):
         build_routing_ids(doc_ids_BS=torch.ones(1, 4, dtype=torch.long), max_documents_per_sequence=2,
                           eos_grouping="starts")
     with pytest.raises(ValueError, match="eos_grouping='middle': expected one of ends, starts"):
