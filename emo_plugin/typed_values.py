@@ -31,6 +31,18 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         annotation = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value in choices:
+            return value
+        raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, choices))}")
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else _list_items(value) if isinstance(value, str) else None
+        if items is None:
+            raise ConfigError(f"{key}={value!r}: expected a list of integers")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(coerce(item, item_type, f"{key}[{index}]") for index, item in enumerate(items))
     name = _EXPECTED.get(annotation, getattr(annotation, "__name__", str(annotation)))
     if isinstance(value, (dict, list, tuple)) and annotation is not list:
         raise ConfigError(f"{key}={value!r}: expected {name}, got a {type(value).__name__}")

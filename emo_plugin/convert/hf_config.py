@@ -5,7 +5,8 @@ rows (incl. inert padding), shared experts are one wide ``shared_experts`` MLP, 
 experts per token; HF ``num_experts`` = all slots incl. the shared ones (the LAST slots), ``num_experts_per_tok``
 = k incl. shared. Inert experts exist only in Megatron. The training-time routing recipe, which inference does
 not use, travels in config.json as ``router_aux_loss_coef`` (OLMoE's name) and ``emo_routing``; an HF config
-without it (e.g. AI2's releases) reads as the HF model's own routing: pools that never restrict.
+without it (e.g. AI2's releases) reads as the HF model's own routing: pools that never restrict. The EOS
+grouping is used by both, so it is the HF model's own field ``emo_eos_grouping`` (absent: "ends").
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from emo_plugin.errors import ConversionError
 from emo_plugin.model.record import ModelRecord
 
 ROUTING_KEY = "emo_routing"
-ROUTING_FIELDS = ("pool_min", "pool_max", "pool_eval", "z_loss_coeff", "max_documents_per_sequence")
+ROUTING_FIELDS = ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer", "z_loss_coeff",
+                  "max_documents_per_sequence")
 
 
 def hf_config_kwargs(record: ModelRecord) -> dict:
@@ -39,6 +41,7 @@ def hf_config_kwargs(record: ModelRecord) -> dict:
         pad_token_id=record.pad_token_id,
         tie_word_embeddings=False,
         router_aux_loss_coef=record.lb_coeff,
+        emo_eos_grouping=record.eos_grouping,
         **{ROUTING_KEY: {name: getattr(record, name) for name in ROUTING_FIELDS}},
     )
 
@@ -82,6 +85,7 @@ def record_from_hf_config(config) -> ModelRecord:
         lb_coeff=config.router_aux_loss_coef,
         eos_token_id=eos,
         pad_token_id=config.pad_token_id,
+        eos_grouping=config.emo_eos_grouping,
         **routing,
     )
     return ModelRecord.from_dict(values, "Hugging Face config")

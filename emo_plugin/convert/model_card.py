@@ -53,13 +53,23 @@ def training_settings(run: dict, record: ModelRecord) -> dict:
         "weight decay / grad clip": f"{_recorded(run, 'optimizer.weight_decay')} / "
         f"{_recorded(run, 'optimizer.clip_grad')}",
         "precision": _recorded(run, "precision.dtype"),
-        "EMO pool size in training": f"drawn per document from [{record.pool_min}, {record.pool_max}]",
+        "EMO pool size in training": _training_pools(record),
+        "EOS token routed with": f"the document it {record.eos_grouping} (eos_grouping: {record.eos_grouping})",
         "EMO pool size in evaluation": record.pool_eval,
         "load-balancing coefficient": f"{record.lb_coeff} ({_recorded(run, 'emo.lb_scope')})",
         "router z-loss coefficient": record.z_loss_coeff,
         "intra-document attention": _recorded(run, "data.intra_document_attention"),
         "seed": run.get("seed", "not recorded"),
     }
+
+
+def _training_pools(record) -> str:
+    if record.pool_min_per_layer is None and record.pool_max_per_layer is None:
+        return f"drawn per document from [{record.pool_min}, {record.pool_max}]"
+    ranges = ", ".join(f"[{low}, {high}]" for low, high in zip(
+        record.pool_min_per_layer or [record.pool_min] * record.num_layers,
+        record.pool_max_per_layer or [record.pool_max] * record.num_layers))
+    return f"drawn per document from the layer's range: {ranges} (first layer first)"
 
 
 def model_card(config: dict, training: dict | None, parameters: int, tokenizer: bool) -> str:

@@ -2,7 +2,8 @@
 
 Convention (shared by the dataset and the training step): ids are 1-based in order of appearance
 within a sample, a document segment is a maximal run of tokens of one document, the EOD token
-belongs to the document it ends, and 0 means padding. Ids are *local to a sample*: a document cut
+belongs to the document it ends (as in attention; the router may regroup it, see ``eos_grouping`` in
+``emo_plugin/moe/routing_ids.py``), and 0 means padding. Ids are *local to a sample*: a document cut
 by a sample boundary is a separate segment in each sample it touches.
 """
 

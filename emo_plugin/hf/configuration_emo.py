@@ -25,6 +25,8 @@ class EmoConfig(PretrainedConfig):
       largest summed router probability over that document (EMO's evaluation-time pool; AI2 used 32).
       Off (`None`) by default, which is AI2's released inference: plain top-k over all kept routed experts.
       Documents are eos-delimited runs of the tokens of one forward call (see `EmoModel.forward`).
+    - `emo_eos_grouping`: which document's pool routes an eos token: "ends" (the document it ends; the default)
+      or "starts" (the document after it, as AI2's training router groups it). Only used with pools on.
 
     OLMoE fields the modelling code does not vary are still stored, so that config.json states the whole model
     and no reader falls back to its own defaults: `hidden_act` ("silu", SwiGLU experts), `attention_bias`
@@ -55,6 +57,7 @@ class EmoConfig(PretrainedConfig):
         num_experts_per_layer=None,
         num_shared_experts_per_layer=None,
         emo_inference_pool_size=None,
+        emo_eos_grouping="ends",
         pad_token_id=100277,
         bos_token_id=None,
         eos_token_id=100257,
@@ -98,6 +101,7 @@ class EmoConfig(PretrainedConfig):
         self.num_experts_per_layer = num_experts_per_layer
         self.num_shared_experts_per_layer = num_shared_experts_per_layer
         self.emo_inference_pool_size = emo_inference_pool_size
+        self.emo_eos_grouping = emo_eos_grouping
         self.hidden_act = hidden_act
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
@@ -121,6 +125,8 @@ class EmoConfig(PretrainedConfig):
         for name, supported in fixed.items():
             if getattr(self, name) != supported:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported by this code (only {supported!r}).")
+        if self.emo_eos_grouping not in ("ends", "starts"):
+            raise ValueError(f"emo_eos_grouping={self.emo_eos_grouping!r}: expected 'ends' or 'starts'.")
         if self.tie_word_embeddings:
             raise ValueError("EMO checkpoints have separate embedding and lm_head weights (tie_word_embeddings=False).")
         if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:

@@ -88,15 +88,20 @@ def apply_rotary(x_BHTD, cos_BTD, sin_BTD):
     return x_BHTD * cos_B1TD + rotate_half(x_BHTD) * sin_B1TD
 
 
-def document_ids_from_eos(input_ids_BT, eos_token_id):
+def document_ids_from_eos(input_ids_BT, eos_token_id, eos_grouping="ends"):
     """Ids of the documents of a packed batch, unique across the whole batch, shape [B, T].
 
-    A document is a maximal run of tokens within one sequence ending with (and including) an eos token, or cut
-    by the sequence end. Row b uses ids in [b*T, (b+1)*T), so ids never collide between sequences.
+    With `eos_grouping="ends"` a document is a maximal run of tokens within one sequence ending with (and
+    including) an eos token, or cut by the sequence end. With "starts" every eos token instead begins the next
+    document (AI2's training grouping), so an eos that is the last token of a row is a document of its own.
+    Row b uses ids in [b*T, (b+1)*T), so ids never collide between sequences.
     """
     eos_ids = torch.tensor(eos_token_id, device=input_ids_BT.device).reshape(-1)
     is_eos_BT = torch.isin(input_ids_BT, eos_ids).long()
-    doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT
+    if eos_grouping == "ends":
+        doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT
+    else:  # an eos in the first position begins the row's first document: ids stay below T
+        doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT[:, :1]
     batch_size, seq_len = input_ids_BT.shape
     row_offset_B1 = torch.arange(batch_size, device=input_ids_BT.device)[:, None] * seq_len
     return doc_in_row_BT + row_offset_B1
@@ -337,7 +342,9 @@ class EmoModel(EmoPreTrainedModel):
         if self.config.emo_inference_pool_size is not None:
             if input_ids is None:
                 raise ValueError("EMO document pools need input_ids to find the eos-delimited documents")
-            document_ids_BT = document_ids_from_eos(input_ids, self.config.eos_token_id)
+            document_ids_BT = document_ids_from_eos(
+                input_ids, self.config.eos_token_id, self.config.emo_eos_grouping
+            )
         token_valid_BT = None if attention_mask is None else attention_mask[:, -seq_len:].bool()
 
         hidden_BTH = inputs_embeds

@@ -41,6 +41,8 @@ def transformer_config(record: ModelRecord, *, router: Mapping[str, Any] | None 
         pool_min=record.pool_min,
         pool_max=record.pool_max,
         pool_eval=record.pool_eval,
+        pool_min_per_layer=record.pool_min_per_layer,
+        pool_max_per_layer=record.pool_max_per_layer,
         num_shared_experts=record.num_shared_experts,
         num_inert_experts=record.num_inert_experts,
         lb_coeff=record.lb_coeff,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from emo_plugin.errors import ConfigError
 from emo_plugin.typed_values import coerce
@@ -48,6 +48,13 @@ class ModelRecord:
     """Largest per-document pool drawn in training (≥ the routed experts: unrestricted)."""
     pool_eval: int
     """Fixed per-document pool in evaluation."""
+    pool_min_per_layer: tuple[int, ...] | None = None
+    """Per-layer ``pool_min`` (one entry per layer, first layer first); ``None``: ``pool_min`` in every layer."""
+    pool_max_per_layer: tuple[int, ...] | None = None
+    """Per-layer ``pool_max``, e.g. the routed expert count in early layers to leave them unrestricted."""
+    eos_grouping: Literal["ends", "starts"] = "ends"
+    """Which document routes an end-of-document token: the one it ends (emo_plugin's convention) or the one
+    that starts after it (AI2's training router). Attention always keeps it in the document it ends."""
     num_shared_experts: int = 1
     num_inert_experts: int = 0
     """Trailing router rows that are never selected: they pad the routed experts to a multiple of the

@@ -37,6 +37,10 @@ class EmoRouterConfig:
     """Largest pool drawn in training; a pool ≥ the number of routed experts means 'unrestricted'."""
     pool_eval: int
     """Fixed pool size in evaluation (``model.eval()``)."""
+    pool_min_per_layer: tuple[int, ...] | None = None
+    """``pool_min`` of each layer (first layer first); ``None``: ``pool_min`` everywhere."""
+    pool_max_per_layer: tuple[int, ...] | None = None
+    """``pool_max`` of each layer; e.g. ≥ the routed experts in early layers leaves them unrestricted."""
     num_shared_experts: int
     """Always-active experts with gate weight 1, run as Megatron's shared-expert module."""
     lb_coeff: float
@@ -72,6 +76,16 @@ class EmoRouterConfig:
                 raise bad(name, "must be ≥ 0")
         if self.lb_scope not in ("micro_batch", "global_batch"):
             raise bad("lb_scope", "expected 'micro_batch' or 'global_batch'")
+
+    def pool_range(self, layer_number: int | None) -> tuple[int, int]:
+        """(pool_min, pool_max) of the layer with Megatron's global, 1-based ``layer_number`` (the router's; under
+        pipeline parallelism it already counts the earlier stages' layers)."""
+        per_layer = self.pool_min_per_layer is not None or self.pool_max_per_layer is not None
+        if layer_number is None and per_layer:
+            raise ValueError("per-layer pool ranges need the router's layer number (Megatron's set_layer_number)")
+        low = self.pool_min if self.pool_min_per_layer is None else self.pool_min_per_layer[layer_number - 1]
+        high = self.pool_max if self.pool_max_per_layer is None else self.pool_max_per_layer[layer_number - 1]
+        return low, high
 
 
 @dataclass
@@ -118,11 +132,32 @@ class EmoTransformerConfig(TransformerConfig):
             )
         if emo.pool_eval < self.moe_router_topk:
             raise ConfigError(f"emo.pool_eval={emo.pool_eval} must be ≥ moe_router_topk={self.moe_router_topk}")
+        self._check_per_layer_pools()
         if self.num_moe_experts % self.expert_model_parallel_size:
             raise ConfigError(
                 f"expert_model_parallel_size={self.expert_model_parallel_size} does not divide "
                 f"num_moe_experts={self.num_moe_experts}; pad with emo.num_inert_experts to a multiple"
             )
+
+    def _check_per_layer_pools(self) -> None:
+        """One entry per layer, each range as valid as the single one; a list replaces its scalar field."""
+        emo = self.emo
+        for name in ("pool_min_per_layer", "pool_max_per_layer"):
+            values = getattr(emo, name)
+            if values is not None and len(values) != self.num_layers:
+                raise ConfigError(
+                    f"emo.{name}={list(values)!r}: expected one entry per layer, {self.num_layers} (num_layers)"
+                )
+        for layer in range(1, self.num_layers + 1):
+            low, high = emo.pool_range(layer)
+            if low < self.moe_router_topk:  # only a per-layer entry can get here: pool_min is checked above
+                raise ConfigError(
+                    f"emo.pool_min_per_layer: layer {layer - 1} has pool_min {low}, below moe_router_topk="
+                    f"{self.moe_router_topk} (every token must find that many experts in its document's pool)"
+                )
+            if high < low:
+                name = "pool_max_per_layer" if emo.pool_max_per_layer is not None else "pool_min_per_layer"
+                raise ConfigError(f"emo.{name}: layer {layer - 1} has pool_max {high}, below its pool_min {low}")
 
     def _derive_megatron_fields(self) -> None:
         emo = self.emo

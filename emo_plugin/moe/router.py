@@ -134,8 +134,9 @@ class EmoRouter(TopKRouter):
         if not self.training:
             return torch.full((num_slots,), emo.pool_eval, dtype=torch.long, device=slots_T.device)
         salts_N = torch.zeros(num_slots, dtype=torch.long, device=slots_T.device).scatter_(0, slots_T, salts_T)
+        pool_min, pool_max = emo.pool_range(self.layer_number)
         return draw_pool_sizes(
-            salts_N, layer_number=self.layer_number or 0, seed=emo.seed, pool_min=emo.pool_min, pool_max=emo.pool_max
+            salts_N, layer_number=self.layer_number or 0, seed=emo.seed, pool_min=pool_min, pool_max=pool_max
         )
 
     def _sum_over_sequence_shards(self, doc_stats_NS: torch.Tensor) -> torch.Tensor:

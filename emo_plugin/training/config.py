@@ -57,6 +57,13 @@ class EmoSection:
     pool_min: int | None = opt(None, "smallest per-document expert pool in training (default: from the size)")
     pool_max: int | None = opt(None, "largest per-document pool in training (>= routed experts = unrestricted)")
     pool_eval: int | None = opt(None, "fixed pool size in evaluation")
+    pool_min_per_layer: list | None = opt(
+        None, "pool_min of each layer, one entry per layer (default: pool_min in every layer)")
+    pool_max_per_layer: list | None = opt(
+        None, "pool_max of each layer, e.g. the routed experts in early layers to leave them unrestricted")
+    eos_grouping: str | None = opt(
+        None, "route an EOD token with the document it 'ends' (default) or the one that 'starts' after it (AI2's "
+        "training router; attention keeps it in the document it ends)")
     num_shared_experts: int | None = opt(None, "always-active experts (gate 1.0)")
     num_inert_experts: int = opt(0, "trailing never-selected routed slots (pad routed experts to a multiple of EP)")
     lb_coeff: float | None = opt(None, "global (DP-reduced) load-balancing loss coefficient")

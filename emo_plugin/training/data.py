@@ -24,7 +24,7 @@ import torch.distributed as dist
 from emo_plugin.data.dataset import build_emo_gpt_datasets
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.errors import ConfigError, DataError
-from emo_plugin.moe.routing_ids import build_routing_ids
+from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids, routing_segments
 from emo_plugin.training.builders import resolve_device
 from emo_plugin.training.config import TrainingConfig
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
@@ -141,23 +141,43 @@ def sample_indices(consumed: int, micro_batch: int, mbs: int, dp_rank: int, dp_s
     return list(range(start, start + mbs))
 
 
-def routing_ids_for(doc_ids_BS: torch.Tensor, indices: list[int], seed: int, max_docs: int) -> torch.Tensor:
-    """EMO routing ids, one generator per sample so the draw is independent of the parallel layout."""
-    rows = []
-    most = int(doc_ids_BS.max())  # one host sync per micro-batch, on the data path (not in the layers)
+def routing_ids_for(
+    doc_ids_BS: torch.Tensor,
+    indices: list[int],
+    seed: int,
+    max_docs: int,
+    *,
+    tokens_BS: torch.Tensor | None = None,
+    eod_token_id: int | None = None,
+    eos_grouping: EosGrouping = "ends",
+) -> torch.Tensor:
+    """EMO routing ids, one generator per sample so the draw is independent of the parallel layout; the segments
+    follow the model record's ``eos_grouping`` (``moe/routing_ids.py``)."""
+    segments_BS = routing_segments(doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
+                                   eos_grouping=eos_grouping)
+    most = int(segments_BS.max()) if segments_BS.numel() else 0  # one host sync per micro-batch, on the data path
     if most > max_docs:
         raise DataError(
             f"a sequence of this data holds {most} documents, more than emo.max_documents_per_sequence={max_docs}; "
             f"set --emo.max_documents_per_sequence={most} or more"
         )
-    for row, index in zip(doc_ids_BS, indices):
+    rows = []
+    for row, index in zip(segments_BS, indices):
         generator = torch.Generator().manual_seed((seed * _MIX + index) % (2**63 - 1))
         rows.append(build_routing_ids(doc_ids_BS=row[None], max_documents_per_sequence=max_docs, generator=generator))
     return torch.cat(rows)
 
 
 def get_micro_batch(
-    dataset, indices: list[int], *, seed: int, max_docs: int, device: torch.device, packing: ThdPacking | None = None
+    dataset,
+    indices: list[int],
+    *,
+    seed: int,
+    max_docs: int,
+    device: torch.device,
+    packing: ThdPacking | None = None,
+    eod_token_id: int | None = None,
+    eos_grouping: EosGrouping = "ends",
 ) -> dict:
     """Collated micro-batch on ``device`` with ``routing_ids`` (wraps around short datasets).
 
@@ -166,7 +186,10 @@ def get_micro_batch(
     """
     samples = [dataset[i % len(dataset)] for i in indices]
     batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if samples[0][key] is not None}
-    batch["routing_ids"] = routing_ids_for(batch["doc_ids"], indices, seed, max_docs)
+    batch["routing_ids"] = routing_ids_for(
+        batch["doc_ids"], indices, seed, max_docs,
+        tokens_BS=batch["tokens"], eod_token_id=eod_token_id, eos_grouping=eos_grouping,
+    )
     if "attention_mask" in batch:
         batch["attention_mask"] = batch["attention_mask"].bool()  # [b, 1, s, s], True = masked
     if packing is None:

@@ -9,9 +9,11 @@ restart at every document) while the host path's RoPE counts from the row start;
 crosses a document and RoPE scores depend only on the distance between two positions, both give the same
 attention (``test_packed_row_trains_like_the_dense_mask_batch``).
 
-The boundaries are the routing ids' document segments (``routing_ids.py``), so attention and the EMO router
-see the same documents. The packed row is one routed sequence: segments are renumbered 1..K across it (salts
-are kept, so every document draws the same pool size as unpacked), and K must fit the router's slot table
+The boundaries are the dataset's documents (``doc_ids``, each EOD inside the document it ends, as the host
+path's dense mask has it). The router's segments (``routing_ids.py``) are the same documents, except that with
+``eos_grouping="starts"`` each EOD token is routed with the next document while it attends within its own. The
+packed row is one routed sequence: routing segments are renumbered 1..K across it (salts are kept, so every
+document draws the same pool size as unpacked), and K must fit the router's slot table
 (``emo.max_documents_per_sequence``).
 
 Context parallelism: TE's thd attention splits every sequence into ``2·cp`` chunks (zigzag per document), so
@@ -73,18 +75,18 @@ class ThdPacking:
         return -(-longest // self.total_multiple()) * self.total_multiple()
 
 
-def document_starts(routing_ids_BS: torch.Tensor) -> torch.Tensor:
-    """Bool [b, s]: True where a document segment (or a run of padding) starts; every row start is one."""
-    segments_BS, _ = split_routing_ids(routing_ids_BS)
-    starts_BS = torch.ones_like(segments_BS, dtype=torch.bool)
-    starts_BS[:, 1:] = segments_BS[:, 1:] != segments_BS[:, :-1]
+def document_starts(labels_BS: torch.Tensor) -> torch.Tensor:
+    """Bool [b, s]: True where a run of equal labels (a document, a segment, padding) starts; so does every row."""
+    starts_BS = torch.ones_like(labels_BS, dtype=torch.bool)
+    starts_BS[:, 1:] = labels_BS[:, 1:] != labels_BS[:, :-1]
     return starts_BS
 
 
 def pack_micro_batch(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor, int]:
     """(this rank's packed batch, every [b, s] tensor as [1, T/cp]; cu_seqlens int32 [K+1] of the full row; max_seqlen).
 
-    ``batch`` is the host (CPU) micro-batch with ``routing_ids``; its dense ``attention_mask`` is dropped.
+    ``batch`` is the host (CPU) micro-batch with ``doc_ids`` and ``routing_ids``; its dense ``attention_mask`` is
+    dropped.
     """
     packed, cu_seqlens, max_seqlen = packed_layout(batch, packing)
     if packing.context_parallel_size > 1:
@@ -99,7 +101,7 @@ def packed_layout(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor,
     if ids_BS.device.type != "cpu":
         raise ValueError("pack_micro_batch runs on the host copy of the micro-batch (before it moves to the GPU)")
     b, s = ids_BS.shape
-    starts_N = document_starts(ids_BS).reshape(-1)
+    starts_N = document_starts(batch["doc_ids"]).reshape(-1)
     sequence_N = torch.cumsum(starts_N, 0) - 1  # packed-sequence index of every token
     lengths_K = torch.bincount(sequence_N)
     multiple = packing.document_multiple
@@ -116,7 +118,7 @@ def packed_layout(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor,
         if key in DROPPED_KEYS or value is None:
             continue
         if key == "routing_ids":
-            value = _renumbered(ids_BS, starts_N, packing.max_documents)
+            value = _renumbered(ids_BS, packing.max_documents)
         if tuple(value.shape[:2]) != (b, s):
             raise ValueError(f"micro-batch field {key!r} has shape {tuple(value.shape)}; expected [{b}, {s}, ...]")
         row = value.new_zeros((total, *value.shape[2:]))
@@ -143,9 +145,10 @@ def _total_length(used: int, packing: ThdPacking, b: int, s: int) -> int:
     return packing.fixed_length
 
 
-def _renumbered(ids_BS: torch.Tensor, starts_N: torch.Tensor, max_documents: int) -> torch.Tensor:
+def _renumbered(ids_BS: torch.Tensor, max_documents: int) -> torch.Tensor:
     """Routing ids with segments numbered 1..K across the packed row (salts kept; padding stays 0)."""
     segments_BS, salts_BS = split_routing_ids(ids_BS)
+    starts_N = document_starts(segments_BS).reshape(-1)
     valid_N = segments_BS.reshape(-1) > 0
     segments_N = torch.cumsum(starts_N & valid_N, 0)
     count = int(segments_N[-1]) if segments_N.numel() else 0

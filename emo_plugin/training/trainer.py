@@ -117,6 +117,8 @@ class Trainer:
                 max_docs=self.transformer_config.emo.max_documents_per_sequence,
                 device=torch_device,
                 packing=self.packing,
+                eod_token_id=self.record.eos_token_id,
+                eos_grouping=self.record.eos_grouping,
             )
             for m in range(self.num_micro)
         ]

@@ -75,8 +75,10 @@ def _check_model(cfg: TrainingConfig) -> None:
     _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
            f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
            f"{size.hidden_size / size.num_attention_heads:g})")
-    for name in ("pool_min", "pool_max", "pool_eval"):  # drawn with int64 tensor arithmetic
-        _check(getattr(size, name) <= POOL_LIMIT, f"emo.{name}", getattr(size, name),
+    for name in ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer"):
+        value = getattr(size, name)  # drawn with int64 tensor arithmetic
+        largest = max(value or (0,)) if name.endswith("_per_layer") else value
+        _check(largest <= POOL_LIMIT, f"emo.{name}", value,
                f"at most {POOL_LIMIT} (any pool >= model.num_moe_experts={size.num_moe_experts} is unrestricted)")
     _check(size.max_documents_per_sequence <= SEGMENT_MASK, "emo.max_documents_per_sequence",
            size.max_documents_per_sequence, f"at most {SEGMENT_MASK} (the segment field of a routing id)")
@@ -170,6 +172,8 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     sch, b, d = cfg.schedule, cfg.batch, cfg.data
     _check_finite_floats(cfg)
     _check(m.size in SIZES, "model.size", m.size, f"one of {', '.join(SIZES)}")
+    _check(cfg.emo.eos_grouping in (None, "ends", "starts"), "emo.eos_grouping", cfg.emo.eos_grouping,
+           "'ends' (an EOD routes with the document it ends) or 'starts' (with the next one, as AI2)")
     _check(par.device in ("auto", "cpu", "cuda"), "parallel.device", par.device, "'auto', 'cpu' or 'cuda'")
     device = resolve_device(cfg)
     _check(device in ("cpu", "cuda"), "EMO_DEVICE", device, "'cpu' or 'cuda'")

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -35,6 +36,24 @@ def test_logits_equal_with_emo_document_pools(megatron_model, hf_folder):
     torch.testing.assert_close(hf_logits, megatron_logits(pooled, tokens, ids), rtol=1e-5, atol=1e-5)
     unrestricted = megatron_logits(pooled.eval(), tokens, ids) - megatron_logits(random_model(), tokens)
     assert unrestricted.abs().max() > 1e-4  # the pool really changed the routing
+
+
+@pytest.mark.parametrize("eos_grouping", ["ends", "starts"])
+def test_logits_equal_with_pools_over_several_documents(hf_folder, eos_grouping):
+    """HF `emo_eos_grouping` finds the documents Megatron's routing ids give its router, EOS tokens included: an
+    EOS in mid-sequence, two in a row, and one as the last token (its own document under "starts")."""
+    from emo_plugin.hf import EmoForCausalLM
+
+    pooled = random_model(pool_eval=3)  # same seed → same weights as the exported model
+    hf = EmoForCausalLM.from_pretrained(str(hf_folder), dtype=torch.float32, emo_inference_pool_size=3,
+                                        emo_eos_grouping=eos_grouping).eval()
+    tokens = torch.randint(3, TINY.vocab_size, (2, 15), generator=torch.Generator().manual_seed(3))
+    tokens[:, 4] = tokens[1, 9:11] = tokens[0, 14] = TINY.eos_token_id
+    ids = build_routing_ids(tokens_BS=tokens, eod_token_id=TINY.eos_token_id, max_documents_per_sequence=4,
+                            eos_grouping=eos_grouping)
+    with torch.no_grad():
+        hf_logits = hf(tokens).logits
+    torch.testing.assert_close(hf_logits, megatron_logits(pooled, tokens, ids), rtol=1e-5, atol=1e-5)
 
 
 def test_plain_validation_routing_is_the_exported_models_default(hf_model):

@@ -190,17 +190,46 @@ def test_document_ids_give_eos_to_the_document_it_ends():
     assert torch.equal(document_ids_from_eos(input_ids, [EOS, 7]), several_eos_ids)
 
 
-def test_document_pools_match_per_document_reference():
+def test_starts_grouping_gives_eos_to_the_next_document():
+    input_ids = torch.tensor([[5, EOS, 7, 8, EOS, 9], [EOS, 3, 4, 5, 6, EOS], [EOS] * 6])
+    expected = torch.tensor([[0, 1, 1, 1, 2, 2], [6, 6, 6, 6, 6, 7], [12, 13, 14, 15, 16, 17]])
+    assert torch.equal(document_ids_from_eos(input_ids, EOS, "starts"), expected)
+
+
+@pytest.mark.parametrize("eos_grouping", ["ends", "starts"])
+def test_hf_documents_are_megatrons_routing_segments(eos_grouping):
+    """The same partition of every row into documents as the training router's segments (routing_ids.py)."""
+    from emo_plugin.moe.routing_ids import build_routing_ids, split_routing_ids
+
+    input_ids = random_tokens(5, 24)
+    input_ids[input_ids % 4 == 0] = EOS
+    input_ids[0, 0] = input_ids[1, -1] = input_ids[2, 3:6] = EOS
+    hf_BT = document_ids_from_eos(input_ids, EOS, eos_grouping)
+    ids = build_routing_ids(tokens_BS=input_ids, eod_token_id=EOS, max_documents_per_sequence=24,
+                            eos_grouping=eos_grouping)
+    segments_BT = split_routing_ids(ids)[0]
+    for hf_T, segments_T in zip(hf_BT, segments_BT):
+        assert torch.equal(hf_T - hf_T[0], segments_T - 1)  # both number the row's documents consecutively
+
+
+def test_eos_grouping_is_validated():
+    with pytest.raises(ValueError, match="emo_eos_grouping='middle'"):
+        tiny_config(emo_eos_grouping="middle")
+
+
+@pytest.mark.parametrize("eos_grouping", ["ends", "starts"])
+def test_document_pools_match_per_document_reference(eos_grouping):
     """Row 0: two documents; row 1: left padding (excluded from the pool scores) and one document.
-    Checked end to end: the model finds the documents itself and each MoE block routes within the pools."""
+    Checked end to end: the model finds the documents itself (with its configured eos grouping) and each MoE
+    block routes within the pools."""
     pool_size = 3
-    model = tiny_model(tiny_config(emo_inference_pool_size=pool_size))
+    model = tiny_model(tiny_config(emo_inference_pool_size=pool_size, emo_eos_grouping=eos_grouping))
     input_ids = random_tokens(2, 12)
     input_ids[0, 5] = EOS
     input_ids[1, :3] = PAD
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, :3] = 0
-    document_ids_BT = document_ids_from_eos(input_ids, EOS)
+    document_ids_BT = document_ids_from_eos(input_ids, EOS, eos_grouping)
     assert document_ids_BT[0].unique().numel() == 2
 
     for layer_idx in range(2):

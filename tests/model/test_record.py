@@ -86,6 +86,9 @@ def test_dict_round_trip_is_identity_and_json_able():
         ({"num_layers": "two"}, r"num_layers='two': expected an integer"),
         ({"qk_layernorm": "maybe"}, r"qk_layernorm='maybe': expected true or false"),
         ({"num_layers": None}, r"num_layers=None: expected an integer"),
+        ({"eos_grouping": "before"}, r"eos_grouping='before': expected one of ends, starts"),
+        ({"pool_min_per_layer": 8}, r"pool_min_per_layer=8: expected a list of integers"),
+        ({"pool_max_per_layer": [8, "x"]}, r"pool_max_per_layer\[1\]='x': expected an integer"),
     ],
 )
 def test_bad_fields_are_named(change, message):
@@ -117,6 +120,32 @@ def test_sizes_with_overrides_and_run_configs():
     assert record == dataclasses.replace(SIZES["small"], hidden_size=256, num_inert_experts=1, seq_length=64)
     with pytest.raises(ConfigError, match=r"model\.size is missing"):
         record_of_run_config({"model": {}})
+
+
+PER_LAYER_STARTS = dataclasses.replace(SIZES["tiny"], pool_min_per_layer=(8, 2), pool_max_per_layer=(8, 4),
+                                       eos_grouping="starts")
+
+
+def test_eos_grouping_and_per_layer_pools_survive_json_hf_config_and_megatron(tmp_path):
+    from emo_plugin.convert.hf_files import write_config
+    from emo_plugin.hf import EmoConfig
+
+    assert ModelRecord.from_dict(json.loads(json.dumps(PER_LAYER_STARTS.to_dict()))) == PER_LAYER_STARTS
+    config = EmoConfig(**hf_config_kwargs(PER_LAYER_STARTS))
+    assert config.emo_eos_grouping == "starts" and record_from_hf_config(config) == PER_LAYER_STARTS
+    write_config(tmp_path, config, torch.bfloat16)
+    on_disk = json.loads((tmp_path / "config.json").read_text())
+    assert on_disk["emo_eos_grouping"] == "starts" and on_disk["emo_routing"]["pool_max_per_layer"] == [8, 4]
+    assert record_from_hf_config(EmoConfig.from_dict(on_disk)) == PER_LAYER_STARTS
+    emo = transformer_config(PER_LAYER_STARTS).emo
+    assert (emo.pool_range(1), emo.pool_range(2)) == ((8, 8), (2, 4))
+
+
+def test_run_config_sets_eos_grouping_and_per_layer_pools():
+    run = {"model": {"size": "tiny"},
+           "emo": {"eos_grouping": "starts", "pool_min_per_layer": ["8", "2"], "pool_max_per_layer": [8, 4]}}
+    assert record_of_run_config(run) == PER_LAYER_STARTS
+    assert record_of_run_config({"model": {"size": "tiny"}}).eos_grouping == "ends"
 
 
 def test_default_token_ids_are_the_project_tokenizers():

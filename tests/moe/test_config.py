@@ -31,6 +31,11 @@ from tests.helpers import tiny_config
         (dict(moe_shared_expert_intermediate_size=7), "moe_shared_expert_intermediate_size"),
         (dict(calculate_per_token_loss=True), "calculate_per_token_loss"),
         (dict(num_moe_experts=None), "num_moe_experts"),
+        (dict(emo=dict(pool_min_per_layer=(2, 2, 2))), "emo.pool_min_per_layer"),  # 2 layers
+        (dict(emo=dict(pool_max_per_layer=(8,))), "emo.pool_max_per_layer"),
+        (dict(emo=dict(pool_min_per_layer=(2, 1))), "emo.pool_min_per_layer: layer 1 has pool_min 1"),
+        (dict(emo=dict(pool_max_per_layer=(8, 1))), "emo.pool_max_per_layer: layer 1 has pool_max 1"),
+        (dict(emo=dict(pool_min_per_layer=(9, 2))), "emo.pool_min_per_layer: layer 0 has pool_max 8"),
     ],
 )
 def test_invalid_config_names_the_field(overrides, field):
@@ -60,3 +65,15 @@ def test_config_without_routing_recipe_is_refused():
         EmoTransformerConfig(**fields)
     with pytest.raises(TypeError, match="pool_min"):
         EmoRouterConfig(pool_max=8)
+
+
+def test_per_layer_pool_ranges_replace_the_single_range_layer_by_layer():
+    """Megatron's layer numbers are 1-based; a list replaces its scalar, the other bound stays the scalar."""
+    emo = tiny_config(emo=dict(pool_min=2, pool_max=8, pool_min_per_layer=(8, 3), pool_max_per_layer=(8, 5))).emo
+    assert (emo.pool_range(1), emo.pool_range(2)) == ((8, 8), (3, 5))
+    only_min = tiny_config(emo=dict(pool_min=2, pool_max=8, pool_min_per_layer=(8, 3))).emo
+    assert (only_min.pool_range(1), only_min.pool_range(2)) == ((8, 8), (3, 8))
+    single = tiny_config(emo=dict(pool_min=2, pool_max=6)).emo
+    assert single.pool_range(1) == single.pool_range(2) == single.pool_range(None) == (2, 6)
+    with pytest.raises(ValueError, match="per-layer pool ranges need the router's layer number"):
+        emo.pool_range(None)

@@ -313,3 +313,52 @@ def test_logged_values_have_one_entry_per_decoder_and_mtp_layer(mtp_num_layers):
     assert {"load_balancing_loss", "emo_pool_size"} <= set(metrics)
     expected_length = 2 + (mtp_num_layers or 0)
     assert {name: entry.values.shape[0] for name, entry in metrics.items()} == dict.fromkeys(metrics, expected_length)
+
+
+def test_eos_grouping_starts_routes_each_eos_with_the_next_documents_pool():
+    """Documents from AI2-style slicing at the EOS positions (tests/moe/test_routing_ids.py), pools and gates from
+    the per-document loop, evaluation pools of 3; 'ends' gives other pools, so the grouping is what is tested."""
+    from tests.moe.test_routing_ids import segments_by_slicing
+
+    config = tiny_config(emo=dict(pool_min=2, pool_max=6, pool_eval=3))
+    torch.manual_seed(4)
+    router = make_router(config).eval()
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    tokens = torch.randint(1, 5, (BATCH, SEQ))
+    tokens[:, [5, 6, 13]] = 0  # the EOD id below; an empty document, and more than one document per sequence
+    tokens[1, -1] = 0  # an EOS as the last token: a segment of its own
+    logits = (x @ router.weight.T).detach()
+    maps = {}
+    for grouping in ("ends", "starts"):
+        ids_BS = build_routing_ids(tokens_BS=tokens, eod_token_id=0, max_documents_per_sequence=16,
+                                   eos_grouping=grouping)
+        router.routing_ids_SB = ids_BS.T
+        probs, maps[grouping] = router(x)
+        segments_SB = torch.tensor([segments_by_slicing(row, grouping) for row in tokens.tolist()]).T
+        expected_probs, expected_map, _ = reference_route(logits.view(SEQ, BATCH, -1), segments_SB,
+                                                          lambda b, d: 3, 2, 8)
+        assert torch.equal(maps[grouping], expected_map)
+        torch.testing.assert_close(probs, expected_probs, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(maps["ends"], maps["starts"])
+
+
+def test_per_layer_pool_ranges_unrestricted_first_layer_and_pooled_second():
+    """Layer 1 (Megatron's numbering) draws from [8, 8] = all 8 experts, layer 2 from [2, 4]: each router's
+    training pools equal the per-document loop with that layer's sizes from the salt hash."""
+    config = tiny_config(emo=dict(pool_min=2, pool_max=8, pool_min_per_layer=(8, 2), pool_max_per_layer=(8, 4)))
+    torch.manual_seed(6)
+    x = torch.randn(SEQ, BATCH, HIDDEN)
+    ids_BS = build_routing_ids(tokens_BS=torch.randint(0, 4, (BATCH, SEQ)), eod_token_id=0,
+                               max_documents_per_sequence=16, generator=torch.Generator().manual_seed(2))
+    for layer, (low, high) in ((1, (8, 8)), (2, (2, 4))):
+        router = make_router(config).train()
+        router.set_layer_number(layer)
+        router.routing_ids_SB = ids_BS.T
+        probs, routing_map = router(x)
+        logits = (x @ router.weight.T).detach()
+        size_of = lambda salt: reference_pool_size(salt, layer, config.emo.seed, low, high)  # noqa: E731
+        expected_probs, expected_map, _, pools = reference_routing(logits, ids_BS, size_of)
+        sizes = {len(pool) for pool in pools.values()}
+        assert sizes == {8} if layer == 1 else sizes <= {2, 3, 4} and len(sizes) > 1
+        assert torch.equal(routing_map, expected_map)
+        torch.testing.assert_close(probs, expected_probs, rtol=1e-6, atol=1e-7)

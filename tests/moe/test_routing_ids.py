@@ -84,3 +84,60 @@ def test_salts_come_from_the_given_generator_only():
         tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4, generator=torch.Generator().manual_seed(3)
     )
     assert torch.equal(first, second)
+
+
+def segments_by_slicing(row: list[int], eos_grouping: str, eod: int = EOD) -> list[int]:
+    """Plain loop in the style of AI2's router: documents are slices between boundaries, an EOS boundary before
+    the EOS token ("starts") or after it ("ends"); a slice of length 0 is skipped."""
+    eos_at = [i for i, token in enumerate(row) if token == eod]
+    bounds = [i + (eos_grouping == "ends") for i in eos_at] + [len(row)]
+    segments, start, number = [0] * len(row), 0, 0
+    for end in bounds:
+        if end <= start:
+            continue
+        number += 1
+        segments[start:end] = [number] * (end - start)
+        start = end
+    return segments
+
+
+def test_three_documents_under_both_eos_groupings():
+    """a a EOS | b EOS | c c EOS: 'ends' keeps each EOS with its document, 'starts' gives it to the next one and
+    the final EOS (whose document is not in the sequence) becomes a segment of its own."""
+    tokens = torch.tensor([[5, 5, EOD, 6, EOD, 7, 7, EOD]])
+    ends = build_routing_ids(tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4)
+    starts = build_routing_ids(tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4, eos_grouping="starts")
+    assert split_routing_ids(ends)[0].tolist() == [[1, 1, 1, 2, 2, 3, 3, 3]]
+    assert split_routing_ids(starts)[0].tolist() == [[1, 1, 2, 2, 3, 3, 3, 4]]
+
+
+@pytest.mark.parametrize("eos_grouping", ["ends", "starts"])
+def test_segments_match_the_slicing_loop(eos_grouping):
+    """Random rows with EODs anywhere: first token, last token, several in a row (empty documents)."""
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, 4, (6, 30), generator=g)
+    tokens[0, 0] = tokens[1, -1] = tokens[2, 10:13] = EOD
+    ids = build_routing_ids(tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=30,
+                            eos_grouping=eos_grouping)
+    segments = split_routing_ids(ids)[0]
+    for row, row_segments in zip(tokens.tolist(), segments.tolist()):
+        assert row_segments == segments_by_slicing(row, eos_grouping)
+
+
+def test_starts_grouping_regroups_the_datasets_document_ids():
+    """The dataset's doc_ids keep each EOD in the document it ends; 'starts' moves it to the next document, and
+    an EOD right before padding stays alone."""
+    tokens = torch.tensor([[5, EOD, 6, 6, EOD, 3, 3]])
+    doc_ids = torch.tensor([[1, 1, 2, 2, 2, 0, 0]])
+    ids = build_routing_ids(doc_ids_BS=doc_ids, tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=4,
+                            eos_grouping="starts")
+    assert split_routing_ids(ids)[0].tolist() == [[1, 2, 2, 2, 3, 0, 0]]
+
+
+def test_starts_grouping_without_tokens_is_refused():
+    with pytest.raises(ValueError, match="eos_grouping='starts' needs tokens_BS and eod_token_id"):
+        build_routing_ids(doc_ids_BS=torch.ones(1, 4, dtype=torch.long), max_documents_per_sequence=2,
+                          eos_grouping="starts")
+    with pytest.raises(ValueError, match="eos_grouping='middle': expected one of ends, starts"):
+        build_routing_ids(doc_ids_BS=torch.ones(1, 4, dtype=torch.long), max_documents_per_sequence=2,
+                          eos_grouping="middle")

@@ -26,11 +26,11 @@ from tests.parallel.harness import (
 )
 
 
-def pipeline_step(layout, tokens, ids, loss_mask, full_state, full_grads):
+def pipeline_step(layout, tokens, ids, loss_mask, full_state, full_grads, config=None):
     from megatron.core import parallel_state as ps
 
     torch.manual_seed(MODEL_SEED)
-    stage = build_gpt(emo_config(layout), seq_len=tokens.shape[1])
+    stage = build_gpt(emo_config(layout, **(config or {})), seq_len=tokens.shape[1])
     load_from_single_rank(stage, full_state)
     clear_metrics()
     capture = RouterCapture(stage)
@@ -73,4 +73,18 @@ def test_pp2_stages_route_and_train_like_single_rank():
     (ref,) = run_ranks(gpt_train_step, 1, **data)
     results = run_ranks(pipeline_step, 2, Layout(pp=2), full_state=ref["state"], full_grads=ref["grads"], **data)
     assert [sorted(r["maps"]) for r in results] == [[1], [2]]  # one EMO layer per stage, global numbering
+    assert_step_matches_reference(results, ref)
+
+
+def test_pp2_second_stage_uses_the_pool_range_of_global_layer_two():
+    """Layer 1 unrestricted, layer 2 pooled in [2, 3]: a stage that counted its layer from 1 would route layer 2
+    over all experts and differ from the single-rank model."""
+    tokens, ids, loss_mask = documents_batch(2, 16, seed=5)
+    data = dict(tokens=tokens, ids=ids, loss_mask=loss_mask,
+                config=dict(emo=dict(pool_min_per_layer=(8, 2), pool_max_per_layer=(8, 3))))
+    (ref,) = run_ranks(gpt_train_step, 1, **data)
+    (unrestricted,) = run_ranks(gpt_train_step, 1, **{**data, "config": dict(emo=dict(pool_min=8, pool_max=8))})
+    assert torch.equal(ref["maps"][1][0], unrestricted["maps"][1][0])
+    assert not torch.equal(ref["maps"][2][0], unrestricted["maps"][2][0])
+    results = run_ranks(pipeline_step, 2, Layout(pp=2), full_state=ref["state"], full_grads=ref["grads"], **data)
     assert_step_matches_reference(results, ref)

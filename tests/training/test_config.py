@@ -40,6 +40,10 @@ def test_yaml_then_dotted_then_megatron_flags():
         (["--tensor-model-parallel-size", "2"], "parallel.tensor_model_parallel_size=2: expected 1 on CPU"),
         (["--precision.dtype=bf16"], "precision.dtype='bf16': expected 'fp32' on CPU"),
         (["--emo.pool_min=1"], "emo.pool_min=1 must be ≥ moe_router_topk=2"),
+        (["--emo.eos_grouping=before"], "emo.eos_grouping='before': expected 'ends'"),
+        (["--emo.pool_max_per_layer=8,8,8"], "emo.pool_max_per_layer=[8, 8, 8]: expected one entry per layer, 2"),
+        (["--emo.pool_min_per_layer=8,1"], "emo.pool_min_per_layer: layer 1 has pool_min 1, below moe_router_topk=2"),
+        (["--emo.pool_max_per_layer=8,2000000"], "emo.pool_max_per_layer=(8, 2000000): expected at most"),
         (["--schedule.lr_warmup_iters=1000"], "schedule.lr_warmup_iters=1000: expected between 0"),
         (["--optimizer.adam_beta2=1.5"], "optimizer.adam_beta2=1.5: expected a float in [0, 1)"),
         (["--model.transformer_impl=apex"], "model.transformer_impl='apex': expected 'transformer_engine' or 'local'"),
@@ -97,6 +101,18 @@ def test_model_sizes_match_the_recipe():
     # 6 · 1,283,424,256 + attention 12 · 16 · 2048 · 4096 = 7,700,545,536 + 1,610,612,736.
     assert flops_per_token(emo, emo.vocab_size, 4096) == 9_311_158_272
     assert set(SIZES) >= {"tiny", "small", "emo_1b14b", "stdmoe_1b14b"}
+
+
+def test_eos_grouping_and_per_layer_pools_reach_the_record_and_the_routers_config():
+    cfg = cfg_from("--emo.eos_grouping=starts", "--emo.pool_min_per_layer=8,2", "--emo.pool_max_per_layer", "[8, 4]")
+    validate(cfg)
+    assert resolved_record(cfg).eos_grouping == "starts"
+    emo = build_transformer_config(cfg, "cpu").emo
+    assert (emo.pool_range(1), emo.pool_range(2)) == ((8, 8), (2, 4))
+    default = cfg_from()
+    record = resolved_record(default)
+    assert record.eos_grouping == "ends"
+    assert build_transformer_config(default, "cpu").emo.pool_range(2) == (record.pool_min, record.pool_max)
 
 
 def test_sizes_build_valid_megatron_configs():

@@ -96,11 +96,15 @@ def short_documents(tmp_path_factory) -> str:
     return str(out / "docs_text_document")
 
 
-def test_cu_seqlens_reproduce_the_host_paths_mask_and_positions(short_documents):
-    """The dataset's own intra-document mask and reset position ids vs the mask rebuilt from cu_seqlens."""
+@pytest.mark.parametrize("eos_grouping", ["ends", "starts"])
+def test_cu_seqlens_reproduce_the_host_paths_mask_and_positions(short_documents, eos_grouping):
+    """The dataset's own intra-document mask and reset position ids vs the mask rebuilt from cu_seqlens; with
+    either EOS grouping, since it changes the router's segments (checked against a slicing loop) and not
+    attention."""
     from emo_plugin.data.dataset import build_emo_gpt_datasets
     from emo_plugin.data.tokenizer import EmoTokenizer
     from emo_plugin.training.data import get_micro_batch
+    from tests.moe.test_routing_ids import segments_by_slicing
     from tests.training.conftest import REPO
 
     tokenizer = EmoTokenizer(str(REPO / "examples/data/tokenizer.model"))
@@ -109,9 +113,11 @@ def test_cu_seqlens_reproduce_the_host_paths_mask_and_positions(short_documents)
         reset_attention_mask=True, reset_position_ids=True, eod_mask_loss=False, create_attention_mask=True,
     )
     indices = [3, 4, 5, 6]
-    host = get_micro_batch(train, indices, seed=5, max_docs=256, device=torch.device("cpu"))
+    grouping = dict(eod_token_id=tokenizer.eod, eos_grouping=eos_grouping)
+    host = get_micro_batch(train, indices, seed=5, max_docs=256, device=torch.device("cpu"), **grouping)
     thd = get_micro_batch(
-        train, indices, seed=5, max_docs=256, device=torch.device("cpu"), packing=ThdPacking(max_documents=256)
+        train, indices, seed=5, max_docs=256, device=torch.device("cpu"), packing=ThdPacking(max_documents=256),
+        **grouping,
     )
     b, s = host["tokens"].shape
     assert "attention_mask" not in thd
@@ -126,6 +132,11 @@ def test_cu_seqlens_reproduce_the_host_paths_mask_and_positions(short_documents)
     assert torch.equal(dense_mask(cu), host_mask)
     assert torch.equal(thd["position_ids"][0], host["position_ids"].reshape(-1))
     assert params.max_seqlen_q == int((cu[1:] - cu[:-1]).max())
+    rows = [segments_by_slicing(row, eos_grouping, tokenizer.eod) for row in host["tokens"].tolist()]
+    assert split_routing_ids(host["routing_ids"])[0].tolist() == rows
+    offsets = [sum(max(row) for row in rows[:r]) for r in range(b)]  # the thd row numbers segments across rows
+    expected = [offset + segment for offset, row in zip(offsets, rows) for segment in row]
+    assert split_routing_ids(thd["routing_ids"][0])[0].tolist() == expected
 
 
 def _reference_zigzag(cu_seqlens: torch.Tensor, cp: int, rank: int) -> torch.Tensor:
