@@ -113,13 +113,15 @@ def document_pool_mask(logits_NR, document_ids_N, token_valid_N, pool_size):
 
     The pool of a document is the `pool_size` experts with the largest sum over its valid tokens of
     softmax(logits); ties go to the lower expert index. The pool is a choice, so no gradient flows through it.
-    Pass logits with dropped experts already at -inf, so a masked and a pruned model pick the same pools.
-    Document ids must lie in [0, N).
+    Pass logits with dropped experts already at -inf, so a masked and a pruned model pick the same pools:
+    dropped experts rank last, so even a document without valid tokens (right padding after the last eos),
+    whose scores are all zero, gets kept experts and its tokens stay finite. Document ids must lie in [0, N).
     """
     probs_NR = torch.softmax(logits_NR, dim=-1)
     if token_valid_N is not None:
         probs_NR = probs_NR * token_valid_N[:, None]
     scores_DR = torch.zeros_like(probs_NR).index_add_(0, document_ids_N, probs_NR)
+    scores_DR = scores_DR.masked_fill(~torch.isfinite(logits_NR).any(dim=0), -1.0)
     ranked_DR = torch.sort(scores_DR, dim=-1, descending=True, stable=True).indices
     in_pool_DR = torch.zeros_like(scores_DR, dtype=torch.bool).scatter_(1, ranked_DR[:, :pool_size], True)
     return in_pool_DR[document_ids_N]

@@ -252,6 +252,25 @@ def test_document_pools_match_per_document_reference(eos_grouping):
         assert not torch.allclose(out_NH[valid_N], unrestricted_NH[valid_N])
 
 
+def test_padding_only_document_routes_to_kept_experts():
+    """Right padding after an eos is a document without valid tokens: all its pool scores are zero. Its pool must
+    still hold kept experts (dropped ones rank last), else its tokens have no expert and NaN reaches the batch."""
+    model = tiny_model(tiny_config(emo_inference_pool_size=3))
+    kept_R = torch.zeros(8, dtype=torch.bool)
+    kept_R[[5, 6, 7]] = True  # the lowest-index experts, which win ties of zero scores, are dropped
+    model.set_expert_mask({0: kept_R, 1: kept_R})
+    input_ids = random_tokens(2, 12)
+    input_ids[1, 8] = EOS
+    input_ids[1, 9:] = PAD
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    with torch.no_grad():
+        padded = model(input_ids, attention_mask=attention_mask).logits
+        alone = model(input_ids[1:, :9]).logits
+    assert torch.isfinite(padded).all()
+    torch.testing.assert_close(padded[1, :9], alone[0], rtol=1e-5, atol=1e-5)
+
+
 def test_router_gets_gradients_through_pool_routing():
     model = tiny_model(tiny_config(emo_inference_pool_size=3)).train()
     input_ids = random_tokens(2, 10)
