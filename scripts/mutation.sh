@@ -31,7 +31,7 @@ MODULES[convert]+=" emo_plugin/convert/export.py"
 TESTS[convert]="tests/convert/test_export_matches_megatron.py tests/convert/test_export_two_shared_experts.py"
 TESTS[convert]+=" tests/convert/test_roundtrip_and_inert.py tests/convert/test_export_defaults.py"
 TESTS[convert]+=" tests/convert/test_weight_map.py tests/convert/test_trainer_checkpoint.py"
-TESTS[convert]+=" tests/convert/test_conversion_errors.py"
+TESTS[convert]+=" tests/convert/test_conversion_errors.py tests/convert/test_export_summary.py"
 MODULES[resume]="emo_plugin/training/host_backend.py"
 TESTS[resume]="tests/training/test_resume_rng.py tests/convert/test_trainer_checkpoint.py"
 # The host training step (train_step, gradient reduction, grad norm) is checked by the CLI training tests, too
