@@ -1,6 +1,7 @@
 """Refusals: wrong shapes name the tensor and both shapes; outputs are never half-written or overwritten."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from emo_plugin.convert import export_to_hf, import_from_hf
 from emo_plugin.errors import ConversionError
 from tests.convert.checkpoint_workers import TINY
+from tests.convert.conftest import TOKENIZER
 
 
 def test_export_with_a_wrong_architecture_names_tensor_and_shapes(dist_checkpoint, tmp_path):
@@ -121,3 +123,16 @@ def test_import_of_a_config_with_fewer_layers_than_the_weights_is_refused(hf_fol
     with pytest.raises(ConversionError, match=r"config\.json: num_hidden_layers=1, but the weights hold 2 layers"):
         import_from_hf(broken, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_over_the_checkpoint_or_the_tokenizer_is_refused_even_with_force(dist_checkpoint, tmp_path):
+    inside = dist_checkpoint / "hf"
+    with pytest.raises(ConversionError, match=f"--output {inside} is inside the input {dist_checkpoint}; .* even with"):
+        export_to_hf(dist_checkpoint, inside, force=True, progress=False)
+    assert not inside.exists()
+    tokenizer = tmp_path / "tok" / "tokenizer.model"
+    tokenizer.parent.mkdir()
+    shutil.copy(TOKENIZER, tokenizer)
+    with pytest.raises(ConversionError, match=f"--output {tokenizer.parent} contains the input {tokenizer}"):
+        export_to_hf(dist_checkpoint, tokenizer.parent, tokenizer=tokenizer, force=True, progress=False)
+    assert tokenizer.is_file()

@@ -68,3 +68,23 @@ def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_m
     assert _pool_in_config(tmp_path / "training") == 5
     assert "anneal: linear over the last 4 steps from the loaded checkpoint's lr to 0.0" in \
         (tmp_path / "training" / "README.md").read_text()
+
+
+def test_inference_pool_size_accepts_a_pool_of_top_k_and_explains_every_refusal():
+    """The choice is checked before anything is read; each refusal says what was asked and what would work."""
+    from emo_plugin.convert import ConversionError
+    from emo_plugin.convert.export import inference_pool_size
+
+    top_k = TINY.moe_router_topk
+    assert inference_pool_size(str(top_k), None, TINY) == top_k  # the smallest pool a token can route in
+    refusals = {
+        "training": "--inference-pool-size=training: the checkpoint stores no training config (e.g. emo-import-hf "
+                    "output), so its emo.pool_eval is unknown; pass a number",
+        "all": "--inference-pool-size=all: expected off, training or a number of routed experts",
+        top_k - 1: f"--inference-pool-size={top_k - 1}: a pool of {top_k - 1} experts is smaller than the {top_k} "
+                   "routed experts each token needs",
+    }
+    for choice, message in refusals.items():
+        with pytest.raises(ConversionError) as refused:
+            inference_pool_size(choice, None, TINY)
+        assert str(refused.value) == message

@@ -87,3 +87,18 @@ def test_the_architecture_doc_shows_the_weight_map():
     section = text.split("## Weight map\n", 1)[1].split("\n## ", 1)[0]
     table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
     assert table == weight_map.markdown_table()
+
+
+def test_pruning_names_are_the_hf_models_router_and_expert_slot_parameters():
+    from emo_plugin.hf import EmoConfig, EmoForCausalLM
+
+    arch = ARCHITECTURES["two shared, one inert"]
+    parameters = {name for name, _ in EmoForCausalLM(EmoConfig(**hf_config_kwargs(arch))).named_parameters()}
+    for layer in range(arch.num_layers):
+        assert weight_map.hf_router_name(layer) == f"model.layers.{layer}.mlp.gate.weight"
+        for slot in range(arch.num_selectable_experts + arch.num_shared_experts):
+            expected = [f"model.layers.{layer}.mlp.experts.{slot}.{p}_proj.weight" for p in ("gate", "up", "down")]
+            assert weight_map.hf_expert_names(layer, slot) == expected
+            assert set(expected) <= parameters
+        assert weight_map.hf_layer_of(weight_map.hf_router_name(layer)) == layer
+    assert weight_map.hf_layer_of("model.embed_tokens.weight") is None
