@@ -142,6 +142,8 @@ class EmoTransformerConfig(TransformerConfig):
     def _check_per_layer_pools(self) -> None:
         """One entry per layer, each range as valid as the single one; a list replaces its scalar field."""
         emo = self.emo
+        if emo.pool_min_per_layer is None and emo.pool_max_per_layer is None:
+            return  # one range for every layer, checked with the scalar fields
         for name in ("pool_min_per_layer", "pool_max_per_layer"):
             values = getattr(emo, name)
             if values is not None and len(values) != self.num_layers:
