@@ -7,6 +7,7 @@ import torch
 
 from emo_plugin.errors import ConversionError
 from emo_plugin.evaluation.selection import select_experts, write_pruned_checkpoint
+from tests.evaluation.selection.test_layer_budget import mean_probability_top
 
 
 @pytest.mark.parametrize("method", ["greedy", "easy_ep", "random"])
@@ -32,17 +33,7 @@ def test_greedy_keeps_the_most_probable_experts_given_earlier_layers_pruned(mode
         for earlier in range(layer_idx):
             kept[earlier] = torch.zeros(8, dtype=torch.bool)
             kept[earlier][selection[earlier]] = True
-        model.set_expert_mask(kept)
-        block, inputs = model.model.layers[layer_idx].mlp, []
-        hook = block.register_forward_hook(lambda module, args, output: inputs.append(args[0].reshape(-1, 32)))
-        with torch.no_grad():
-            for ids in documents:
-                model(input_ids=ids, use_cache=False)
-        hook.remove()
-        mean_probs = torch.softmax(torch.cat(inputs) @ block.gate.weight[:8].T, dim=-1).mean(0)
-        top = mean_probs.topk(4)
-        assert top.values[2] - top.values[3] > 1e-4, "near tie: the expectation would depend on rounding"
-        assert selection[layer_idx] == sorted(top.indices[:3].tolist())
+        assert selection[layer_idx] == mean_probability_top(model, documents, layer_idx, 3, kept)
 
 
 def test_keep_fraction_too_small_is_refused(model, documents):
