@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -202,3 +203,18 @@ def is_expert_parameter(param: torch.nn.Parameter) -> bool:
     same way.
     """
     return not getattr(param, "allreduce", True)
+
+
+PREBUILT_HELPERS_MAKEFILE = Path(__file__).parent / "megatron_lm" / "prebuilt_dataset_helpers.mk"
+
+
+def use_prebuilt_dataset_helpers(environ=os.environ) -> None:
+    """Megatron-LM's ``initialize_megatron`` runs ``make -C megatron/core/datasets`` on rank 0 and exits if it fails.
+    The megatron-core wheel ships the compiled helpers (``helpers_cpp*.so``) but not the Makefile, so from a pip
+    install ``pretrain`` stops with "No targets specified and no makefile found". GNU make reads the files named
+    in ``MAKEFILES`` first; emo_plugin's one only checks that the compiled helpers are there. A source checkout
+    keeps its own Makefile and is left alone."""
+    from megatron.core import datasets
+
+    if not any((Path(datasets.__file__).parent / name).exists() for name in ("GNUmakefile", "makefile", "Makefile")):
+        environ["MAKEFILES"] = " ".join(filter(None, [environ.get("MAKEFILES"), str(PREBUILT_HELPERS_MAKEFILE)]))

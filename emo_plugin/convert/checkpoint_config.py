@@ -2,10 +2,11 @@
 
 Sources, first match wins: ``--model-config`` (a json/yaml file with ``ModelRecord`` fields, or a training config
 with ``model``/``emo`` sections), the record the trainer and the importer store in the checkpoint's common state
-(``emo_plugin.model.record.RECORD_KEY``), or, for trainer checkpoints written before the record existed, the run
-config stored there (``common["config"]``). Shapes that the tensors themselves determine (vocabulary, layers,
-experts, widths) are checked against the tensors, so a wrong config fails here with the tensor and both shapes
-rather than producing a broken export.
+(``emo_plugin.model.record.RECORD_KEY``), the record ``emo-pretrain-megatron`` puts into Megatron-LM's stored
+arguments (``common["args"].emo_model``, next to ``args.tokenizer_model``), or, for trainer checkpoints written
+before the record existed, the run config stored there (``common["config"]``). Shapes that the tensors themselves
+determine (vocabulary, layers, experts, widths) are checked against the tensors, so a wrong config fails here with
+the tensor and both shapes rather than producing a broken export.
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def record_of(reader: DistCheckpointReader, model_config: str | Path | None = No
     elif RECORD_KEY in common:
         record = ModelRecord.from_dict(common[RECORD_KEY], f"{reader.path}: {RECORD_KEY}")
         tokenizer = None if run is None else _tokenizer_of_run(run)
+    elif getattr(common.get("args"), RECORD_KEY, None) is not None:
+        args = common["args"]
+        record = ModelRecord.from_dict(getattr(args, RECORD_KEY), f"{reader.path}: args.{RECORD_KEY}")
+        tokenizer = getattr(args, "tokenizer_model", None)
     elif run is not None:
         record, tokenizer = _from_run_config(run, reader, f"{reader.path}: the stored training config")
     else:
         raise ConversionError(
-            f"{reader.path}: the checkpoint does not describe its model (no {RECORD_KEY!r} or 'config' in "
-            "common.pt); pass --model-config with a json/yaml model record or training config"
+            f"{reader.path}: the checkpoint does not describe its model (no {RECORD_KEY!r}, 'args.{RECORD_KEY}' or "
+            "'config' in its common state); pass --model-config with a json/yaml model record or training config"
         )
     check_shapes(reader, record)
     return record, tokenizer

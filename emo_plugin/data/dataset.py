@@ -107,9 +107,13 @@ def build_emo_gpt_datasets(
     reset_attention_mask: bool = False,
     reset_position_ids: bool = False,
     eod_mask_loss: bool = False,
+    blend_per_split: Sequence[tuple[list[str], list[float] | None] | None] | None = None,
     **config_overrides: Any,
 ) -> list[EmoGPTDataset | BlendedDataset | None]:
     """Build the (train, valid, test) datasets over a blend of preprocessed prefixes.
+
+    ``blend_per_split`` (Megatron-LM's ``--train-data-path`` / ``--valid-data-path`` / ``--test-data-path``)
+    replaces ``data_prefixes``, ``weights`` and ``split``: one (prefixes, weights) blend per split, or ``None``.
 
     ``num_samples`` gives the sample count per split (``None`` = one epoch; requires
     ``weights=None``); ``split`` carves each prefix into train/valid/test by document.
@@ -122,19 +126,22 @@ def build_emo_gpt_datasets(
     ``<first prefix's folder>/cache/<content fingerprint>`` unless ``path_to_cache`` is given, so a dataset
     re-made under the same prefix never reuses the indices of the old one.
     """
+    per_split_prefixes = [p for blend in blend_per_split or () if blend for p in blend[0]]
     fingerprints, documents = [], []
-    for prefix in data_prefixes:
+    for prefix in [*data_prefixes, *per_split_prefixes]:
         meta, content = check_prefix(prefix, tokenizer)
         fingerprints.append(content)
         documents.append(meta.num_documents)
-    if path_to_cache is None and data_prefixes:
+    if path_to_cache is None and fingerprints:
         combined = hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16]
-        path_to_cache = str(Path(data_prefixes[0]).parent / "cache" / f"emo-{combined}")
+        path_to_cache = str(Path([*data_prefixes, *per_split_prefixes][0]).parent / "cache" / f"emo-{combined}")
+    blend = None if blend_per_split else (list(data_prefixes), None if weights is None else list(weights))
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=sequence_length,
-        blend=(list(data_prefixes), None if weights is None else list(weights)),
-        split=split,
+        blend=blend,
+        blend_per_split=None if blend is not None else [b and (list(b[0]), b[1]) for b in blend_per_split],
+        split=None if blend is None else split,
         tokenizer=tokenizer,
         path_to_cache=path_to_cache,
         reset_attention_mask=reset_attention_mask,
@@ -142,7 +149,8 @@ def build_emo_gpt_datasets(
         eod_mask_loss=eod_mask_loss,
         **config_overrides,
     )
-    _check_splits_have_documents(data_prefixes, documents, config.split_matrix, split)
+    if blend is not None:
+        _check_splits_have_documents(data_prefixes, documents, config.split_matrix, split)
     return BlendedMegatronDatasetBuilder(EmoGPTDataset, list(num_samples), lambda: True, config).build()
 
 

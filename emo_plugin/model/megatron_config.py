@@ -37,7 +37,12 @@ def transformer_config(record: ModelRecord, *, router: Mapping[str, Any] | None 
         attention_dropout=0.0,
         moe_router_dtype="fp32",
     )
-    emo = EmoRouterConfig(
+    return EmoTransformerConfig(**(shape | overrides), emo=router_config(record, **(router or {})))
+
+
+def router_config(record: ModelRecord, **router: Any) -> EmoRouterConfig:
+    """The record's routing recipe as Megatron's EMO router config; ``router``: the run's settings (lb_scope, seed)."""
+    return EmoRouterConfig(
         pool_min=record.pool_min,
         pool_max=record.pool_max,
         pool_eval=record.pool_eval,
@@ -48,6 +53,5 @@ def transformer_config(record: ModelRecord, *, router: Mapping[str, Any] | None 
         lb_coeff=record.lb_coeff,
         z_loss_coeff=record.z_loss_coeff,
         max_documents_per_sequence=record.max_documents_per_sequence,
-        **(router or {}),
+        **router,
     )
-    return EmoTransformerConfig(**(shape | overrides), emo=emo)

@@ -190,6 +190,12 @@ def get_micro_batch(
         batch["doc_ids"], indices, seed, max_docs,
         tokens_BS=batch["tokens"], eod_token_id=eod_token_id, eos_grouping=eos_grouping,
     )
+    return device_micro_batch(batch, device, packing)
+
+
+def device_micro_batch(batch: dict, device: torch.device, packing: ThdPacking | None = None) -> dict:
+    """A collated host micro-batch on ``device``; with ``packing``, first packed on the host into one thd row that
+    carries ``packed_seq_params`` (``packed_sequences.py``: its shapes cost no device synchronisation there)."""
     if "attention_mask" in batch:
         batch["attention_mask"] = batch["attention_mask"].bool()  # [b, 1, s, s], True = masked
     if packing is None:

@@ -211,18 +211,22 @@ def thd_packing_for_run(cfg, transformer_config, device: str, seq_length: int) -
     """
     if device != "cuda" or not cfg.data.intra_document_attention:
         return None
+    return thd_packing(transformer_config, cfg.batch.micro_batch_size, seq_length)
+
+
+def thd_packing(transformer_config, micro_batch_size: int, seq_length: int) -> ThdPacking:
+    """This rank's packing under Megatron's model-parallel groups (after ``initialize_model_parallel``)."""
     from megatron.core import parallel_state
 
     cp = parallel_state.get_context_parallel_world_size()
     tp = parallel_state.get_tensor_model_parallel_world_size() if transformer_config.sequence_parallel else 1
-    max_documents = transformer_config.emo.max_documents_per_sequence
     packing = ThdPacking(
-        max_documents=max_documents,
+        max_documents=transformer_config.emo.max_documents_per_sequence,
         context_parallel_size=cp,
         context_parallel_rank=parallel_state.get_context_parallel_rank(),
         length_multiple=tp * cp,
     )
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-        bound = packing.fixed_length_bound(cfg.batch.micro_batch_size, seq_length)
+        bound = packing.fixed_length_bound(micro_batch_size, seq_length)
         packing = dataclasses.replace(packing, fixed_length=bound)
     return packing

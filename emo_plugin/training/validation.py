@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.record_checks import record_problems
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.moe.routing_ids import SEGMENT_MASK
 from emo_plugin.training.builders import (
     FP8_FORMAT,
     build_transformer_config,
@@ -24,10 +24,10 @@ from emo_plugin.training.builders import (
     resolve_device,
     resolved_record,
 )
-from emo_plugin.training.config import SECTIONS, ScheduleSection, TrainingConfig, parse_split
+from emo_plugin.training.config import SECTIONS, EmoSection, ScheduleSection, TrainingConfig, parse_split
 from emo_plugin.training.resources import memory_problems, physical_memory_bytes
 
-POOL_LIMIT = 2**20  # pool sizes beyond the expert count mean "unrestricted"; huge ones overflow the draw
+EMO_FIELDS = {f.name for f in dataclasses.fields(EmoSection)}
 SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
 DECAY_STYLES = ("cosine", "linear", "constant", "WSD")  # Megatron's OptimizerParamScheduler names
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
@@ -36,6 +36,13 @@ WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 def _check(ok: bool, key: str, value, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def record_field_key(name: str) -> str:
+    """The config key that sets a model record field."""
+    if name == "seq_length":
+        return "data.seq_length"
+    return f"emo.{name}" if name in EMO_FIELDS else f"model.{name}"
 
 
 def _check_finite_floats(cfg: TrainingConfig) -> None:
@@ -63,27 +70,11 @@ def _check_writable(key: str, value: str | None, *, is_file: bool = False) -> No
 
 
 def _check_model(cfg: TrainingConfig) -> None:
-    """Positive shape fields that divide as attention needs, so nothing later divides by zero."""
-    size = resolved_record(cfg)
-    source = {"seq_length": "data.seq_length", "max_documents_per_sequence": "emo.max_documents_per_sequence"}
-    for name in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "num_moe_experts",
-                 "moe_router_topk", "moe_ffn_hidden_size", "seq_length", "rotary_base"):
-        key = source.get(name, f"model.{name}")
-        _check(getattr(size, name) >= 1, key, getattr(size, name), "an integer >= 1")
-    _check(size.hidden_size % size.num_attention_heads == 0, "model.hidden_size", size.hidden_size,
-           f"a multiple of model.num_attention_heads={size.num_attention_heads}")
-    _check((size.hidden_size // size.num_attention_heads) % 2 == 0, "model.hidden_size", size.hidden_size,
-           f"an even head dimension for RoPE (hidden_size / num_attention_heads = "
-           f"{size.hidden_size / size.num_attention_heads:g})")
-    for name in ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer"):
-        value = getattr(size, name)  # drawn with int64 tensor arithmetic
-        largest = max(value or (0,)) if name.endswith("_per_layer") else value
-        _check(largest <= POOL_LIMIT, f"emo.{name}", value,
-               f"at most {POOL_LIMIT} (any pool >= model.num_moe_experts={size.num_moe_experts} is unrestricted)")
-    _check(size.max_documents_per_sequence <= SEGMENT_MASK, "emo.max_documents_per_sequence",
-           size.max_documents_per_sequence, f"at most {SEGMENT_MASK} (the segment field of a routing id)")
-    _check(size.num_attention_heads % size.num_query_groups == 0, "model.num_query_groups", size.num_query_groups,
-           f"a divisor of model.num_attention_heads={size.num_attention_heads}")
+    """The record's rules (``model/record_checks.py``) in this config's field names, then the run's own."""
+    problems = record_problems(resolved_record(cfg), key=record_field_key)
+    if problems:
+        name, value, expected = problems[0]
+        _check(False, record_field_key(name), value, expected)
     _check(cfg.model.vocab_size is None or cfg.model.vocab_size >= 1, "model.vocab_size", cfg.model.vocab_size,
            "none (the tokenizer's, padded) or an integer >= 1")
     _check(cfg.model.init_method_std > 0, "model.init_method_std", cfg.model.init_method_std, "a positive float")
