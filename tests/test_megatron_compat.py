@@ -11,6 +11,8 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import os
+from pathlib import Path
 
 import numpy
 import pytest
@@ -297,3 +299,28 @@ def test_is_expert_parameter_relies_on_megatron_allreduce_attribute():
     expert, dense = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
     expert.allreduce = False
     assert megatron_compat.is_expert_parameter(expert) and not megatron_compat.is_expert_parameter(dense)
+
+
+def test_use_prebuilt_dataset_helpers_relies_on_initialize_megatron_running_make(tmp_path):
+    """Megatron-LM's initialize_megatron runs ``make -C megatron/core/datasets``; the megatron-core wheel has no
+    Makefile there, so without emo_plugin's MAKEFILES entry that make fails and pretrain exits."""
+    import subprocess
+
+    from megatron.core import datasets
+    from megatron.training import initialize
+
+    assert "compile_helpers()" in inspect.getsource(initialize._compile_dependencies), (
+        "initialize_megatron no longer compiles the dataset helpers: megatron_compat.use_prebuilt_dataset_helpers "
+        "may go")
+    helpers = Path(datasets.__file__).parent
+    environ: dict = {}
+    megatron_compat.use_prebuilt_dataset_helpers(environ)
+    if any((helpers / name).exists() for name in ("GNUmakefile", "makefile", "Makefile")):
+        assert environ == {}  # a source checkout builds with its own Makefile
+    else:
+        assert subprocess.run(["make", "-C", str(helpers)], capture_output=True).returncode != 0
+        assert subprocess.run(["make", "-C", str(helpers)], env={**os.environ, **environ}).returncode == 0
+    # where the compiled helpers are missing, the check says so
+    empty = subprocess.run(["make", "-C", str(tmp_path)], capture_output=True, text=True,
+                           env={**os.environ, "MAKEFILES": str(megatron_compat.PREBUILT_HELPERS_MAKEFILE)})
+    assert empty.returncode != 0 and "compiled dataset helpers (helpers_cpp*.so) are missing" in empty.stderr

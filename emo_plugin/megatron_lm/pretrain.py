@@ -5,16 +5,20 @@ Megatron-LM's: every Megatron-LM flag works as there (TP/PP/VPP/EP/CP/SP, --use-
 --fp8-format, --save/--load, --exit-duration-in-mins, --tensorboard-dir, ...), and the ``--emo-*`` flags add
 EMO's document pools (``arguments.py``). The EMO arguments are checked before any process group or GPU work
 (``validation.py``); the rest is Megatron-LM's: ``pretrain`` with EMO's model config (``model.py``), datasets
-(``data.py``) and forward step (``forward_step.py``).
+(``data.py``) and forward step (``forward_step.py``). It exits like emo-pretrain: 0 finished, 75 stopped early
+with a checkpoint to resume from (requeue), 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import traceback
+from pathlib import Path
 
 from emo_plugin.cli.runner import report_input_error
-from emo_plugin.errors import EmoError
+from emo_plugin.errors import ConfigError, EmoError
 from emo_plugin.megatron_lm.arguments import add_emo_arguments, with_size_flags
 
 PROG = "emo-pretrain-megatron"
@@ -44,34 +48,80 @@ def document_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Megatron-LM's ``extra_args_provider``: the EMO flags, and a --help that says what this command is."""
     parser.prog, parser.description, parser.epilog = PROG, DESCRIPTION, EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:  # Megatron-LM 0.19's own help for --moe-paged-stash-* holds a bare "10%)"
+        action.help = _escape_bare_percent(action.help)
     return add_emo_arguments(parser)
+
+
+def _escape_bare_percent(help_text):
+    """argparse %-formats every help; a bare ``%`` (not ``%%`` or ``%(name)s``) makes --help raise ValueError."""
+    if not isinstance(help_text, str):
+        return help_text
+    return re.sub(r"%%|%\(|%", lambda match: "%%" if match.group() == "%" else match.group(), help_text)
+
+
+def parse_emo_run(argv: list[str]):
+    """(Megatron-LM's args, the checked EMO run) of a command line; ``ConfigError`` for anything EMO refuses.
+
+    Megatron-LM keeps the args (and tokenizer, TensorBoard writer, ...) as process globals, as ``pretrain`` expects.
+    Its ``validate_args`` refuses with bare assertions; they come back as ``ConfigError`` with the failed check.
+    """
+    from megatron.training.arguments import parse_and_validate_args, parse_args
+
+    from emo_plugin.megatron_lm.validation import check_tokenizer_type, validate_emo_arguments
+
+    command_line, sys.argv = sys.argv, [PROG, *with_size_flags(argv)]  # Megatron-LM's parser reads sys.argv
+    try:
+        check_tokenizer_type(parse_args(extra_args_provider=document_parser))  # before Megatron-LM builds it
+        args = parse_and_validate_args(extra_args_provider=document_parser,
+                                       args_defaults={"tokenizer_type": "SentencePieceTokenizer"})
+    except AssertionError as error:
+        raise ConfigError(f"Megatron-LM refused the arguments: {_failed_check(error)}") from None
+    finally:
+        sys.argv = command_line
+    return args, validate_emo_arguments(args)
+
+
+def _failed_check(error: AssertionError) -> str:
+    """The assertion's message, or the check itself (file:line and its source) when it has none."""
+    if str(error):
+        return str(error)
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{frame.line} ({Path(frame.filename).name}:{frame.lineno})"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse Megatron-LM's and EMO's flags, check EMO's before any GPU work, then run Megatron-LM's ``pretrain``."""
-    argv = with_size_flags(list(sys.argv[1:] if argv is None else argv))
-    sys.argv = [PROG, *argv]  # Megatron-LM's parser reads sys.argv
     from megatron.core.enums import ModelType
     from megatron.training import inprocess_restart, pretrain
     from megatron.training.argument_utils import pretrain_cfg_container_from_args
-    from megatron.training.arguments import parse_and_validate_args
 
     from emo_plugin.megatron_compat import use_prebuilt_dataset_helpers
     from emo_plugin.megatron_lm.data import train_valid_test_datasets_provider
     from emo_plugin.megatron_lm.forward_step import forward_step
-    from emo_plugin.megatron_lm.validation import validate_emo_arguments
 
-    run_pretrain, store = inprocess_restart.maybe_wrap_for_inprocess_restart(pretrain)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sys.argv = [PROG, *with_size_flags(argv)]  # for Megatron-LM's own later parses (in-process restart)
     try:
-        args = parse_and_validate_args(extra_args_provider=document_parser,
-                                       args_defaults={"tokenizer_type": "SentencePieceTokenizer"})
-        run = validate_emo_arguments(args)
+        args, run = parse_emo_run(argv)
     except EmoError as error:
         return report_input_error(PROG, error)
+    run_pretrain, store = inprocess_restart.maybe_wrap_for_inprocess_restart(pretrain)
     use_prebuilt_dataset_helpers()
     run_pretrain(pretrain_cfg_container_from_args(args, run.model_config), train_valid_test_datasets_provider,
                  ModelType.encoder_or_decoder, forward_step, store=store)
-    return 0
+    return exit_code(args.save, args.train_iters)
+
+
+def exit_code(save: str | None, train_iters: int | None) -> int:
+    """emo-pretrain's exit contract (``training/exit_codes.py``) for Megatron-LM's loop, which returns normally both
+    at the end and when it stops early (--exit-signal-handler, --exit-duration-in-mins, --exit-interval) after
+    saving: 75 (requeue) while the newest checkpoint in --save is short of --train-iters, else 0."""
+    from emo_plugin.checkpoint import latest_iteration
+    from emo_plugin.training.exit_codes import FINISHED, RESUMABLE
+
+    saved = latest_iteration(save) if save else None
+    return RESUMABLE if train_iters and saved is not None and saved < train_iters else FINISHED
 
 
 if __name__ == "__main__":

@@ -41,10 +41,15 @@ def flag_of_field(name: str) -> str:
     return {**SHAPE_FLAGS, **EMO_FLAGS}.get(name, f"--{name.replace('_', '-')}")
 
 
-def _check_tokenizer(args: Namespace) -> EmoTokenizer:
-    if args.tokenizer_type not in SENTENCEPIECE_TYPES:
+def check_tokenizer_type(args: Namespace) -> None:
+    """emo_plugin's data is sentencepiece; ``None`` becomes Megatron-LM's default, SentencePieceTokenizer."""
+    if args.tokenizer_type not in (None, *SENTENCEPIECE_TYPES):
         raise ConfigError(f"--tokenizer-type {args.tokenizer_type}: expected one of {', '.join(SENTENCEPIECE_TYPES)} "
                           "with --tokenizer-model (an emo_plugin sentencepiece model, emo-train-tokenizer)")
+
+
+def _check_tokenizer(args: Namespace) -> EmoTokenizer:
+    check_tokenizer_type(args)
     if not args.tokenizer_model or not Path(args.tokenizer_model).is_file():
         raise ConfigError(f"--tokenizer-model {args.tokenizer_model}: expected an existing sentencepiece .model file")
     try:

@@ -1,0 +1,39 @@
+"""emo-pretrain-megatron's command line (emo_plugin/megatron_lm/pretrain.py): its --help and its exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from emo_plugin import checkpoint
+from emo_plugin.megatron_lm.pretrain import exit_code, parse_emo_run
+
+
+@pytest.mark.usefixtures("megatron_lm_globals")
+def test_help_says_what_the_command_is_and_lists_the_emo_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        parse_emo_run(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0
+    assert text.startswith("usage: emo-pretrain-megatron")
+    assert "Megatron-LM's training loop" in text and "docs/megatron_lm.md" in text
+    for flag in ("--emo-size", "--emo-pool-min", "--emo-lb-scope", "--emo-intra-document-attention",
+                 "--tensor-model-parallel-size"):
+        assert flag in text
+
+
+def _saved(root, iteration: int) -> str:
+    folder = checkpoint.iteration_dir(root, iteration)
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text("{}")
+    (root / checkpoint.LATEST).write_text(f"{iteration}\n")
+    return str(root)
+
+
+def test_a_run_short_of_train_iters_asks_to_be_requeued(tmp_path):
+    assert exit_code(_saved(tmp_path, 40), train_iters=100) == 75
+
+
+def test_a_finished_run_and_a_run_without_checkpoints_exit_zero(tmp_path):
+    assert exit_code(_saved(tmp_path / "a", 100), train_iters=100) == 0
+    assert exit_code(str(tmp_path / "nothing"), train_iters=100) == 0
+    assert exit_code(None, train_iters=100) == 0
