@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from emo_plugin.cli.runner import report_input_error
@@ -108,14 +109,29 @@ def main(argv: list[str] | None = None) -> int:
         return report_input_error(PROG, error)
     run_pretrain, store = inprocess_restart.maybe_wrap_for_inprocess_restart(pretrain)
     use_prebuilt_dataset_helpers()
-    run_pretrain(pretrain_cfg_container_from_args(args, run.model_config), train_valid_test_datasets_provider,
-                 ModelType.encoder_or_decoder, forward_step, store=store)
-    return exit_code(args.save, args.train_iters)
+    return exit_status(lambda: run_pretrain(pretrain_cfg_container_from_args(args, run.model_config),
+                                            train_valid_test_datasets_provider, ModelType.encoder_or_decoder,
+                                            forward_step, store=store), args.save, args.train_iters)
+
+
+def exit_status(train: Callable[[], object], save: str | None, train_iters: int | None) -> int:
+    """Run ``train`` (Megatron-LM's ``pretrain``) and return emo-pretrain's exit code for how it ended.
+
+    Megatron-LM ends an early stop (signal, --exit-duration-in-mins, --exit-interval) with ``sys.exit(0)``, and a
+    failure it has printed (unreadable checkpoint, missing RNG state, ...) with a bare ``sys.exit()``: that one
+    becomes status 1, or a requeue would retry it forever. The rerun state machine's own codes pass through.
+    """
+    try:
+        train()
+    except SystemExit as stop:
+        if stop.code != 0:
+            raise SystemExit(1 if stop.code is None else stop.code) from None
+    return exit_code(save, train_iters)
 
 
 def exit_code(save: str | None, train_iters: int | None) -> int:
-    """emo-pretrain's exit contract (``training/exit_codes.py``) for Megatron-LM's loop, which returns normally both
-    at the end and when it stops early (--exit-signal-handler, --exit-duration-in-mins, --exit-interval) after
+    """emo-pretrain's exit contract (``training/exit_codes.py``) for Megatron-LM's loop, which ends with status 0
+    both at the end and when it stops early (--exit-signal-handler, --exit-duration-in-mins, --exit-interval) after
     saving: 75 (requeue) while the newest checkpoint in --save is short of --train-iters, else 0."""
     from emo_plugin.checkpoint import latest_iteration
     from emo_plugin.training.exit_codes import FINISHED, RESUMABLE

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from emo_plugin import checkpoint
-from emo_plugin.megatron_lm.pretrain import exit_code, parse_emo_run
+from emo_plugin.megatron_lm.pretrain import exit_code, exit_status, parse_emo_run
 
 
 @pytest.mark.usefixtures("megatron_lm_globals")
@@ -37,3 +39,17 @@ def test_a_finished_run_and_a_run_without_checkpoints_exit_zero(tmp_path):
     assert exit_code(_saved(tmp_path / "a", 100), train_iters=100) == 0
     assert exit_code(str(tmp_path / "nothing"), train_iters=100) == 0
     assert exit_code(None, train_iters=100) == 0
+
+
+def test_an_early_stop_saved_short_of_train_iters_exits_75(tmp_path):
+    """Megatron-LM ends --exit-signal-handler / --exit-duration-in-mins stops with sys.exit(0) after saving."""
+    assert exit_status(lambda: sys.exit(0), _saved(tmp_path, 40), train_iters=100) == 75
+    assert exit_status(lambda: None, str(tmp_path), train_iters=40) == 0
+
+
+@pytest.mark.parametrize(("megatron_exit", "status"), [(None, 1), (16, 16)])
+def test_megatron_lm_failures_keep_a_failing_status(tmp_path, megatron_exit, status):
+    """A bare sys.exit() is how Megatron-LM stops on a checkpoint it cannot load: not a finished run, no requeue."""
+    with pytest.raises(SystemExit) as failed:
+        exit_status(lambda: sys.exit(megatron_exit), _saved(tmp_path, 40), train_iters=100)
+    assert failed.value.code == status

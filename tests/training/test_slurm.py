@@ -6,6 +6,9 @@
   requeues itself and, left to finish, ends with the losses and weights of an uninterrupted run; every iteration
   is trained exactly once across the two attempts.
 * An error exit (bad config) is not requeued: the job ends FAILED with the trainer's exit code.
+* ``EMO_TRAINER=megatron_lm`` (Megatron-LM's own loop, under the CUDA-free harness): a job signalled mid-run saves
+  through Megatron-LM's ``--exit-signal-handler``, exits 75, requeues, resumes with ``--load`` and ends with the
+  TensorBoard losses, gradient norms and EMO statistics of an uninterrupted torchrun run.
 
 Slurm and munge are installed by scripts/install_slurm.sh when missing; a machine where that fails fails here.
 """
@@ -13,6 +16,7 @@ Slurm and munge are installed by scripts/install_slurm.sh when missing; a machin
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import time
@@ -23,6 +27,7 @@ import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from emo_plugin import checkpoint
+from tests.cuda_free.megatron_lm_runs import megatron_lm_args, run_megatron_lm, scalars
 from tests.training.conftest import PYTHON, REPO, base_args, env, free_port, read_metrics, run_cli
 from tests.training.slurm_cluster import NODES, SlurmCluster, ensure_installed
 
@@ -49,9 +54,9 @@ def reference(corpus_prefix, tmp_path_factory) -> Path:
     return out
 
 
-def _sbatch(slurm: SlurmCluster, log_dir: Path, options: list[str], args: list[str]) -> str:
+def _sbatch(slurm: SlurmCluster, log_dir: Path, options: list[str], args: list[str], **script_env: str) -> str:
     job_env = {**env(), "SLURM_CONF": str(slurm.conf), "PYTHON": PYTHON, "EMO_REPO": str(REPO),
-               "MASTER_PORT": str(free_port())}
+               "MASTER_PORT": str(free_port()), **script_env}
     submit = subprocess.run(["sbatch", "--parsable", f"--output={log_dir}/job-%j.out", *options, str(SCRIPT), *args],
                             env=job_env, capture_output=True, text=True, check=True)
     return submit.stdout.strip().split(";")[0]
@@ -87,10 +92,12 @@ def test_two_nodes_train_like_torchrun_on_one_machine(slurm, reference, corpus_p
     _assert_same_steps(out, reference)
 
 
-def _wait_for_steps(path: Path, steps: int, slurm: SlurmCluster, job: str, timeout: float) -> None:
+def _wait_for_steps(path: Path, steps: int, slurm: SlurmCluster, job: str, timeout: float,
+                    step_line: str = r"(?m)^\{") -> None:
+    """Until ``path`` holds ``steps`` matches of ``step_line`` (default: metrics.jsonl records)."""
     deadline, next_state_check = time.time() + timeout, 0.0
     while time.time() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= steps:
+        if path.exists() and len(re.findall(step_line, path.read_text())) >= steps:
             return
         if time.time() > next_state_check:  # scontrol is slow next to a file read: once a second
             if slurm.job(job).get("JobState") not in ("PENDING", "RUNNING", "CONFIGURING"):
@@ -141,3 +148,49 @@ def test_failed_run_is_not_requeued(slurm, corpus_prefix, tmp_path):
     assert (state, info["ExitCode"], info["Restarts"]) == ("FAILED", "2:0", "0"), log[-4000:]
     assert f"job {job} attempt 1: training failed with exit code 2" in log
     assert "batch.micro_batch_size" in log
+
+
+MLM_ITERS = 16
+MLM_COMPARED = ("lm loss", "grad-norm", "emo_pool_size", "emo_doc_entropy", "load_balancing_loss")
+
+
+@pytest.fixture(scope="module")
+def megatron_lm_reference(corpus_prefix, tmp_path_factory) -> Path:
+    """Megatron-LM's loop uninterrupted: torchrun, 2 processes on this machine."""
+    out = tmp_path_factory.mktemp("torchrun_megatron_lm")
+    run_megatron_lm(megatron_lm_args(corpus_prefix, out, steps=MLM_ITERS), nproc=2)
+    return out
+
+
+def test_preempted_megatron_lm_job_requeues_and_ends_like_an_uninterrupted_run(slurm, megatron_lm_reference,
+                                                                             corpus_prefix, tmp_path):
+    out = tmp_path / "run"
+    # --no-load-rng: the CUDA-free harness's RNG tracker (tests/shims.py) saves no CUDA RNG states, which
+    # Megatron-LM refuses to load; on a GPU --load restores them. The tiny model draws no random numbers after init.
+    args = megatron_lm_args(corpus_prefix, out, "--load", str(out / "ckpt"), "--no-load-rng", steps=MLM_ITERS)
+    job = _sbatch(slurm, tmp_path, ["--nodes=1", "--ntasks-per-node=2"], args, EMO_TRAINER="megatron_lm",
+                  EMO_ENTRY=str(REPO / "tests/cuda_free/megatron_lm_cli.py"), CUDA_DEVICE_MAX_CONNECTIONS="1")
+    log_path = tmp_path / f"job-{job}.out"
+    _wait_for_steps(log_path, 2, slurm, job, timeout=240, step_line=rf" iteration +\d+/ +{MLM_ITERS} \|")
+    slurm.run("scancel", "--signal=USR1", job, check=True)
+    state = slurm.wait(job, timeout=300)
+    log = log_path.read_text()
+    assert state == "COMPLETED", log[-4000:]
+    assert slurm.job(job)["Restarts"] == "1", log[-4000:]
+
+    first, second = log.split(f"emo-pretrain: job {job} attempt 2: ", 1)
+    assert "trainer megatron_lm" in first and "exiting program after receiving SIGTERM" in first, first[-4000:]
+    saved = [int(m) for m in re.findall(r"successfully saved checkpoint from iteration +(\d+)", first)]
+    assert len(saved) == 1 and 2 <= saved[0] < MLM_ITERS, first[-4000:]
+    assert "checkpoint saved, run not finished: requeueing" in first, first[-4000:]
+    assert re.search(rf"successfully loaded checkpoint from .* at iteration {saved[0]}\b", second), second[-4000:]
+    assert f"job {job} attempt 2: run finished" in second
+    trained = [[int(i) for i in re.findall(rf" iteration +(\d+)/ +{MLM_ITERS} \|", part)] for part in (first, second)]
+    assert trained == [list(range(1, saved[0] + 1)), list(range(saved[0] + 1, MLM_ITERS + 1))], trained
+    assert checkpoint.latest_iteration(out / "ckpt") == MLM_ITERS
+
+    got, ref = scalars(out / "tb"), scalars(megatron_lm_reference / "tb")
+    for name in MLM_COMPARED:
+        assert sorted(got[name]) == list(range(1, MLM_ITERS + 1)), name
+        for step, value in ref[name].items():
+            assert math.isclose(got[name][step], value, rel_tol=1e-6, abs_tol=1e-9), (name, step)
