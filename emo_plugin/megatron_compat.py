@@ -33,7 +33,7 @@ except ImportError:  # Transformer Engine is optional
 if TYPE_CHECKING:
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-TESTED_RANGE = ">=0.19.2,<0.20"
+TESTED_RANGE = ">=0.19.0,<0.20"
 TESTED_MEGATRON_CORE = SpecifierSet(TESTED_RANGE)
 ALLOW_UNTESTED_ENV = "EMO_ALLOW_UNTESTED_MEGATRON"
 

@@ -2,7 +2,10 @@
 # Regenerate the dependency locks from a clean resolve of setup.cfg in a scratch venv (nothing else is touched):
 #   requirements/lock.txt            every package `pip install -e '.[test,hf]'` resolves to today = what CI installs;
 #   requirements/lock-oldest-hf.txt  the packages that change when transformers is the oldest supported one
-#                                    (requirements/oldest-hf.in), installed as an overlay for CI's second HF run.
+#                                    (requirements/oldest-hf.in), installed as an overlay for CI's second HF run;
+#   requirements/lock-compat.txt     every package of the same install with the oldest supported torch and
+#                                    megatron-core pinned (requirements/compat.in), resolved in a second scratch
+#                                    venv = what CI's compat job (scripts/test_compat.sh) installs into .venv-compat.
 # Run it after editing install_requires/extras, or to bump the dependencies on purpose (scripts/check_upgrades.sh
 # shows first what the newest releases would change). Then `bash scripts/setup_venv.sh` syncs .venv to the lock.
 set -euo pipefail
@@ -25,9 +28,19 @@ pip install -q -r requirements/oldest-hf.in
 { echo "$header"; echo "# Overlay on lock.txt for the oldest supported transformers (requirements/oldest-hf.in)."
   LC_ALL=C comm -13 <(grep -v '^#' "$scratch/lock.txt") <(frozen); } > "$scratch/lock-oldest-hf.txt"
 
+"$py" -m venv "$scratch/compat"
+pip() { "$scratch/compat/bin/python" -m pip "$@"; }
+pip install -q --upgrade pip
+pip install -q -c requirements/compat.in -e '.[test,hf]'
+{ echo "$header"
+  echo "# The oldest supported torch and megatron-core (requirements/compat.in); CI's second job (scripts/test_compat.sh)."
+  frozen; } > "$scratch/lock-compat.txt"
+
 mkdir -p requirements
 mv "$scratch/lock.txt" requirements/lock.txt
 mv "$scratch/lock-oldest-hf.txt" requirements/lock-oldest-hf.txt
+mv "$scratch/lock-compat.txt" requirements/lock-compat.txt
 git --no-pager diff --stat -- requirements/ || true
-echo "wrote requirements/lock.txt ($(grep -vc '^#' requirements/lock.txt) packages) and" \
-  "requirements/lock-oldest-hf.txt ($(grep -vc '^#' requirements/lock-oldest-hf.txt) packages)"
+echo "wrote requirements/lock.txt ($(grep -vc '^#' requirements/lock.txt) packages)," \
+  "requirements/lock-oldest-hf.txt ($(grep -vc '^#' requirements/lock-oldest-hf.txt) packages) and" \
+  "requirements/lock-compat.txt ($(grep -vc '^#' requirements/lock-compat.txt) packages)"

@@ -1,9 +1,11 @@
-"""The locks CI installs agree with setup.cfg: every declared dependency is pinned inside its declared bounds, and
-the oldest-transformers overlay pins setup.cfg's lower bound. A failure here means: run `bash scripts/lock.sh`."""
+"""The locks CI installs agree with setup.cfg: every declared dependency is pinned inside its declared bounds, the
+oldest-transformers overlay pins setup.cfg's lower bound, and the compat lock pins torch's and megatron-core's.
+A failure here means: run `bash scripts/lock.sh`."""
 
 import configparser
 import pathlib
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -27,11 +29,12 @@ def declared_requirements():
     return [Requirement(line.strip()) for line in lines if line.strip()]
 
 
-def test_lock_pins_every_declared_dependency_inside_its_bounds():
-    locked = pins("lock.txt")
+@pytest.mark.parametrize("lock_name", ["lock.txt", "lock-compat.txt"])
+def test_lock_pins_every_declared_dependency_inside_its_bounds(lock_name):
+    locked = pins(lock_name)
     for requirement in declared_requirements():
         name = canonicalize_name(requirement.name)
-        assert name in locked, f"{name} is declared in setup.cfg but not pinned in requirements/lock.txt"
+        assert name in locked, f"{name} is declared in setup.cfg but not pinned in requirements/{lock_name}"
         assert requirement.specifier.contains(locked[name], prereleases=True), (str(requirement), locked[name])
 
 
@@ -42,3 +45,13 @@ def test_oldest_overlay_pins_the_lower_transformers_bound():
     assert transformers.specifier.contains(overlay["transformers"])
     assert overlay["transformers"].release[:2] == lower.release[:2]
     assert overlay["transformers"] < pins("lock.txt")["transformers"]
+
+
+@pytest.mark.parametrize("name", ["torch", "megatron-core"])
+def test_compat_lock_pins_the_lower_bound(name):
+    """CI's compat job (scripts/test_compat.sh) runs exactly setup.cfg's oldest torch and megatron-core. A bound on
+    a pre-release (``torch>=2.11.0a0``, so that NGC containers' ``2.11.0a0+...`` builds qualify) names the release
+    it precedes."""
+    requirement = next(r for r in declared_requirements() if canonicalize_name(r.name) == name)
+    lower = next(Version(s.version) for s in requirement.specifier if s.operator == ">=")
+    assert pins("lock-compat.txt")[name] == Version(lower.base_version), "requirements/compat.in and setup.cfg disagree"

@@ -4,7 +4,8 @@ With 127 routed experts and EP 8 the router gets 1 inert expert (zero weights, n
 --emo.num_inert_experts=1 (the summary prints the value).
 
 example:
-  emo-import-hf --hf allenai/EMO-local-copy --output ckpt/emo-import --target-expert-parallel-size 8
+  hf download allenai/Emo_1b14b_1T --local-dir /models/Emo_1b14b_1T
+  emo-import-hf --hf /models/Emo_1b14b_1T --output ckpt/emo-import --target-expert-parallel-size 8
 """
 
 from __future__ import annotations

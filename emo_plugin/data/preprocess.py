@@ -57,14 +57,36 @@ class _Task:
 _worker_tokenizer: EmoTokenizer | None = None
 
 
+_WORKER_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def _load_worker_tokenizer(model_path: str) -> None:
-    """Worker start: the tokenizer, and default signal handling. A forked worker inherits the parent's Python
+    """Worker start: default signal handling, then the tokenizer. A forked worker inherits the parent's Python
     handlers (emo-pretrain turns SIGTERM into "save and stop"), and a worker that only notes the SIGTERM of
-    ``Pool.terminate`` never exits: the parent would wait for it forever."""
+    ``Pool.terminate`` never exits: the parent would wait for it forever. The signals arrive blocked (see
+    ``_fork_pool``), so one sent before this point waits and then takes the default action: the worker ends."""
     global _worker_tokenizer
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
+    for signum in _WORKER_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     _worker_tokenizer = EmoTokenizer(model_path)
+
+
+def _fork_pool(workers: int, model_path: str):
+    """A fork Pool whose workers cannot act on SIGTERM/SIGUSR1 with the parent's handler.
+
+    Between a worker's fork and its initializer the parent's handlers are still installed; a ``Pool.terminate``
+    (an error in the first results) in that window was only noted and the pool hung. The signals are blocked
+    while the pool forks its workers, which inherit the mask; ``_load_worker_tokenizer`` unblocks them once the
+    default handlers are back. The pool's helper threads, started here too, keep the mask (a worker the pool
+    forks later to replace a dead one inherits it as well); the parent's own mask is restored at once, and a
+    signal that reached it meanwhile is delivered then."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+    try:
+        context = multiprocessing.get_context("fork")
+        return context.Pool(workers, initializer=_load_worker_tokenizer, initargs=(model_path,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _encode_task(task: _Task) -> tuple[list[numpy.ndarray], int]:
@@ -112,9 +134,7 @@ def _encoder(workers: int, tokenizer: EmoTokenizer):
         _worker_tokenizer = tokenizer
         yield map
         return
-    pool = multiprocessing.get_context("fork").Pool(
-        workers, initializer=_load_worker_tokenizer, initargs=(str(tokenizer.model_path),)
-    )
+    pool = _fork_pool(workers, str(tokenizer.model_path))
     try:
         yield pool.imap
     except BaseException:
