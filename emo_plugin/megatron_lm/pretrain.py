@@ -39,7 +39,7 @@ examples:
       --train-iters 238419 --lr 4e-4 --min-lr 4e-5 --lr-decay-style cosine --lr-warmup-iters 2000 \\
       --tokenizer-model tok.model --data-path data/corpus_text_document --split 99,1,0 \\
       --save ckpt --load ckpt --save-interval 1000 --tensorboard-dir tb --exit-duration-in-mins 230
-  emo-export-hf --checkpoint ckpt --out hf/            # the same exporter as for emo-pretrain checkpoints
+  emo-export-hf --checkpoint ckpt --output hf/         # the same exporter as for emo-pretrain checkpoints
 
 docs/megatron_lm.md: sbatch and torchrun lines, checkpoints, what this loop has that emo-pretrain has not.
 """

@@ -158,13 +158,15 @@ class SlurmCluster:
         return dict(w.split("=", 1) for w in out.split() if "=" in w)
 
     def wait(self, job_id: str, timeout: float) -> str:
-        """Final job state (COMPLETED, FAILED, ...); 'TIMEOUT' if still unfinished after ``timeout`` seconds."""
+        """Final job state (COMPLETED, FAILED, ...); 'TIMEOUT' if still unfinished after ``timeout`` seconds, and
+        then the job is cancelled (a job requeueing itself forever would outlive the cluster's daemons)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             state = self.job(job_id).get("JobState", "UNKNOWN")
             if state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "UNKNOWN"):
                 return state
             time.sleep(0.5)
+        self.run("scancel", "--full", job_id)
         return "TIMEOUT"
 
     def stop(self) -> None:
