@@ -107,26 +107,37 @@ def _wait_for_steps(path: Path, steps: int, slurm: SlurmCluster, job: str, timeo
     raise AssertionError(f"job {job}: fewer than {steps} steps in {path} after {timeout} s")
 
 
+def _preempt_and_finish(slurm: SlurmCluster, job: str, log_path: Path, timeout: float) -> tuple[str, str]:
+    """SIGUSR1 to every rank (not the batch shell, as --signal does); the job must save, requeue itself once and
+    complete. Returns the log of each attempt."""
+    slurm.run("scancel", "--signal=USR1", job, check=True)
+    state = slurm.wait(job, timeout=timeout)
+    log = log_path.read_text()
+    assert state == "COMPLETED", log[-4000:]
+    assert slurm.job(job)["Restarts"] == "1", log[-4000:]
+    first, second = log.split(f"emo-pretrain: job {job} attempt 2: ", 1)
+    assert "checkpoint saved, run not finished: requeueing" in first, first[-4000:]
+    assert f"job {job} attempt 2: run finished" in second
+    return first, second
+
+
+def _assert_trained_once(first: str, second: str, saved: int, iters: int, step_line: str) -> None:
+    """Each iteration trained once: 1..saved in the first attempt, saved+1..iters in the second."""
+    trained = [[int(i) for i in re.findall(step_line, part)] for part in (first, second)]
+    assert trained == [list(range(1, saved + 1)), list(range(saved + 1, iters + 1))], trained
+
+
 def test_preempted_job_requeues_and_ends_like_an_uninterrupted_run(slurm, reference, corpus_prefix, tmp_path):
     out = tmp_path / "run"
     job = _sbatch(slurm, tmp_path, ["--nodes=1", "--ntasks-per-node=2"],
                   base_args(corpus_prefix, out, schedule__train_iters=ITERS))
     _wait_for_steps(out / "metrics.jsonl", 2, slurm, job, timeout=150)
-    slurm.run("scancel", "--signal=USR1", job, check=True)  # every rank, not the batch shell, as --signal does
-    state = slurm.wait(job, timeout=170)
-    log = (tmp_path / f"job-{job}.out").read_text()
-    assert state == "COMPLETED", log[-4000:]
-    assert slurm.job(job)["Restarts"] == "1", log[-4000:]
-
-    first, second = log.split(f"emo-pretrain: job {job} attempt 2: ", 1)
+    first, second = _preempt_and_finish(slurm, job, tmp_path / f"job-{job}.out", timeout=170)
     saved = [int(m) for m in re.findall(r"saved checkpoint at iteration +(\d+)", first)]
     assert len(saved) == 1 and 2 <= saved[0] < ITERS, first[-4000:]
-    assert "SIGUSR1 received" in first and "checkpoint saved, run not finished: requeueing" in first, first[-4000:]
+    assert "SIGUSR1 received" in first, first[-4000:]
     assert f"loaded checkpoint from {checkpoint.iteration_dir(out / 'ckpt', saved[0])}" in second, second[-4000:]
-    assert f"job {job} attempt 2: run finished" in second
-    # Each iteration trained once: 1..k in the first attempt, k+1..ITERS in the second.
-    trained = [[int(i) for i in re.findall(r" iteration +(\d+)/", part)] for part in (first, second)]
-    assert trained == [list(range(1, saved[0] + 1)), list(range(saved[0] + 1, ITERS + 1))], trained
+    _assert_trained_once(first, second, saved[0], ITERS, r" iteration +(\d+)/")
     iterations = [r["iteration"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
     assert iterations == list(range(1, ITERS + 1))
     _assert_same_steps(out, reference)
@@ -171,22 +182,14 @@ def test_preempted_megatron_lm_job_requeues_and_ends_like_an_uninterrupted_run(s
     job = _sbatch(slurm, tmp_path, ["--nodes=1", "--ntasks-per-node=2"], args, EMO_TRAINER="megatron_lm",
                   EMO_ENTRY=str(REPO / "tests/cuda_free/megatron_lm_cli.py"), CUDA_DEVICE_MAX_CONNECTIONS="1")
     log_path = tmp_path / f"job-{job}.out"
-    _wait_for_steps(log_path, 2, slurm, job, timeout=240, step_line=rf" iteration +\d+/ +{MLM_ITERS} \|")
-    slurm.run("scancel", "--signal=USR1", job, check=True)
-    state = slurm.wait(job, timeout=300)
-    log = log_path.read_text()
-    assert state == "COMPLETED", log[-4000:]
-    assert slurm.job(job)["Restarts"] == "1", log[-4000:]
-
-    first, second = log.split(f"emo-pretrain: job {job} attempt 2: ", 1)
+    step_line = rf" iteration +(\d+)/ +{MLM_ITERS} \|"
+    _wait_for_steps(log_path, 2, slurm, job, timeout=240, step_line=step_line)
+    first, second = _preempt_and_finish(slurm, job, log_path, timeout=300)
     assert "trainer megatron_lm" in first and "exiting program after receiving SIGTERM" in first, first[-4000:]
     saved = [int(m) for m in re.findall(r"successfully saved checkpoint from iteration +(\d+)", first)]
     assert len(saved) == 1 and 2 <= saved[0] < MLM_ITERS, first[-4000:]
-    assert "checkpoint saved, run not finished: requeueing" in first, first[-4000:]
     assert re.search(rf"successfully loaded checkpoint from .* at iteration {saved[0]}\b", second), second[-4000:]
-    assert f"job {job} attempt 2: run finished" in second
-    trained = [[int(i) for i in re.findall(rf" iteration +(\d+)/ +{MLM_ITERS} \|", part)] for part in (first, second)]
-    assert trained == [list(range(1, saved[0] + 1)), list(range(saved[0] + 1, MLM_ITERS + 1))], trained
+    _assert_trained_once(first, second, saved[0], MLM_ITERS, step_line)
     assert checkpoint.latest_iteration(out / "ckpt") == MLM_ITERS
 
     got, ref = scalars(out / "tb"), scalars(megatron_lm_reference / "tb")
