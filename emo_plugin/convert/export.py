@@ -35,7 +35,7 @@ def hf_tensors(reader: DistCheckpointReader, arch: ModelRecord) -> Iterator[tupl
             yield from zip(unit.hf_names, tensors)
 
 
-def _tokenizer_next_to(iteration_dir: Path) -> Path | None:
+def tokenizer_next_to(iteration_dir: Path) -> Path | None:
     """The ``tokenizer.model`` the importer copies next to the iteration folders, if any."""
     for candidate in (iteration_dir / "tokenizer.model", iteration_dir.parent / "tokenizer.model"):
         if candidate.is_file():
@@ -85,7 +85,7 @@ def export_to_hf(
     """Write the HF folder; returns a summary (model record, bytes, parameters, shards)."""
     reader = DistCheckpointReader(checkpoint, key_prefix)
     arch, stored_tokenizer = record_of(reader, model_config)
-    tokenizer = tokenizer or stored_tokenizer or _tokenizer_next_to(reader.path)
+    tokenizer = tokenizer or stored_tokenizer or tokenizer_next_to(reader.path)
     torch_dtype = DTYPES[dtype]
     from emo_plugin.hf import EmoConfig
 

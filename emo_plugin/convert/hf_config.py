@@ -15,8 +15,8 @@ from emo_plugin.errors import ConversionError
 from emo_plugin.model.record import ModelRecord
 
 ROUTING_KEY = "emo_routing"
-ROUTING_FIELDS = ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer", "z_loss_coeff",
-                  "max_documents_per_sequence")
+ROUTING_FIELDS = ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer", "pool_max_ranks",
+                  "pool_rank_groups", "z_loss_coeff", "max_documents_per_sequence")
 
 
 def hf_config_kwargs(record: ModelRecord) -> dict:

@@ -47,3 +47,25 @@ def copy_extra_files(source: Path, folder: Path, names) -> None:
 TOKENIZER_FILES = (
     "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"
 )
+
+
+def write_hf_folder(source: Path, output: Path, config, tensors, *, max_shard_size, force: bool,
+                    extra_files: dict[str, str]) -> dict:
+    """An EMO HF folder from ``(name, tensor)`` pairs, with ``config``, the modelling code, ``source``'s tokenizer
+    files and ``extra_files`` (name → text), written atomically; returns the safetensors index."""
+    from emo_plugin.convert.output_dir import atomic_output_dir
+    from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
+
+    with atomic_output_dir(output, force, inputs=(source,)) as folder:
+        writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
+        dtype = None
+        for name, tensor in tensors:
+            dtype = dtype or tensor.dtype
+            writer.add(name, tensor)
+        index = writer.close()
+        write_config(folder, config, dtype)
+        copy_modeling_code(folder)
+        copy_extra_files(source, folder, TOKENIZER_FILES)
+        for name, text in extra_files.items():
+            (folder / name).write_text(text)
+    return index

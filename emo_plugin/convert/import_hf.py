@@ -94,23 +94,36 @@ def import_from_hf(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    from emo_plugin import checkpoint
-    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
-
     arch = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)
     check_layer_count(hf, arch)
-    model = build_host_model(arch, params_dtype=DTYPES[dtype])
-    fill_host_model(model, hf, arch, progress)
-    with atomic_output_dir(output, force, inputs=(hf_folder,)) as folder:
-        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict(), "iteration": 0}
-        path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
-        if (Path(hf_folder) / "tokenizer.model").is_file():
-            shutil.copyfile(Path(hf_folder) / "tokenizer.model", folder / "tokenizer.model")
+    tokenizer = Path(hf_folder) / "tokenizer.model"
+    iteration_dir = save_weights_checkpoint(hf, arch, output, dtype=dtype, force=force, inputs=(hf_folder,),
+                                            tokenizer=tokenizer if tokenizer.is_file() else None, progress=progress)
     return {
         "source": str(hf_folder),
         "output": str(output),
-        "iteration_dir": str(Path(output) / path.name),
+        "iteration_dir": str(iteration_dir),
         "model": arch.to_dict(),
         "inert_experts": arch.num_inert_experts,
     }
+
+
+def save_weights_checkpoint(weights, arch: ModelRecord, output: str | Path, *, dtype: str, force: bool,
+                            inputs: tuple, tokenizer: Path | None, progress: bool,
+                            extra_files: dict[str, str] | None = None) -> Path:
+    """A weights-only dist checkpoint (iteration 0, model record in the common state) from HF-named tensors
+    (``weights``: ``get(name, shape)``, ``names()`` and ``folder``, like ``HfWeights``); returns its folder."""
+    from emo_plugin import checkpoint
+    from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+
+    model = build_host_model(arch, params_dtype=DTYPES[dtype])
+    fill_host_model(model, weights, arch, progress)
+    with atomic_output_dir(output, force, inputs=inputs) as folder:
+        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict(), "iteration": 0}
+        path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
+        if tokenizer is not None:
+            shutil.copyfile(tokenizer, folder / "tokenizer.model")
+        for name, text in (extra_files or {}).items():
+            (folder / name).write_text(text)
+    return Path(output) / path.name

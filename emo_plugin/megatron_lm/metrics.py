@@ -17,13 +17,19 @@ from megatron.core.num_microbatches_calculator import get_num_microbatches
 from megatron.core.transformer.moe.moe_logging import MoEMetricsTracker, get_moe_metrics_tracker
 
 from emo_plugin.moe.metrics import EMO_METRIC_NAMES
+from emo_plugin.moe.traffic import EP_METRIC_NAMES
+
+
+def logged_names(expert_parallel_size: int) -> tuple[str, ...]:
+    """The EMO statistics, and the dispatch traffic where there is expert parallelism to measure."""
+    return EMO_METRIC_NAMES + (EP_METRIC_NAMES if expert_parallel_size > 1 else ())
 
 
 def emo_entries_tracker() -> MoEMetricsTracker:
     """A tracker over the EMO entries of Megatron's MoE tracker (shared entries, not copies)."""
     tracker = MoEMetricsTracker()
     entries = get_moe_metrics_tracker().metrics
-    tracker.metrics.update({name: entries[name] for name in EMO_METRIC_NAMES if name in entries})
+    tracker.metrics.update({name: entries[name] for name in EMO_METRIC_NAMES + EP_METRIC_NAMES if name in entries})
     return tracker
 
 
@@ -45,7 +51,7 @@ def finalize_model_grads_and_log_emo(*args, **kwargs) -> None:
         writer=get_tensorboard_writer(),
         per_layer_logging=args.moe_per_layer_logging,
         force_initialize=True,  # pipeline stages without a layer's entry still take part in the all-reduce
-        track_names=list(EMO_METRIC_NAMES),
+        track_names=list(logged_names(args.expert_model_parallel_size)),
         num_layers=args.num_layers,
         mtp_num_layers=args.mtp_num_layers,
     )

@@ -48,6 +48,8 @@ def router_config(record: ModelRecord, **router: Any) -> EmoRouterConfig:
         pool_eval=record.pool_eval,
         pool_min_per_layer=record.pool_min_per_layer,
         pool_max_per_layer=record.pool_max_per_layer,
+        pool_max_ranks=record.pool_max_ranks,
+        pool_rank_groups=record.pool_rank_groups,
         num_shared_experts=record.num_shared_experts,
         num_inert_experts=record.num_inert_experts,
         lb_coeff=record.lb_coeff,

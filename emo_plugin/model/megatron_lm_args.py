@@ -37,6 +37,8 @@ EMO_FLAGS = {
     "pool_eval": "--emo-pool-eval",
     "pool_min_per_layer": "--emo-pool-min-per-layer",
     "pool_max_per_layer": "--emo-pool-max-per-layer",
+    "pool_max_ranks": "--emo-pool-max-ranks",
+    "pool_rank_groups": "--emo-pool-rank-groups",
     "eos_grouping": "--emo-eos-grouping",
     "num_shared_experts": "--emo-num-shared-experts",
     "num_inert_experts": "--emo-num-inert-experts",

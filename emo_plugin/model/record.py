@@ -52,6 +52,13 @@ class ModelRecord:
     """Per-layer ``pool_min`` (one entry per layer, first layer first); ``None``: ``pool_min`` in every layer."""
     pool_max_per_layer: tuple[int, ...] | None = None
     """Per-layer ``pool_max``, e.g. the routed expert count in early layers to leave them unrestricted."""
+    pool_max_ranks: int | None = None
+    """Rank-limited pools (off: ``None``): each document's training pool comes only from the experts of its
+    ``pool_max_ranks`` best expert groups (largest summed router probability), so its tokens reach at most that
+    many expert-parallel ranks (docs/expert_parallel.md)."""
+    pool_rank_groups: int | None = None
+    """The contiguous expert groups ``pool_max_ranks`` counts: the expert-parallel size the limit is meant for
+    (each group is one rank's experts when ``expert_model_parallel_size`` equals it)."""
     eos_grouping: Literal["ends", "starts"] = "ends"
     """Which document routes an end-of-document token: the one it ends (emo_plugin's convention) or the one
     that starts after it (AI2's training router). Attention always keeps it in the document it ends."""

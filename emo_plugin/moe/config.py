@@ -41,6 +41,14 @@ class EmoRouterConfig:
     """``pool_min`` of each layer (first layer first); ``None``: ``pool_min`` everywhere."""
     pool_max_per_layer: tuple[int, ...] | None = None
     """``pool_max`` of each layer; e.g. ≥ the routed experts in early layers leaves them unrestricted."""
+    pool_max_ranks: int | None = None
+    """Rank-limited pools (``None``: off): in training, each document's pool is drawn only from the experts of the
+    ``pool_max_ranks`` expert groups with the largest summed router probability for the document (as DeepSeek-V3
+    limits a token to M nodes), so its tokens are dispatched to at most that many expert-parallel ranks."""
+    pool_rank_groups: int | None = None
+    """Number of contiguous expert groups ``pool_max_ranks`` counts (router rows ``g·E/G … (g+1)·E/G − 1``): the
+    expert-parallel size the limit is for. A model property, not the run's layout, so resharding a checkpoint to
+    another EP size keeps the function; at ``expert_model_parallel_size`` = G each group is one rank's experts."""
     num_shared_experts: int
     """Always-active experts with gate weight 1, run as Megatron's shared-expert module."""
     lb_coeff: float
@@ -74,6 +82,16 @@ class EmoRouterConfig:
         for name in ("lb_coeff", "z_loss_coeff"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be ≥ 0")
+        if (self.pool_max_ranks is None) != (self.pool_rank_groups is None):
+            missing = "pool_rank_groups" if self.pool_rank_groups is None else "pool_max_ranks"
+            raise bad(missing, "rank-limited pools need both emo.pool_max_ranks (M) and emo.pool_rank_groups (the "
+                      "expert-parallel size M counts ranks of); set both or neither")
+        if self.pool_max_ranks is not None:
+            if self.pool_rank_groups < 2:
+                raise bad("pool_rank_groups", "must be ≥ 2: with one group there is nothing to limit")
+            if not 1 <= self.pool_max_ranks < self.pool_rank_groups:
+                raise bad("pool_max_ranks", f"must be in [1, emo.pool_rank_groups={self.pool_rank_groups}): "
+                          "a limit of all groups restricts nothing; unset both to turn the limit off")
         if self.lb_scope not in ("micro_batch", "global_batch"):
             raise bad("lb_scope", "expected 'micro_batch' or 'global_batch'")
 
@@ -133,6 +151,7 @@ class EmoTransformerConfig(TransformerConfig):
         if emo.pool_eval < self.moe_router_topk:
             raise ConfigError(f"emo.pool_eval={emo.pool_eval} must be ≥ moe_router_topk={self.moe_router_topk}")
         self._check_per_layer_pools()
+        self._check_rank_limit()
         if self.num_moe_experts % self.expert_model_parallel_size:
             raise ConfigError(
                 f"expert_model_parallel_size={self.expert_model_parallel_size} does not divide "
@@ -160,6 +179,36 @@ class EmoTransformerConfig(TransformerConfig):
             if high < low:
                 name = "pool_max_per_layer" if emo.pool_max_per_layer is not None else "pool_min_per_layer"
                 raise ConfigError(f"emo.{name}: layer {layer - 1} has pool_max {high}, below its pool_min {low}")
+
+    def rank_group_capacities(self) -> list[int]:
+        """Selectable experts in each rank-limit group (inert padding slots are the trailing rows)."""
+        size = self.num_moe_experts // self.emo.pool_rank_groups
+        selectable = self.num_selectable_experts
+        return [max(0, min(size, selectable - g * size)) for g in range(self.emo.pool_rank_groups)]
+
+    def _check_rank_limit(self) -> None:
+        """The groups must tile the router rows, sit on whole ranks, and always hold the smallest pool."""
+        emo = self.emo
+        if emo.pool_max_ranks is None:
+            return
+        groups, experts, ep = emo.pool_rank_groups, self.num_moe_experts, self.expert_model_parallel_size
+        if experts % groups:
+            raise ConfigError(f"emo.pool_rank_groups={groups} does not divide num_moe_experts={experts}: the "
+                              "rank-limit groups must be equal blocks of experts")
+        if groups % ep and ep % groups:
+            raise ConfigError(
+                f"expert_model_parallel_size={ep} and emo.pool_rank_groups={groups}: one must divide the other, "
+                "or a rank-limit group straddles ranks and the limit bounds nothing; train with EP = "
+                f"{groups} (or a divisor/multiple of it)")
+        capacity = sum(sorted(self.rank_group_capacities())[: emo.pool_max_ranks])
+        field, smallest_pool = (("pool_min_per_layer", max(emo.pool_min_per_layer)) if emo.pool_min_per_layer
+                                else ("pool_min", emo.pool_min))
+        if capacity < smallest_pool:
+            raise ConfigError(
+                f"emo.pool_max_ranks={emo.pool_max_ranks} × {experts // groups} experts per group "
+                f"(emo.pool_rank_groups={groups}) holds {capacity} selectable experts in the worst case, fewer "
+                f"than a training pool may need (emo.{field}: {smallest_pool}); "
+                "raise emo.pool_max_ranks or lower the pool minimum")
 
     def _derive_megatron_fields(self) -> None:
         emo = self.emo

@@ -4,12 +4,14 @@ They land next to Megatron's ``load_balancing_loss``/``z_loss`` (``moe/<name>_la
 logging). All are computed on device from tensors the router already has: no host synchronisation.
 Definitions (AI2's diagnostics, docs/method.md §9):
 
-* ``emo_pool_size``: mean pool size over the documents present in the micro-batch.
+* ``emo_pool_size``: mean pool size over the documents present in the micro-batch (after any rank limit).
 * ``emo_token_entropy``: mean over tokens of the entropy of the pool softmax (how sharply a token routes).
 * ``emo_doc_entropy``: mean over documents of the entropy of the document's mean router distribution
   (low = the document concentrates on few experts, the modularity EMO aims for).
 * ``emo_fraction_experts_used``: fraction of routed experts that received a token in the (global) batch.
 * ``emo_load_imbalance``: max over experts of the (global) load divided by the mean load.
+
+Under expert parallelism the router also records the dispatch traffic of ``moe/traffic.py`` (``ep_*``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def routing_statistics(
         token_entropy = (_entropy(scores_TR.float()) * valid).sum() / valid.sum().clamp_min(1)
         present_N = (is_document_N & (doc_mass_N > 0)).float()
         num_docs = present_N.sum().clamp_min(1)
-        mean_pool = (pool_size_N.clamp(max=scores_TR.shape[-1]).float() * present_N).sum() / num_docs
+        mean_pool = (pool_size_N.float() * present_N).sum() / num_docs
         doc_dist_NR = doc_scores_NR / doc_mass_N.clamp_min(1e-20).unsqueeze(-1)
         doc_entropy = (_entropy(doc_dist_NR) * present_N).sum() / num_docs
         fraction_used = (global_counts_R > 0).float().mean()

@@ -27,10 +27,12 @@ from emo_plugin.moe.routing import (
     document_slots,
     draw_pool_sizes,
     padding_slots,
+    RankLimit,
     pool_masked_logits,
     with_unrestricted_padding,
 )
 from emo_plugin.moe.routing_ids import split_routing_ids
+from emo_plugin.moe.traffic import dispatch_traffic
 
 _DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
@@ -43,6 +45,9 @@ class EmoRouter(TopKRouter):
             raise TypeError(f"EmoRouter needs an EmoTransformerConfig, got {type(config).__name__}")
         super().__init__(config=config, pg_collection=pg_collection, is_mtp_layer=is_mtp_layer)
         self.routing_ids_SB: torch.Tensor | None = None
+        self.ep_group = pg_collection.ep
+        emo = config.emo
+        self.rank_limit = None if emo.pool_max_ranks is None else RankLimit(emo.pool_rank_groups, emo.pool_max_ranks)
         # Load-balancing counts accumulated over the micro-batches of one step (lb_scope="global_batch").
         self.register_buffer(
             "lb_accumulated_counts", torch.zeros(config.num_selectable_experts + 1), persistent=False
@@ -77,12 +82,13 @@ class EmoRouter(TopKRouter):
             self._pool_sizes(slots_T, salts_T, num_slots), emo.max_documents_per_sequence, selectable
         )
 
-        masked_TE, _, doc_stats_NS = pool_masked_logits(
+        masked_TE, pool_NE, doc_stats_NS = pool_masked_logits(
             logits_TE,
             slots_T,
             pool_size_N,
             num_selectable=selectable,
             reduce_doc_stats=self._sum_over_sequence_shards,
+            rank_limit=self.rank_limit if self.training else None,  # a training-time dispatch constraint
         )
         masked_TE = self.apply_z_loss(masked_TE, padding_mask=~valid_T)
         probs_TE, routing_map_TE = topk_routing_with_score_function(
@@ -99,12 +105,19 @@ class EmoRouter(TopKRouter):
             stats = routing_statistics(
                 scores_TR=scores_TR,
                 valid_T=valid_T,
-                pool_size_N=pool_size_N,
+                pool_size_N=pool_NE.sum(dim=-1),
                 is_document_N=is_document_N,
                 doc_scores_NR=doc_stats_NS[:, :-1],
                 doc_mass_N=doc_stats_NS[:, -1],
                 global_counts_R=global_counts_R,
             )
+            if self.ep_group.size() > 1:
+                stats |= dispatch_traffic(
+                    routing_map_TE,
+                    ep_rank=self.ep_group.rank(),
+                    ep_size=self.ep_group.size(),
+                    bytes_per_token=self.config.hidden_size * self.config.params_dtype.itemsize,
+                )
             record_statistics(
                 stats,
                 layer_number=self.layer_number,

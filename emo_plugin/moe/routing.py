@@ -5,6 +5,9 @@ top-P experts by that sum; every token then picks its top-k experts by the softm
 Everything is batched over documents with a fixed-size slot table, so there is no loop over documents or
 tokens and no host synchronisation.
 
+Rank-limited pools (``RankLimit``) draw a document's pool only from its best few contiguous expert groups, one
+group per expert-parallel rank, so its tokens reach at most that many ranks in the dispatch.
+
 Slots: token t of sequence b with segment s (1-based, 0 = padding) uses slot ``b * (D + 1) + s`` of a table
 with ``B * (D + 1)`` rows, D = max documents per sequence. Slot ``b * (D + 1)`` collects padding tokens and
 gets an unrestricted pool (``with_unrestricted_padding``), so padding tokens are routed (dispatchers need
@@ -21,6 +24,14 @@ import torch
 _GOLDEN = 0x9E3779B1
 _MIX = 0x5BD1E995
 _MERSENNE31 = (1 << 31) - 1
+
+
+@dataclass(frozen=True)
+class RankLimit:
+    """Pools from at most ``max_groups`` of ``groups`` equal, contiguous blocks of the router rows."""
+
+    groups: int
+    max_groups: int
 
 
 @dataclass
@@ -72,13 +83,23 @@ def draw_pool_sizes(
     return pool_min + x % (pool_max - pool_min + 1)
 
 
-def document_pool_mask(doc_scores_NE: torch.Tensor, pool_size_N: torch.Tensor) -> torch.Tensor:
-    """The ``pool_size_N[n]`` experts with the largest score per slot (ties: lower index first)."""
+def document_pool_mask(doc_scores_NE: torch.Tensor, pool_size_N: torch.Tensor | int) -> torch.Tensor:
+    """The ``pool_size_N[n]`` (or ``pool_size_N``) experts with the largest score per slot (ties: lower index first)."""
     num_experts = doc_scores_NE.shape[-1]
     order_NE = torch.argsort(doc_scores_NE, dim=-1, descending=True, stable=True)
     rank_NE = torch.empty_like(order_NE)
     rank_NE.scatter_(-1, order_NE, torch.arange(num_experts, device=order_NE.device).expand_as(order_NE))
-    return rank_NE < pool_size_N.unsqueeze(-1)
+    return rank_NE < (pool_size_N.unsqueeze(-1) if isinstance(pool_size_N, torch.Tensor) else pool_size_N)
+
+
+def rank_limited_experts(doc_scores_NR: torch.Tensor, num_experts: int, limit: RankLimit) -> torch.Tensor:
+    """Bool [N, R]: the selectable experts in each slot's ``limit.max_groups`` groups of largest summed score
+    (ties: lower group first). ``num_experts`` counts the router rows, inert padding included."""
+    num_slots, selectable = doc_scores_NR.shape
+    padded_NE = torch.nn.functional.pad(doc_scores_NR, (0, num_experts - selectable))
+    group_scores_NG = padded_NE.view(num_slots, limit.groups, num_experts // limit.groups).sum(-1)
+    best_NG = document_pool_mask(group_scores_NG, limit.max_groups)
+    return best_NG.repeat_interleave(num_experts // limit.groups, dim=-1)[:, :selectable]
 
 
 def pool_masked_logits(
@@ -88,13 +109,15 @@ def pool_masked_logits(
     *,
     num_selectable: int,
     reduce_doc_stats: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rank_limit: RankLimit | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mask each token's logits to its document's pool.
 
     Returns (masked logits, pool mask per slot, reduced per-slot stats [scores..., token count]).
     ``reduce_doc_stats`` sums the per-slot statistics over ranks holding other pieces of the same sequences
     (TP under sequence parallelism, CP) so all shards agree on each pool. The pool choice carries no gradient.
-    Experts at index ≥ ``num_selectable`` (inert padding slots) are never in any pool.
+    Experts at index ≥ ``num_selectable`` (inert padding slots) are never in any pool. With ``rank_limit`` a pool
+    holds only experts of the slot's best groups, and so at most their selectable experts.
     """
     num_tokens, num_experts = logits_TE.shape
     num_slots = pool_size_N.shape[0]
@@ -107,7 +130,13 @@ def pool_masked_logits(
         if reduce_doc_stats is not None:
             doc_stats_NS = reduce_doc_stats(doc_stats_NS)
         pool_NE = torch.zeros(num_slots, num_experts, dtype=torch.bool, device=logits_TE.device)
-        pool_NE[:, :num_selectable] = document_pool_mask(doc_stats_NS[:, :num_selectable], pool_size_N)
+        scores_NR = doc_stats_NS[:, :num_selectable]
+        if rank_limit is None:
+            pool_NE[:, :num_selectable] = document_pool_mask(scores_NR, pool_size_N)
+        else:
+            allowed_NR = rank_limited_experts(scores_NR, num_experts, rank_limit)
+            pool_NR = document_pool_mask(scores_NR.masked_fill(~allowed_NR, float("-inf")), pool_size_N)
+            pool_NE[:, :num_selectable] = pool_NR & allowed_NR
         pool_TE = pool_NE.index_select(0, slots_T)
     masked_TE = logits_TE.masked_fill(~pool_TE, float("-inf"))
     return masked_TE, pool_NE, doc_stats_NS.float()

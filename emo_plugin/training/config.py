@@ -61,6 +61,12 @@ class EmoSection:
         None, "pool_min of each layer, one entry per layer (default: pool_min in every layer)")
     pool_max_per_layer: list | None = opt(
         None, "pool_max of each layer, e.g. the routed experts in early layers to leave them unrestricted")
+    pool_max_ranks: int | None = opt(
+        None, "rank-limited pools: draw each document's training pool from the experts of at most this many "
+        "expert-parallel ranks, its best by summed router probability (default: off; docs/expert_parallel.md)")
+    pool_rank_groups: int | None = opt(
+        None, "the expert-parallel size pool_max_ranks counts ranks of: the routed experts split into this many "
+        "contiguous groups (required with pool_max_ranks; part of the model, so resharding keeps it)")
     eos_grouping: str | None = opt(
         None, "route an EOD token with the document it 'ends' (default) or the one that 'starts' after it (AI2's "
         "training router; attention keeps it in the document it ends)")

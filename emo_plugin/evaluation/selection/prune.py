@@ -12,10 +12,8 @@ import json
 from pathlib import Path
 
 from emo_plugin.convert import weight_map
-from emo_plugin.convert.hf_files import TOKENIZER_FILES, copy_extra_files, copy_modeling_code, write_config
+from emo_plugin.convert.hf_files import write_hf_folder
 from emo_plugin.convert.hf_weights import HfWeights
-from emo_plugin.convert.output_dir import atomic_output_dir
-from emo_plugin.convert.safetensors_writer import ShardedSafetensorsWriter, parse_size
 from emo_plugin.errors import ConversionError
 
 
@@ -76,24 +74,20 @@ def write_pruned_checkpoint(
         shared_per_layer.append(n_shared)
     pruned_layers = {"num_experts_per_layer": slots_per_layer, "num_shared_experts_per_layer": shared_per_layer}
     config = EmoConfig.from_dict(config.to_dict() | pruned_layers)  # a new config: validated like any other
-    dtype = tensors.get(weight_map.EMBEDDING.hf_names()[0]).dtype
     rewritten = {weight_map.hf_router_name(i) for i in range(config.num_hidden_layers)}
     for i, n_slots in enumerate(source_slots):
         rewritten.update(name for e in range(n_slots) for name in weight_map.hf_expert_names(i, e))
-    with atomic_output_dir(output, force, inputs=(source,)) as folder:
-        writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
-        for name in tensors.names():
-            if name not in rewritten:
-                writer.add(name, tensors.get(name))
+
+    def pruned_tensors():
+        yield from ((name, tensors.get(name)) for name in tensors.names() if name not in rewritten)
         for i, slots in enumerate(plan):
-            writer.add(weight_map.hf_router_name(i), tensors.get(weight_map.hf_router_name(i))[slots])
+            yield weight_map.hf_router_name(i), tensors.get(weight_map.hf_router_name(i))[slots]
             for new, old in enumerate(slots):
                 for name, source_name in zip(weight_map.hf_expert_names(i, new), weight_map.hf_expert_names(i, old)):
-                    writer.add(name, tensors.get(source_name))
-        index = writer.close()
-        write_config(folder, config, dtype)
-        copy_modeling_code(folder)
-        copy_extra_files(source, folder, TOKENIZER_FILES)
-        (folder / "expert_selection.json").write_text(json.dumps({str(k): v for k, v in selection.items()}) + "\n")
+                    yield name, tensors.get(source_name)
+
+    selection_json = json.dumps({str(k): v for k, v in selection.items()}) + "\n"
+    index = write_hf_folder(source, output, config, pruned_tensors(), max_shard_size=max_shard_size, force=force,
+                            extra_files={"expert_selection.json": selection_json})
     after = {"bytes": index["metadata"]["total_size"], "parameters": index["metadata"]["total_parameters"]}
     return {"before": checkpoint_size(hf), "after": after}
