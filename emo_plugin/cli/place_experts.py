@@ -4,8 +4,9 @@ Reads per-document expert usage (``document_usage.npz`` from ``emo-analyze-modul
 corpus), computes per layer a balanced assignment of the routed experts to --ranks EP ranks that maximises the
 routed slots each document keeps on one rank, and writes --checkpoint with its experts (and router rows) permuted
 so that rank p's block of experts is the set placed on p. The rewritten model computes the same function. Under
-expert parallelism its documents then reach fewer ranks: a deduplicating dispatcher sends fewer bytes, and
-rank-limited pools (emo.pool_max_ranks) lose less when they are turned on (docs/expert_parallel.md).
+expert parallelism its documents then reach fewer ranks, so a dispatcher that sends a token once per destination
+rank sends fewer bytes; Megatron's all-to-all sends one copy per chosen expert whatever the placement
+(docs/expert_parallel.md has the measurements).
 
 --checkpoint is an EMO Hugging Face folder (rewritten as one) or a Megatron dist checkpoint of any TP/EP/PP layout
 (rewritten as a weights-only checkpoint: train on from it with checkpoint.load; the optimizer starts afresh).

@@ -7,10 +7,17 @@ and again in the backward. Megatron's sequence parallelism replaces each TP all-
 reduce-scatter of the same total volume: attention and the shared expert each do one pair per layer forward and
 one backward. Context parallelism passes K and V around a ring (forward, and K, V and their gradients backward).
 Pipeline stages exchange one activation per micro-batch and model chunk each way.
+
+Megatron's all-to-all dispatcher (what emo-pretrain runs) sends one copy per (token, expert), so neither expert
+placement nor rank-limited pools change its bytes. A dispatcher that sends a token once per destination rank
+(DeepEP, Megatron's ``flex``) sends, with balanced routing, r·(1 − C(n − e, k) / C(n, k))·(ep − 1)/ep copies per
+token: k experts drawn from the n = r·e experts of the r ranks a token may reach (all ep, or those of its
+document's ``emo.pool_max_ranks`` groups), e experts per rank; that line shows what the limit saves. Placement's saving depends on the data: docs/expert_parallel.md measures it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from emo_plugin.model.record import ModelRecord
@@ -28,6 +35,18 @@ class Collective:
 
 def _ring(n: int) -> float:
     return (n - 1) / n if n > 1 else 0.0
+
+
+def deduplicated_copies(size: ModelRecord, ep: int) -> float:
+    """Expected off-rank destination ranks per token under a per-rank deduplicating dispatcher."""
+    if ep < 2:
+        return 0.0
+    reach = ep
+    if size.pool_max_ranks is not None:
+        reach = min(ep, size.pool_max_ranks * max(1, ep // size.pool_rank_groups))
+    per_rank, k = size.num_moe_experts // ep, size.moe_router_topk
+    missed = math.comb(reach * per_rank - per_rank, k) / math.comb(reach * per_rank, k)
+    return reach * (1 - missed) * _ring(ep)
 
 
 def _gradient_sync(label: str, numel: int, n: int, param_bytes: int, distributed: bool) -> list[Collective]:
@@ -50,6 +69,8 @@ def communication(size: ModelRecord, layout: Layout, params: ParameterCount, *, 
     routed = tokens // sp * size.moe_router_topk * h * elem
     out.append(Collective("EP all-to-all (dispatch+combine, fwd+bwd)", layout.ep,
                           int(4 * _ring(layout.ep) * routed * layers * m)))
+    out.append(Collective("  EP, deduplicated per rank (flex/DeepEP)", layout.ep,
+                          int(4 * deduplicated_copies(size, layout.ep) * tokens // sp * h * elem * layers * m)))
     out.append(Collective("ETP all-gather/reduce-scatter", layout.etp,
                           int(4 * _ring(layout.etp) * routed * layout.etp * layers * m)))
     tp_pairs = 4 * layers + (2 if stage == 0 else 0) + (2 if stage == layout.pp - 1 else 0)
