@@ -19,7 +19,8 @@ MODEL_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_g
                 "moe_router_topk", "moe_ffn_hidden_size", "vocab_size", "rotary_base")
 """Record fields a run config overrides in its ``model`` section."""
 EMO_FIELDS = ("pool_min", "pool_max", "pool_eval", "pool_min_per_layer", "pool_max_per_layer", "pool_max_ranks",
-              "pool_rank_groups", "eos_grouping", "num_shared_experts", "num_inert_experts", "lb_coeff", "z_loss_coeff", "max_documents_per_sequence")
+              "pool_rank_groups", "eos_grouping", "num_shared_experts", "num_inert_experts", "lb_coeff",
+              "z_loss_coeff", "max_documents_per_sequence")
 """Record fields a run config overrides in its ``emo`` section."""
 
 

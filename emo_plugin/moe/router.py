@@ -24,10 +24,10 @@ from emo_plugin.moe.config import EmoTransformerConfig
 from emo_plugin.moe.load_balancing import expert_counts, global_load_balancing_loss, local_score_sums
 from emo_plugin.moe.metrics import record_statistics, routing_statistics
 from emo_plugin.moe.routing import (
+    RankLimit,
     document_slots,
     draw_pool_sizes,
     padding_slots,
-    RankLimit,
     pool_masked_logits,
     with_unrestricted_padding,
 )

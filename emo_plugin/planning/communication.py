@@ -12,7 +12,8 @@ Megatron's all-to-all dispatcher (what emo-pretrain runs) sends one copy per (to
 placement nor rank-limited pools change its bytes. A dispatcher that sends a token once per destination rank
 (DeepEP, Megatron's ``flex``) sends, with balanced routing, r·(1 − C(n − e, k) / C(n, k))·(ep − 1)/ep copies per
 token: k experts drawn from the n = r·e experts of the r ranks a token may reach (all ep, or those of its
-document's ``emo.pool_max_ranks`` groups), e experts per rank; that line shows what the limit saves. Placement's saving depends on the data: docs/expert_parallel.md measures it.
+document's ``emo.pool_max_ranks`` groups), e experts per rank; that line shows what the limit saves. Placement's
+saving depends on the data: docs/expert_parallel.md measures it.
 """
 
 from __future__ import annotations
