@@ -57,6 +57,22 @@ def test_record_to_hf_config_to_record_is_identity(name, tmp_path):
     assert record_from_hf_config(EmoConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))) == record
 
 
+def test_rank_limited_pools_travel_through_every_front_end(tmp_path):
+    """emo.pool_max_ranks / pool_rank_groups: run config → record → Megatron config, HF config, Megatron-LM flags."""
+    from emo_plugin.hf import EmoConfig
+    from emo_plugin.model.megatron_lm_args import megatron_lm_flags
+
+    record = record_of_run_config({"model": {"size": "tiny"}, "emo": {"pool_max_ranks": 1, "pool_rank_groups": 2},
+                                   "data": {"seq_length": 64}})
+    assert (record.pool_max_ranks, record.pool_rank_groups) == (1, 2)
+    config = transformer_config(record, params_dtype=torch.float32)
+    assert (config.emo.pool_max_ranks, config.emo.pool_rank_groups) == (1, 2)
+    assert record_from_hf_config(EmoConfig(**hf_config_kwargs(record))) == record
+    flags = megatron_lm_flags(record)
+    assert flags[flags.index("--emo-pool-max-ranks") + 1] == "1"
+    assert flags[flags.index("--emo-pool-rank-groups") + 1] == "2"
+
+
 def test_inert_experts_are_dropped_in_hf_and_padded_back():
     from emo_plugin.hf import EmoConfig
 
