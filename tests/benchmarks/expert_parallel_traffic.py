@@ -121,7 +121,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", required=True,
-                   help="NAME=RUN_FOLDER[|LOSSES_FOLDER]; {ep} in a folder is replaced by the EP size")
+                   help="NAME=RUN_FOLDER[|LOSSES_FOLDER] (split at the last '='); {ep} in a folder is the EP size")
     p.add_argument("--ep", type=int, nargs="+", default=[2, 4], help="EP sizes, one gloo rank each (default 2 4)")
     p.add_argument("--corpus", type=Path, required=True, help="jsonl of held-out documents ('text' field)")
     p.add_argument("--tokenizer", required=True, help="sentencepiece model the checkpoints were trained with")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for spec in args.variant:
-        name, _, folders = spec.partition("=")
+        name, _, folders = spec.rpartition("=")  # names may hold "=" (M=1), folders do not
         run, _, losses_from = folders.partition("|")
         for ep in args.ep:
             folder = Path(run.format(ep=ep))
