@@ -30,13 +30,13 @@ SEQ, BATCH, HIDDEN = 32, 2, 32
 CONFIG = {"emo": {"pool_max": 4}}  # small pools, so a split document that got two pools would route differently
 
 
-def cp_layer_step(layout, full_state=None, full_grads=None):
+def cp_layer_step(layout, full_state=None, full_grads=None, config=CONFIG):
     from megatron.core import parallel_state as ps
     from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
     from megatron.core.utils import get_batch_on_this_cp_rank
 
     torch.manual_seed(7)
-    layer = build_emo_moe_layer(emo_config(layout, **CONFIG))
+    layer = build_emo_moe_layer(emo_config(layout, **config))
     if full_state is not None:
         load_from_single_rank(layer, full_state)
     clear_metrics()

@@ -1,11 +1,20 @@
-"""Rank-limited pools under TP2+SP, EP2 and TP2×EP2 equal the 1-rank step; the EP traffic counter counts what
-this rank's tokens send."""
+"""Rank-limited pools under TP2+SP, EP2, TP2×EP2, PP2 and (MoE layer) CP2 equal the 1-rank step; the EP traffic
+counter counts what this rank's tokens send."""
 
 import pytest
 import torch
 
 from emo_plugin.moe.routing_ids import split_routing_ids
-from tests.parallel.harness import Layout, assert_step_matches_reference, documents_batch, gpt_train_step, run_ranks
+from tests.parallel.harness import (
+    SINGLE,
+    Layout,
+    assert_step_matches_reference,
+    documents_batch,
+    gpt_train_step,
+    run_ranks,
+)
+from tests.parallel.test_context_parallel import cp_layer_step
+from tests.parallel.test_pipeline_parallel import pipeline_step
 
 LIMIT = {"emo": dict(pool_max_ranks=1, pool_rank_groups=2, pool_min=2, pool_max=8)}  # 4 of the 8 experts
 LAYOUTS = {"tp2_sequence_parallel": (Layout(tp=2), 2), "ep2": (Layout(ep=2), 2), "tp2_x_ep2": (Layout(tp=2, ep=2), 4)}
@@ -38,6 +47,23 @@ def test_rank_limited_step_equals_single_rank(name, reference):
     layout, world_size = LAYOUTS[name]
     results = run_ranks(gpt_train_step, world_size, layout, full_state=ref["state"], full_grads=ref["grads"], **data)
     assert_step_matches_reference(results, ref)
+
+
+def test_rank_limited_pipeline_stages_equal_single_rank(reference):
+    data, ref = reference
+    results = run_ranks(pipeline_step, 2, Layout(pp=2), full_state=ref["state"], full_grads=ref["grads"], **data)
+    assert_step_matches_reference(results, ref)
+
+
+def test_rank_limited_context_parallel_chunks_route_like_full_sequences():
+    """Documents split over the CP ranks still pick one group: the group sums are reduced over TP × CP first."""
+    config = {"emo": dict(pool_max=4, **{k: LIMIT["emo"][k] for k in ("pool_max_ranks", "pool_rank_groups")})}
+    (ref,) = run_ranks(cp_layer_step, 1, SINGLE, config=config)
+    results = run_ranks(cp_layer_step, 2, Layout(cp=2), full_state=ref["state"], full_grads=ref["grads"],
+                        config=config)
+    for r in results:
+        assert torch.equal(r["maps"], ref["maps"][r["seq_index"]])
+        torch.testing.assert_close(r["lb_loss"], ref["lb_loss"])
 
 
 def step_with_traffic(layout, **kwargs):
