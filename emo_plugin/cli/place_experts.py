@@ -61,6 +61,25 @@ def read_slot_counts(path: Path) -> list[np.ndarray]:
     return counts
 
 
+def check_rank_rows(checkpoint: Path, ranks: int, routed: int) -> None:
+    """The placement assumes Megatron's layout at --ranks: the routed experts padded with the fewest trailing inert
+    slots to a multiple of --ranks, so each rank's block of rows is known."""
+    from emo_plugin.convert.checkpoint_config import record_of
+    from emo_plugin.convert.dist_reader import DistCheckpointReader
+
+    record, _ = record_of(DistCheckpointReader(checkpoint))
+    if record.num_selectable_experts != routed:
+        raise ConversionError(f"the usage has {routed} routed experts per layer, {checkpoint} has "
+                              f"{record.num_selectable_experts}: record the usage with this checkpoint's export")
+    expected = ranks * -(-routed // ranks)
+    if record.num_moe_experts != expected:
+        raise ConversionError(
+            f"{checkpoint}: {record.num_moe_experts} router rows ({record.num_inert_experts} inert); at "
+            f"--ranks={ranks} Megatron's blocks need {expected} (the routed experts padded to a multiple of {ranks}); "
+            f"re-import it with emo-import-hf --target-expert-parallel-size {ranks}, or place for a size whose "
+            "padding it has")
+
+
 def place(args: argparse.Namespace) -> None:
     from emo_plugin.convert.output_dir import check_output_dir
     from emo_plugin.convert.permute_experts import permute_dist_checkpoint, permute_hf_folder
@@ -69,7 +88,10 @@ def place(args: argparse.Namespace) -> None:
     check_output_dir(args.output, args.force, inputs=[args.checkpoint, args.usage])  # before any work
     if args.ranks < 2:
         raise ConversionError(f"--ranks={args.ranks}: placement needs an expert-parallel size of at least 2")
-    layers = place_experts(read_slot_counts(args.usage), args.ranks, restarts=args.restarts, seed=args.seed)
+    slot_counts = read_slot_counts(args.usage)
+    if not (args.checkpoint / "config.json").is_file():
+        check_rank_rows(args.checkpoint, args.ranks, slot_counts[0].shape[1])
+    layers = place_experts(slot_counts, args.ranks, restarts=args.restarts, seed=args.seed)
     orders = {layer: p.order for layer, p in enumerate(layers)}
     record = {
         "ranks": args.ranks, "usage": str(args.usage),

@@ -103,7 +103,8 @@ def permute_hf_folder(source: str | Path, output: str | Path, orders: dict[int, 
     slots = [config.expert_slots(i)[0] for i in range(config.num_hidden_layers)]
     routed = [n - config.expert_slots(i)[1] for i, n in enumerate(slots)]
     check_orders(orders, config.num_hidden_layers, routed)
-    if getattr(config, "emo_routing", None):
+    routing = getattr(config, "emo_routing", None) or {}
+    if routing.get("pool_max_ranks") is not None:
         refuse_rank_limited(record_from_hf_config(config), source)
     weights = PermutedWeights(HfWeights(source), orders, slots)
     extra = {PLACEMENT_FILE: _placement_json(orders, placement)}

@@ -103,3 +103,18 @@ def test_cli_places_from_usage_and_refuses_rank_limited_models(hf_folder, tmp_pa
     (limited / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConversionError, match="rank-limited pools"):
         permute_hf_folder(limited, tmp_path / "out", ORDERS)
+
+
+def test_cli_refuses_a_dist_checkpoint_padded_for_another_layout(hf_folder, tmp_path):
+    from emo_plugin.convert import import_from_hf
+
+    import_from_hf(hf_folder, tmp_path / "ep3", target_expert_parallel_size=3, progress=False)  # 8 + 1 inert rows
+    rng = np.random.default_rng(0)
+    usage = {f"usage_layer{i}": rng.dirichlet(np.full(8, 0.2), size=10).astype(np.float32) for i in range(2)}
+    np.savez(tmp_path / "usage.npz", num_tokens=np.full(10, 9), **usage)
+    args = ["--usage", str(tmp_path / "usage.npz"), "--checkpoint", str(tmp_path / "ep3"), "--output",
+            str(tmp_path / "out")]
+    assert place_main([*args, "--ranks", "3"]) == 0  # 9 rows = 3 × 3: rank 2 holds 2 experts + the inert slot
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert place_main([*args, "--ranks", "4", "--force"]) == 2  # 9 rows cannot be 4 blocks of 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == written  # refused before touching the output
