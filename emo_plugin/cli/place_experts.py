@@ -71,7 +71,7 @@ def check_rank_rows(checkpoint: Path, ranks: int, routed: int) -> None:
     if record.num_selectable_experts != routed:
         raise ConversionError(f"the usage has {routed} routed experts per layer, {checkpoint} has "
                               f"{record.num_selectable_experts}: record the usage with this checkpoint's export")
-    expected = ranks * -(-routed // ranks)
+    expected = record.with_inert_padding(ranks).num_moe_experts
     if record.num_moe_experts != expected:
         raise ConversionError(
             f"{checkpoint}: {record.num_moe_experts} router rows ({record.num_inert_experts} inert); at "
@@ -89,7 +89,8 @@ def place(args: argparse.Namespace) -> None:
     if args.ranks < 2:
         raise ConversionError(f"--ranks={args.ranks}: placement needs an expert-parallel size of at least 2")
     slot_counts = read_slot_counts(args.usage)
-    if not (args.checkpoint / "config.json").is_file():
+    is_hf_folder = (args.checkpoint / "config.json").is_file()
+    if not is_hf_folder:
         check_rank_rows(args.checkpoint, args.ranks, slot_counts[0].shape[1])
     layers = place_experts(slot_counts, args.ranks, restarts=args.restarts, seed=args.seed)
     orders = {layer: p.order for layer, p in enumerate(layers)}
@@ -99,7 +100,7 @@ def place(args: argparse.Namespace) -> None:
                     "kept_random": round(p.kept_random, 4)} for i, p in enumerate(layers)],
         "orders": {str(k): v for k, v in orders.items()},
     }
-    if (args.checkpoint / "config.json").is_file():
+    if is_hf_folder:
         permute_hf_folder(args.checkpoint, args.output, orders, max_shard_size=args.max_shard_size,
                           force=args.force, placement=record)
     else:

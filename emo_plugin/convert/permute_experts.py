@@ -38,11 +38,11 @@ def check_orders(orders: dict[int, list[int]], num_layers: int, routed: list[int
                                   "experts")
 
 
-def refuse_rank_limited(record: ModelRecord, source) -> None:
-    if record.pool_max_ranks is not None:
+def refuse_rank_limited(pool_max_ranks: int | None, pool_rank_groups: int | None, source) -> None:
+    if pool_max_ranks is not None:
         raise ConversionError(
-            f"{source}: trained with rank-limited pools (emo.pool_max_ranks={record.pool_max_ranks}, "
-            f"emo.pool_rank_groups={record.pool_rank_groups}): its pools depend on which group each expert is in, "
+            f"{source}: trained with rank-limited pools (emo.pool_max_ranks={pool_max_ranks}, "
+            f"emo.pool_rank_groups={pool_rank_groups}): its pools depend on which group each expert is in, "
             "so moving experts would change the model; place experts of models without the limit")
 
 
@@ -94,7 +94,7 @@ class DistCheckpointAsHf:
 def permute_hf_folder(source: str | Path, output: str | Path, orders: dict[int, list[int]], *,
                       max_shard_size: str | int = "5GB", force: bool = False, placement: dict | None = None) -> dict:
     """The HF folder ``source`` with every layer's routed experts in ``orders[layer]`` (new slot → old expert)."""
-    from emo_plugin.convert.hf_config import record_from_hf_config
+    from emo_plugin.convert.hf_config import ROUTING_KEY
     from emo_plugin.convert.hf_files import write_hf_folder
     from emo_plugin.convert.hf_weights import HfWeights
     from emo_plugin.hf import EmoConfig
@@ -103,9 +103,8 @@ def permute_hf_folder(source: str | Path, output: str | Path, orders: dict[int, 
     slots = [config.expert_slots(i)[0] for i in range(config.num_hidden_layers)]
     routed = [n - config.expert_slots(i)[1] for i, n in enumerate(slots)]
     check_orders(orders, config.num_hidden_layers, routed)
-    routing = getattr(config, "emo_routing", None) or {}
-    if routing.get("pool_max_ranks") is not None:
-        refuse_rank_limited(record_from_hf_config(config), source)
+    routing = getattr(config, ROUTING_KEY, None) or {}
+    refuse_rank_limited(routing.get("pool_max_ranks"), routing.get("pool_rank_groups"), source)
     weights = PermutedWeights(HfWeights(source), orders, slots)
     extra = {PLACEMENT_FILE: _placement_json(orders, placement)}
     index = write_hf_folder(source, output, config, ((n, weights.get(n)) for n in weights.names()),
@@ -122,7 +121,7 @@ def permute_dist_checkpoint(source: str | Path, output: str | Path, orders: dict
 
     reader = DistCheckpointReader(source)
     arch, tokenizer = record_of(reader)
-    refuse_rank_limited(arch, reader.path)
+    refuse_rank_limited(arch.pool_max_ranks, arch.pool_rank_groups, reader.path)
     check_orders(orders, arch.num_layers, [arch.num_selectable_experts] * arch.num_layers)
     slots = [arch.num_selectable_experts + arch.num_shared_experts] * arch.num_layers
     weights = PermutedWeights(DistCheckpointAsHf(reader, arch), orders, slots)
@@ -133,4 +132,3 @@ def permute_dist_checkpoint(source: str | Path, output: str | Path, orders: dict
                                             tokenizer=Path(tokenizer) if tokenizer else None, progress=progress,
                                             extra_files={PLACEMENT_FILE: _placement_json(orders, placement)})
     return {"output": str(output), "iteration_dir": str(iteration_dir)}
-

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from emo_plugin.expert_blocks import selectable_per_block
+
 
 def rank_capacities(num_selectable: int, num_ranks: int) -> list[int]:
     """Selectable experts on each EP rank once the routed experts are padded to a multiple of ``num_ranks``
     with trailing inert slots (the last ranks hold fewer)."""
-    per_rank = -(-num_selectable // num_ranks)
-    return [max(0, min(per_rank, num_selectable - p * per_rank)) for p in range(num_ranks)]
+    return selectable_per_block(num_ranks * -(-num_selectable // num_ranks), num_selectable, num_ranks)
 
 
 def contiguous_ranks(capacities: list[int]) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Literal
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.expert_blocks import selectable_per_block
 from emo_plugin.megatron_compat import step_reset_load_balancing_type
 
 LoadBalancingScope = Literal["micro_batch", "global_batch"]
@@ -182,9 +183,7 @@ class EmoTransformerConfig(TransformerConfig):
 
     def rank_group_capacities(self) -> list[int]:
         """Selectable experts in each rank-limit group (inert padding slots are the trailing rows)."""
-        size = self.num_moe_experts // self.emo.pool_rank_groups
-        selectable = self.num_selectable_experts
-        return [max(0, min(size, selectable - g * size)) for g in range(self.emo.pool_rank_groups)]
+        return selectable_per_block(self.num_moe_experts, self.num_selectable_experts, self.emo.pool_rank_groups)
 
     def _check_rank_limit(self) -> None:
         """The groups must tile the router rows, sit on whole ranks, and always hold the smallest pool."""

@@ -107,7 +107,7 @@ def losses(folder: Path) -> dict:
 
 def summarise(results: list[dict]) -> dict:
     """Mean over ranks and steps per layer; bytes summed over layers (one forward dispatch per step and rank)."""
-    per_step = [{name: value for name, value in step.items()} for r in results for step in r["steps"]]
+    per_step = [step for r in results for step in r["steps"]]
     mean = {name: torch.stack([s[name] for s in per_step]).mean(0) for name in per_step[0]}
     return {"offrank_share": mean["ep_offrank_share"].mean().item(),
             "bytes": mean["ep_dispatch_bytes"].sum().item(),

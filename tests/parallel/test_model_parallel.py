@@ -1,4 +1,5 @@
-"""TP2 + sequence parallel, EP2 and the 4-rank TP2×EP2 mix: a GPTModel step equals the 1-rank step.
+"""TP2 + sequence parallel, EP2 and the 4-rank TP2×EP2 mix: a GPTModel step equals the 1-rank step, with plain
+document pools and with rank-limited ones.
 
 Allgather dispatcher only: Megatron's alltoall dispatcher creates a CUDA stream in its constructor
 (``MoEAlltoAllTokenDispatcher.__init__``) and cannot be built on CPU.
@@ -7,6 +8,7 @@ Allgather dispatcher only: Megatron's alltoall dispatcher creates a CUDA stream 
 import pytest
 
 from tests.parallel.harness import Layout, assert_step_matches_reference, documents_batch, gpt_train_step, run_ranks
+from tests.parallel.test_rank_limited_pools import LIMIT
 
 LAYOUTS = {
     "tp2_sequence_parallel": (Layout(tp=2), 2),
@@ -15,10 +17,13 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def reference():
+POOLS = {"document_pools": {}, "rank_limited_pools": LIMIT}
+
+
+@pytest.fixture(scope="module", params=sorted(POOLS))
+def reference(request):
     tokens, ids, loss_mask = documents_batch(4, 16, seed=2)
-    data = dict(tokens=tokens, ids=ids, loss_mask=loss_mask)
+    data = dict(tokens=tokens, ids=ids, loss_mask=loss_mask, config=POOLS[request.param])
     (result,) = run_ranks(gpt_train_step, 1, **data)
     return data, result
 
