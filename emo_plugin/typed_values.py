@@ -1,6 +1,6 @@
 """Values from YAML, JSON or the command line turned into a dataclass field's type, in one place.
 
-The training config (``emo_plugin/training/config.py``) and the model record (``emo_plugin/model/record.py``) read
+The training config (``emo_plugin/run/config.py``) and the model record (``emo_plugin/model/record.py``) read
 the same kinds of input, so they accept the same spellings (``1e-6`` written as text, ``true``/``off``, ``a,b``) and
 refuse the rest with the same message, naming the key.
 """

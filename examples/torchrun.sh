@@ -17,4 +17,4 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ "$EMO_DEVICE" = cuda ] && export CUDA_DEVICE_MAX_CONNECTIONS=1
 [ $# -eq 0 ] && set -- --config tiny_cpu
 exec "${PYTHON:-python}" -m torch.distributed.run --nproc-per-node "$NPROC" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
-  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" -m emo_plugin.training.cli "$@"
+  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" -m emo_plugin.cli.pretrain "$@"

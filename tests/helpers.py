@@ -32,3 +32,32 @@ def tiny_config(**overrides) -> EmoTransformerConfig:
                       max_documents_per_sequence=16)
     emo_kwargs.update(emo)
     return EmoTransformerConfig(**kwargs, emo=EmoRouterConfig(**emo_kwargs))
+
+
+def resolved(cfg, world_size: int = 1):
+    """``cfg`` resolved as the trainer resolves it, without the data and output checks (tests build backends
+    and plans from configs that name no dataset)."""
+    from emo_plugin.run.resolve import resolve
+
+    return resolve(cfg, world_size, planning_only=True)
+
+
+def run_record(cfg):
+    """The model record of ``cfg`` before the tokenizer (what ``resolve`` starts from), for tests that build
+    single pieces of a run."""
+    from emo_plugin.model.run_config import record_of_run_config
+    from emo_plugin.run.config import to_dict
+
+    return record_of_run_config(to_dict(cfg))
+
+
+def checked(cfg, world_size: int | None = None):
+    """What ``emo-pretrain --check-config`` does: resolve ``cfg`` (on ``world_size`` ranks, else the smallest
+    world its layout runs on) and check that it fits; returns the resolved run."""
+    from emo_plugin.planning.fit_check import check_fits
+    from emo_plugin.run.layout import smallest_world_size
+    from emo_plugin.run.resolve import resolve
+
+    run = resolve(cfg, world_size or smallest_world_size(cfg))
+    check_fits(run)
+    return run

@@ -31,7 +31,7 @@ from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from emo_plugin import megatron_compat
-from emo_plugin.moe.spec import emo_decoder_block_spec
+from emo_plugin.model.spec import emo_decoder_block_spec
 from tests.helpers import tiny_config
 
 VOCAB, SEQ, BATCH = 64, 12, 2

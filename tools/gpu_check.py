@@ -212,7 +212,7 @@ def finish(proc: subprocess.Popen, timeout: float, log: Path) -> None:
 
 
 def cli_command(config: dict) -> list[str]:
-    return [sys.executable, "-m", "emo_plugin.training.cli", "--config", "small_gpu",
+    return [sys.executable, "-m", "emo_plugin.cli.pretrain", "--config", "small_gpu",
             *[f"--{key}={value}" for key, value in config.items()]]
 
 

@@ -1,6 +1,6 @@
 """The ``layer`` step of ``tools/gpu_check.py``: Transformer Engine spec vs local spec for an EMO model.
 
-Both models come from the product's builders (``build_transformer_config`` with ``model.transformer_impl`` set
+Both models come from the product's builders (``resolve`` with ``model.transformer_impl`` set
 to ``transformer_engine`` / ``local``, ``build_emo_gpt_model``); the TE model's weights reach the local one
 through a distributed checkpoint (Megatron maps TE's fused-norm names to the local spec's). One training-mode
 forward + backward each, on the same micro-batch with EMO routing ids:
@@ -25,7 +25,7 @@ from emo_plugin.free_port import free_port
 
 
 def _config(dry_run: bool, impl: str):
-    from emo_plugin.training.config import TrainingConfig, set_value
+    from emo_plugin.run.config import TrainingConfig, set_value
 
     cfg = TrainingConfig()
     values = {
@@ -103,7 +103,7 @@ def layer_check(dry_run: bool) -> dict:
 
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training.builders import build_transformer_config, resolved_record
+    from emo_plugin.run.resolve import resolve
     from emo_plugin.training.packed_sequences import (
         ThdPacking,
         cp_partition_index,
@@ -125,10 +125,10 @@ def layer_check(dry_run: bool) -> dict:
     models = {}
     for impl in ("transformer_engine", "local"):
         cfg = _config(dry_run, impl)
-        size = resolved_record(cfg)
-        config = build_transformer_config(cfg, device)
-        model = build_emo_gpt_model(config, vocab_size=size.vocab_size, max_sequence_length=size.seq_length,
-                                    use_transformer_engine=impl == "transformer_engine" and not dry_run,
+        run = resolve(cfg, 1, planning_only=True)  # this script checks its own inputs
+        size = run.record
+        model = build_emo_gpt_model(run.transformer_config, vocab_size=size.vocab_size,
+                                    max_sequence_length=size.seq_length, use_transformer_engine=impl == "transformer_engine" and not dry_run,
                                     host_execution=dry_run)
         models[impl] = model.to(device).train()
     with tempfile.TemporaryDirectory() as folder:
@@ -142,7 +142,7 @@ def layer_check(dry_run: bool) -> dict:
     if sum(t.numel() for t in te_params.values()) != local_params:
         raise RuntimeError("TE and local models have different parameter counts")
 
-    size = resolved_record(_config(dry_run, "local"))
+    size = resolve(_config(dry_run, "local"), 1, planning_only=True).record
     batch = _micro_batch(2, size.seq_length, size.vocab_size, device)
     causal = {k: v for k, v in batch.items() if k != "attention_mask"}
     causal["position_ids"] = torch.arange(size.seq_length).expand_as(batch["tokens"])

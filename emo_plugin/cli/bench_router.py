@@ -70,8 +70,8 @@ def build_layers(args, device: str):
 
     from emo_plugin.model.megatron_config import transformer_config
     from emo_plugin.model.sizes import SIZES
+    from emo_plugin.model.spec import with_emo_moe_layer
     from emo_plugin.moe.router import EmoRouter
-    from emo_plugin.moe.spec import with_emo_moe_layer
 
     use_te = device == "cuda" and not args.no_te
     dtype = torch.bfloat16 if args.bf16 else torch.float32

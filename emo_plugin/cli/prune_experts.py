@@ -18,21 +18,6 @@ import json
 from pathlib import Path
 
 from emo_plugin.cli.runner import documented_parser, run_command
-from emo_plugin.errors import ConversionError
-
-
-def read_selection(path: Path) -> dict[int, list[int]]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConversionError(f"{path}: cannot read the selection ({error})") from None
-    layers = record.get("layers", record) if isinstance(record, dict) else None
-    if not isinstance(layers, dict) or not layers:
-        raise ConversionError(f"{path}: expected a JSON object {{layer: [expert ids]}} (or one with a 'layers' key)")
-    try:
-        return {int(layer): [int(e) for e in experts] for layer, experts in layers.items()}
-    except (TypeError, ValueError):
-        raise ConversionError(f"{path}: layer keys must be integers and values lists of integer expert ids") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def prune(args: argparse.Namespace) -> None:
     from emo_plugin.convert.output_dir import check_output_dir
     from emo_plugin.evaluation.selection import write_pruned_checkpoint
+    from emo_plugin.evaluation.selection.prune import read_selection
 
     check_output_dir(args.output, args.force, inputs=[args.model, args.selection])  # before any work
     selection = read_selection(args.selection)

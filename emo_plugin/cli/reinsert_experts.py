@@ -20,7 +20,6 @@ import argparse
 import json
 from pathlib import Path
 
-from emo_plugin.cli.prune_experts import read_selection
 from emo_plugin.cli.runner import documented_parser, run_command
 from emo_plugin.errors import ConversionError
 
@@ -43,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def reinsert(args: argparse.Namespace) -> None:
     from emo_plugin.convert.output_dir import check_output_dir
     from emo_plugin.evaluation.selection import write_reinserted_checkpoint
+    from emo_plugin.evaluation.selection.prune import read_selection
 
     check_output_dir(args.output, args.force, inputs=[args.full, args.subset, args.selection])  # before any work
     selection_file = args.selection or args.subset / SELECTION_NAME

@@ -2,7 +2,7 @@
 
 Why one place: a user's mistake (a missing file, a bad field, a refused output folder) is an ``EmoError`` from
 ``emo_plugin/errors.py``; the tools print its message on one line and exit with ``CONFIG_ERROR`` (2), the code
-``emo-pretrain`` uses for bad config or input (``emo_plugin/training/exit_codes.py``). Anything else is a bug
+``emo-pretrain`` uses for bad config or input (``emo_plugin/run/exit_codes.py``). Anything else is a bug
 and keeps its traceback.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from emo_plugin.errors import EmoError
-from emo_plugin.training.exit_codes import CONFIG_ERROR, FINISHED
+from emo_plugin.run.exit_codes import CONFIG_ERROR, FINISHED
 
 
 def documented_parser(doc: str, prog: str) -> argparse.ArgumentParser:

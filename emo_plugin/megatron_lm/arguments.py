@@ -1,6 +1,6 @@
 """emo-pretrain-megatron's own flags, added to Megatron-LM's parser (its ``extra_args_provider``).
 
-The ``--emo-*`` flags are ``emo-pretrain``'s ``emo.*`` fields (``emo_plugin/training/config.py``, ``EmoSection``),
+The ``--emo-*`` flags are ``emo-pretrain``'s ``emo.*`` fields (``emo_plugin/run/config.py``, ``EmoSection``),
 with the same help and meaning, so one run description reads the same under both trainers. Two more:
 ``--emo-size NAME`` writes a named size's Megatron-LM flags in front of the command line (``model/sizes.py``;
 flags given later win, argparse keeps the last), and ``--emo-intra-document-attention`` packs every micro-batch
@@ -15,7 +15,7 @@ import typing
 
 from emo_plugin.model.megatron_lm_args import EMO_FLAGS, dest, megatron_lm_flags
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.training.config import EmoSection
+from emo_plugin.run.config import EmoSection
 
 SIZE_FLAG = "--emo-size"
 CHOICES = {"eos_grouping": ("ends", "starts"), "lb_scope": ("micro_batch", "global_batch")}

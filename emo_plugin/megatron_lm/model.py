@@ -19,8 +19,8 @@ from megatron.training.models.gpt import GPTModelConfig
 from emo_plugin.megatron_lm.metrics import finalize_model_grads_and_log_emo
 from emo_plugin.model.megatron_config import router_config
 from emo_plugin.model.record import ModelRecord
+from emo_plugin.model.spec import emo_decoder_block_spec
 from emo_plugin.moe.config import EmoTransformerConfig
-from emo_plugin.moe.spec import emo_decoder_block_spec
 
 
 def emo_layer_spec(model_config: GPTModelConfig, vp_stage: int | None = None):

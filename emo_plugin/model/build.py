@@ -6,8 +6,8 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 
 from emo_plugin.megatron_compat import replace_rotary_embedding
 from emo_plugin.model.host_modules import HostRotaryEmbedding
+from emo_plugin.model.spec import emo_decoder_block_spec
 from emo_plugin.moe.config import EmoTransformerConfig
-from emo_plugin.moe.spec import emo_decoder_block_spec
 
 
 def build_emo_gpt_model(

@@ -9,8 +9,9 @@ state under ``RECORD_KEY``, and the exporter reads it back. Translations live in
 (↔ Hugging Face ``EmoConfig``).
 
 Expert counts follow Megatron's convention (see ``emo_plugin/moe/config.py``): ``num_moe_experts`` counts the
-router's rows — routed experts including ``num_inert_experts`` trailing padding slots that are never selected —
-and not the shared experts; ``moe_router_topk`` counts routed experts per token (k − shared).
+expert slots (the router's rows) — the routed experts a token may choose (``num_selectable_experts``) followed by
+``num_inert_experts`` inert padding slots that are never selected — and not the shared experts;
+``moe_router_topk`` counts routed experts per token (k − shared).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from emo_plugin import expert_blocks
 from emo_plugin.errors import ConfigError
 from emo_plugin.typed_values import coerce
 
@@ -36,7 +38,7 @@ class ModelRecord:
     moe_ffn_hidden_size: int
     """Width of every expert's SwiGLU MLP (routed and shared)."""
     num_moe_experts: int
-    """Router rows: routed experts including the inert padding slots."""
+    """Expert slots (the router's rows): the routed experts followed by the inert padding slots."""
     moe_router_topk: int
     """Routed experts per token (the shared experts come on top)."""
     vocab_size: int
@@ -64,7 +66,7 @@ class ModelRecord:
     that starts after it (AI2's training router). Attention always keeps it in the document it ends."""
     num_shared_experts: int = 1
     num_inert_experts: int = 0
-    """Trailing router rows that are never selected: they pad the routed experts to a multiple of the
+    """Trailing expert slots that are never selected: they pad the expert slots to a multiple of the
     expert-parallel size (an imported AI2 checkpoint has 127 routed experts)."""
     rotary_base: int = 500_000
     norm_epsilon: float = 1e-6
@@ -85,11 +87,11 @@ class ModelRecord:
 
     @property
     def num_selectable_experts(self) -> int:
-        """Routed experts a token may choose: the router rows less the inert padding."""
-        return self.num_moe_experts - self.num_inert_experts
+        """R, the routed experts a token may choose: the expert slots less the inert padding."""
+        return expert_blocks.num_selectable_experts(self.num_moe_experts, self.num_inert_experts)
 
     def with_inert_padding(self, expert_parallel_size: int) -> ModelRecord:
-        """The same model with inert experts padding the selectable ones to a multiple of ``expert_parallel_size``."""
+        """The same model with inert slots padding its routed experts to a multiple of ``expert_parallel_size``."""
         inert = -self.num_selectable_experts % expert_parallel_size
         return dataclasses.replace(self, num_moe_experts=self.num_selectable_experts + inert, num_inert_experts=inert)
 

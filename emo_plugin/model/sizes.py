@@ -13,8 +13,8 @@ from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord, typed_value
 
 _EMO_1B14B = ModelRecord(
-    # AI2's EMO-1B/14B: OLMoE-1B-7B shape, 128 expert slots = 127 routed + 1 shared, k = 8 incl. the shared
-    # expert, MHA, RMSNorm 1e-6, no QK norm, RoPE θ 500k, vocab 100352 (padded).
+    # AI2's EMO-1B/14B: OLMoE-1B-7B shape, 127 routed + 1 shared expert (128 in AI2's and Hugging Face's count),
+    # k = 8 incl. the shared expert, MHA, RMSNorm 1e-6, no QK norm, RoPE θ 500k, vocab 100352 (padded).
     num_layers=16,
     hidden_size=2048,
     num_attention_heads=16,

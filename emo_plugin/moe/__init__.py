@@ -1,2 +1,3 @@
-"""The EMO MoE core: config, document-pool routing, routing ids, the router, the MoE layer, load balancing,
-metrics and the layer spec that plugs them into Megatron-Core."""
+"""The EMO MoE core: config, document-pool routing, routing ids, the router, the MoE layer, load balancing and
+metrics. It imports nothing of ``emo_plugin.model``: the layer spec that plugs it into Megatron-Core's GPT model
+is ``emo_plugin.model.spec``."""

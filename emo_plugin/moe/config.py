@@ -7,9 +7,11 @@ Two layers, validated in one place before any model is built:
   checks the EMO fields, refuses Megatron options that would silently drop the document ids on their way to
   the router, and derives the Megatron fields EMO fixes (shared-expert width, z-loss coefficient).
 
-Vocabulary used throughout: ``num_moe_experts`` = routed experts R seen by Megatron's router (shared experts
-run as Megatron's shared-expert module and are *not* counted); ``moe_router_topk`` = routed experts per token
-(k − S in the paper's notation, where k counts the shared experts too).
+Vocabulary used throughout: *routed experts* (R, ``num_selectable_experts``) are the experts a token may choose;
+*expert slots* (E, Megatron's ``num_moe_experts``, the router's rows) are the routed experts followed by
+``emo.num_inert_experts`` inert padding slots that are never selected. Shared experts run as Megatron's
+shared-expert module and are counted by neither. ``moe_router_topk`` = routed experts per token (k − S in the
+paper's notation, where k counts the shared experts too).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Literal
 
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from emo_plugin import expert_blocks
 from emo_plugin.errors import ConfigError
-from emo_plugin.expert_blocks import selectable_per_block
 from emo_plugin.megatron_compat import step_reset_load_balancing_type
 
 LoadBalancingScope = Literal["micro_batch", "global_batch"]
@@ -47,7 +49,7 @@ class EmoRouterConfig:
     ``pool_max_ranks`` expert groups with the largest summed router probability for the document (as DeepSeek-V3
     limits a token to M nodes), so its tokens are dispatched to at most that many expert-parallel ranks."""
     pool_rank_groups: int | None = None
-    """Number of contiguous expert groups ``pool_max_ranks`` counts (router rows ``g·E/G … (g+1)·E/G − 1``): the
+    """Number of contiguous expert groups ``pool_max_ranks`` counts (expert slots ``g·E/G … (g+1)·E/G − 1``): the
     expert-parallel size the limit is for. A model property, not the run's layout, so resharding a checkpoint to
     another EP size keeps the function; at ``expert_model_parallel_size`` = G each group is one rank's experts."""
     num_shared_experts: int
@@ -60,8 +62,8 @@ class EmoRouterConfig:
     """Static bound on document segments per sequence: it sizes the per-document score buffer so routing
     has no data-dependent shapes. Exceeding it is reported when routing ids are built."""
     num_inert_experts: int = 0
-    """Trailing routed slots that can never be selected (zero probability, no load). They pad the routed
-    expert count to a multiple of the expert-parallel size when importing e.g. AI2's 127 routed experts."""
+    """Trailing expert slots that can never be selected (zero probability, no load). They pad the expert slots
+    to a multiple of the expert-parallel size, e.g. AI2's 127 routed experts to 128 slots for EP 8 when importing."""
     lb_scope: LoadBalancingScope = "micro_batch"
     """Expert counts for the load-balancing loss: summed over data-parallel ranks per micro-batch (AI2), or
     also accumulated over the micro-batches of one optimizer step ("global_batch")."""
@@ -127,8 +129,8 @@ class EmoTransformerConfig(TransformerConfig):
 
     @property
     def num_selectable_experts(self) -> int:
-        """Routed experts a token may choose (the router's slots minus inert padding slots)."""
-        return self.num_moe_experts - self.emo.num_inert_experts
+        """R, the routed experts a token may choose: the expert slots (``num_moe_experts``) less the inert ones."""
+        return expert_blocks.num_selectable_experts(self.num_moe_experts, self.emo.num_inert_experts)
 
     def _check_moe_shape(self) -> None:
         emo = self.emo
@@ -182,11 +184,13 @@ class EmoTransformerConfig(TransformerConfig):
                 raise ConfigError(f"emo.{name}: layer {layer - 1} has pool_max {high}, below its pool_min {low}")
 
     def rank_group_capacities(self) -> list[int]:
-        """Selectable experts in each rank-limit group (inert padding slots are the trailing rows)."""
-        return selectable_per_block(self.num_moe_experts, self.num_selectable_experts, self.emo.pool_rank_groups)
+        """Routed experts in each rank-limit group (the inert padding slots are the trailing expert slots)."""
+        return expert_blocks.selectable_per_block(
+            self.num_moe_experts, self.num_selectable_experts, self.emo.pool_rank_groups
+        )
 
     def _check_rank_limit(self) -> None:
-        """The groups must tile the router rows, sit on whole ranks, and always hold the smallest pool."""
+        """The groups must tile the expert slots, sit on whole ranks, and always hold the smallest pool."""
         emo = self.emo
         if emo.pool_max_ranks is None:
             return

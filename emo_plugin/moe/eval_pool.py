@@ -2,7 +2,7 @@
 
 In ``eval()`` mode every document routes inside a pool of ``emo.pool_eval`` experts. The paper's full-model
 metric, and the exported Hugging Face model's default routing, is plain top-k over all routed experts; a pool
-of at least the selectable experts is exactly that (``routing.pool_masked_logits`` then masks nothing but the
+of at least the R routed experts is exactly that (``routing.pool_masked_logits`` then masks nothing but the
 inert slots). This context sets the pool of every EMO router in the given models and restores it afterwards.
 """
 

@@ -2,9 +2,10 @@
 
     L = (R / k) · Σ_i f_i · P_i,   f_i = n_i / T,   P_i = (Σ_t s_{t,i}) / T
 
-over the R routed experts, where n_i (slots routed to expert i) and T (non-padding tokens) are summed over
-every rank that holds different tokens (data × context × sequence-parallel shards) and s are the pool-masked
-softmax scores. Each rank can only differentiate through its own tokens' scores, so it computes
+over the R routed experts (inert slots excluded), where n_i ((token, choice) assignments to expert i) and T
+(non-padding tokens) are summed over every rank that holds different tokens (data × context × sequence-parallel
+shards) and s are the pool-masked softmax scores. Each rank can only differentiate through its own tokens'
+scores, so it computes
 
     L_r = (R / k) · Σ_i f_i · (Σ_{t local} s_{t,i}) / T · G
 
@@ -21,17 +22,17 @@ from __future__ import annotations
 import torch
 
 
-def expert_counts(routing_map_TE: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
-    """Routed (token, choice) slots per expert, padding excluded; float for all-reduce."""
-    routed_TE = routing_map_TE if valid_T is None else routing_map_TE & valid_T.unsqueeze(-1)
-    return routed_TE.sum(dim=0, dtype=torch.float32)
+def expert_counts(routing_map_TR: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
+    """(token, choice) assignments per routed expert, padding excluded; float for all-reduce."""
+    routed_TR = routing_map_TR if valid_T is None else routing_map_TR & valid_T.unsqueeze(-1)
+    return routed_TR.sum(dim=0, dtype=torch.float32)
 
 
-def local_score_sums(scores_TE: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
-    """Σ over local non-padding tokens of the routing scores (differentiable)."""
+def local_score_sums(scores_TR: torch.Tensor, valid_T: torch.Tensor | None) -> torch.Tensor:
+    """Σ over local non-padding tokens of the routing scores of the routed experts (differentiable)."""
     if valid_T is not None:
-        scores_TE = scores_TE * valid_T.unsqueeze(-1)
-    return scores_TE.sum(dim=0)
+        scores_TR = scores_TR * valid_T.unsqueeze(-1)
+    return scores_TR.sum(dim=0)
 
 
 def global_load_balancing_loss(
@@ -43,7 +44,7 @@ def global_load_balancing_loss(
     grad_average_ranks: int,
 ) -> torch.Tensor:
     """This rank's share L_r (see module docstring); the mean of L_r over the averaging ranks is L."""
-    num_experts = global_counts_R.shape[-1]
+    num_routed = global_counts_R.shape[-1]
     tokens = global_tokens.clamp(min=1)
     frequencies_R = global_counts_R / tokens
-    return (num_experts / topk) * torch.dot(frequencies_R, score_sums_R.float()) / tokens * grad_average_ranks
+    return (num_routed / topk) * torch.dot(frequencies_R, score_sums_R.float()) / tokens * grad_average_ranks

@@ -42,7 +42,8 @@ def routing_statistics(
     doc_mass_N: torch.Tensor,
     global_counts_R: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Scalars for one router call; ``scores_TR`` are pool-softmax scores over the selectable experts."""
+    """Scalars for one router call; ``scores_TR`` are pool-softmax scores over the R routed experts (suffixes:
+    T tokens, N document slots, R routed experts)."""
     with torch.no_grad():
         valid = valid_T.float()
         token_entropy = (_entropy(scores_TR.float()) * valid).sum() / valid.sum().clamp_min(1)

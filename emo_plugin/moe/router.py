@@ -5,7 +5,9 @@ A thin adapter: the pool math lives in ``routing.py`` (pure), the gates come fro
 from ``TopKRouter.apply_z_loss`` and the loss-gradient injection from ``MoEAuxLossAutoScaler``. What is EMO's
 own: per-document pools, the DP-global load-balancing loss (``load_balancing.py``) and the statistics.
 
-The routing ids for the current forward are handed over by ``EmoMoELayer`` (see ``routing_ids.py``).
+The routing ids for the current forward are handed over by ``EmoMoELayer`` (see ``routing_ids.py``). Shape
+suffixes: S sequence positions, B sequences, T tokens (router order), N document slots, E expert slots (routed +
+inert, Megatron's ``num_moe_experts``), R routed experts, C statistic columns (R values, then a token count).
 """
 
 from __future__ import annotations
@@ -76,13 +78,13 @@ class EmoRouter(TopKRouter):
         valid_T = segments_T > 0
 
         slots_T = document_slots(segments_T, batch, emo.max_documents_per_sequence)
-        num_slots = batch * (emo.max_documents_per_sequence + 1)
-        is_document_N = ~padding_slots(num_slots, emo.max_documents_per_sequence, logits.device)
+        num_doc_slots = batch * (emo.max_documents_per_sequence + 1)
+        is_document_N = ~padding_slots(num_doc_slots, emo.max_documents_per_sequence, logits.device)
         pool_size_N = with_unrestricted_padding(
-            self._pool_sizes(slots_T, salts_T, num_slots), emo.max_documents_per_sequence, selectable
+            self._pool_sizes(slots_T, salts_T, num_doc_slots), emo.max_documents_per_sequence, selectable
         )
 
-        masked_TE, pool_NE, doc_stats_NS = pool_masked_logits(
+        masked_TE, pool_NE, doc_stats_NC = pool_masked_logits(
             logits_TE,
             slots_T,
             pool_size_N,
@@ -107,8 +109,8 @@ class EmoRouter(TopKRouter):
                 valid_T=valid_T,
                 pool_size_N=pool_NE.sum(dim=-1),
                 is_document_N=is_document_N,
-                doc_scores_NR=doc_stats_NS[:, :-1],
-                doc_mass_N=doc_stats_NS[:, -1],
+                doc_scores_NR=doc_stats_NC[:, :-1],
+                doc_mass_N=doc_stats_NC[:, -1],
                 global_counts_R=global_counts_R,
             )
             if self.ep_group.size() > 1:
@@ -142,33 +144,33 @@ class EmoRouter(TopKRouter):
             raise ValueError(f"routing ids have shape {tuple(ids_SB.shape)}, router tokens are {(seq_len, batch)}")
         return ids_SB
 
-    def _pool_sizes(self, slots_T: torch.Tensor, salts_T: torch.Tensor, num_slots: int) -> torch.Tensor:
+    def _pool_sizes(self, slots_T: torch.Tensor, salts_T: torch.Tensor, num_doc_slots: int) -> torch.Tensor:
         emo = self.config.emo
         if not self.training:
-            return torch.full((num_slots,), emo.pool_eval, dtype=torch.long, device=slots_T.device)
-        salts_N = torch.zeros(num_slots, dtype=torch.long, device=slots_T.device).scatter_(0, slots_T, salts_T)
+            return torch.full((num_doc_slots,), emo.pool_eval, dtype=torch.long, device=slots_T.device)
+        salts_N = torch.zeros(num_doc_slots, dtype=torch.long, device=slots_T.device).scatter_(0, slots_T, salts_T)
         pool_min, pool_max = emo.pool_range(self.layer_number)
         return draw_pool_sizes(
             salts_N, layer_number=self.layer_number or 0, seed=emo.seed, pool_min=pool_min, pool_max=pool_max
         )
 
-    def _sum_over_sequence_shards(self, doc_stats_NS: torch.Tensor) -> torch.Tensor:
+    def _sum_over_sequence_shards(self, doc_stats_NC: torch.Tensor) -> torch.Tensor:
         """All pieces of a sequence (TP shards under SP, CP shards) must agree on each document's pool."""
         if self.tp_cp_group.size() > 1:
-            torch.distributed.all_reduce(doc_stats_NS, group=self.tp_cp_group)
-        return doc_stats_NS
+            torch.distributed.all_reduce(doc_stats_NC, group=self.tp_cp_group)
+        return doc_stats_NC
 
     def _apply_load_balancing(self, probs_TE, scores_TR, routing_map_TE, valid_T):
         selectable = scores_TR.shape[-1]
-        counts_S = torch.cat(
+        counts_C = torch.cat(
             [expert_counts(routing_map_TE[:, :selectable], valid_T), valid_T.sum(dtype=torch.float32).view(1)]
         )
         if self.tp_dp_cp_group.size() > 1:
-            torch.distributed.all_reduce(counts_S, group=self.tp_dp_cp_group)
+            torch.distributed.all_reduce(counts_C, group=self.tp_dp_cp_group)
         if self.config.emo.lb_scope == "global_batch":
-            self.lb_accumulated_counts += counts_S
-            counts_S = self.lb_accumulated_counts.clone()
-        global_counts_R, global_tokens = counts_S[:-1], counts_S[-1]
+            self.lb_accumulated_counts += counts_C
+            counts_C = self.lb_accumulated_counts.clone()
+        global_counts_R, global_tokens = counts_C[:-1], counts_C[-1]
         coeff = self.config.emo.lb_coeff
         if coeff > 0:
             averaging_ranks = aux_loss_gradient_averaging_ranks(self.tp_dp_cp_group.size(), self.tp_cp_group.size())

@@ -18,11 +18,13 @@ Layout: ``id = salt << SEGMENT_BITS | segment``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from emo_plugin.data.documents import doc_ids_from_tokens
+from emo_plugin.errors import DataError
 
 SEGMENT_BITS = 20
 SEGMENT_MASK = (1 << SEGMENT_BITS) - 1
@@ -76,7 +78,7 @@ def build_routing_ids(
     doc_ids_BS: torch.Tensor | None = None,
     padding_BS: torch.Tensor | None = None,
     max_documents_per_sequence: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     eos_grouping: EosGrouping = "ends",
 ) -> torch.Tensor:
     """Routing ids for a micro-batch: from the batch's document ids if given, else from EOD tokens.
@@ -85,8 +87,10 @@ def build_routing_ids(
     ``eos_grouping="starts"`` regroups the EOD tokens and so needs ``tokens_BS`` and ``eod_token_id`` too.
     ``padding_BS`` (bool, True = padding) marks tokens that are routed but excluded from EMO statistics.
     ``generator`` draws the per-document salts; seed it from (seed, step, micro-batch, data rank) to make
-    runs reproducible. This function syncs with the host once (the document-count check): it runs on the
-    data path, once per micro-batch, not inside the layers.
+    runs reproducible, or pass one generator per sequence (e.g. seeded from each sample's index) so a
+    sequence's salts do not depend on the micro-batch it is in. This function syncs with the host once (the
+    document-count check, a ``DataError`` naming the bound): call it once per micro-batch on the data path; the
+    layers never check.
     """
     if doc_ids_BS is None:
         if tokens_BS is None or eod_token_id is None:
@@ -96,17 +100,29 @@ def build_routing_ids(
         doc_ids_BS = doc_ids_BS.masked_fill(padding_BS, 0)
     segments_BS = routing_segments(doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
                                    eos_grouping=eos_grouping)
-    most = int(segments_BS.max()) if segments_BS.numel() else 0
+    most = int(segments_BS.max()) if segments_BS.numel() else 0  # the one host sync per micro-batch
     if most > max_documents_per_sequence:
-        raise ValueError(
-            f"a sequence holds {most} document segments, more than emo.max_documents_per_sequence="
-            f"{max_documents_per_sequence}; raise that bound in the EMO config"
+        raise DataError(
+            f"a sequence of this data holds {most} documents, more than emo.max_documents_per_sequence="
+            f"{max_documents_per_sequence}; set --emo.max_documents_per_sequence={most} or more"
         )
-    batch, seq = segments_BS.shape
-    salts_BD = torch.randint(1, SALT_LIMIT, (batch, max_documents_per_sequence + 1), generator=generator)
-    salts_BS = torch.gather(salts_BD.to(segments_BS.device), 1, segments_BS)
+    salts_BN = _document_salts(segments_BS.shape[0], max_documents_per_sequence + 1, generator)
+    salts_BS = torch.gather(salts_BN.to(segments_BS.device), 1, segments_BS)
     ids_BS = (salts_BS << SEGMENT_BITS) | segments_BS
     return torch.where(segments_BS > 0, ids_BS, torch.zeros_like(ids_BS))
+
+
+def _document_salts(
+    batch: int, slots_per_sequence: int, generator: torch.Generator | Sequence[torch.Generator] | None
+) -> torch.Tensor:
+    """Salts [B, N] for each sequence's document slots, from one generator or one per sequence."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randint(1, SALT_LIMIT, (batch, slots_per_sequence), generator=generator)
+    generators = list(generator)
+    if len(generators) != batch:
+        raise ValueError(f"build_routing_ids got {len(generators)} generators for {batch} sequences")
+    rows = [torch.randint(1, SALT_LIMIT, (1, slots_per_sequence), generator=g) for g in generators]
+    return torch.cat(rows) if rows else torch.zeros(0, slots_per_sequence, dtype=torch.long)
 
 
 def split_routing_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emo_plugin.model.record import ModelRecord
-from emo_plugin.planning.layout import Layout
+from emo_plugin.run.layout import Layout
 
 FP32 = 4
 ROUTER_FP32_ROWS = 6
@@ -90,8 +90,11 @@ def in_flight(layout: Layout, stage: int, num_micro_batches: int, virtual_stages
 
 def activation_memory(size: ModelRecord, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
                       num_micro_batches: int, layers: int, impl: Implementation, elem: int,
-                      virtual_stages: int = 1) -> ActivationMemory:
+                      virtual_stages: int = 1, dense_mask: bool = False) -> ActivationMemory:
+    """``dense_mask``: the host path's intra-document attention, a [b, 1, s, s] bool mask per micro-batch; the
+    trainer collates a step's micro-batches up front, so all of them are held."""
     tokens = micro_batch_size * size.seq_length // layout.cp
+    mask = micro_batch_size * size.seq_length**2 if dense_mask else 0
     kept, moe_internal, _ = _per_token_layer(size, layout, impl, elem)
     sp = layout.tp if layout.sequence_parallel else 1
     last = stage == layout.pp - 1
@@ -102,9 +105,9 @@ def activation_memory(size: ModelRecord, vocab_size: int, layout: Layout, *, sta
     recompute = tokens * (layers * kept + head)
     held = in_flight(layout, stage, num_micro_batches, virtual_stages)
     return ActivationMemory(
-        per_micro_batch=int(full),
-        per_micro_batch_recompute=int(recompute),
+        per_micro_batch=int(full) + mask,
+        per_micro_batch_recompute=int(recompute) + mask,
         in_flight=held,
-        peak=int(held * full + tokens * logits_transient),
-        peak_recompute=int(held * recompute + tokens * (moe_internal + logits_transient)),
+        peak=int(held * full + tokens * logits_transient) + num_micro_batches * mask,
+        peak_recompute=int(held * recompute + tokens * (moe_internal + logits_transient)) + num_micro_batches * mask,
     )

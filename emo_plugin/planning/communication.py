@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass
 
 from emo_plugin.model.record import ModelRecord
-from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import FP32, GRAD_REDUCE_IN_FP32
 from emo_plugin.planning.parameters import ParameterCount
+from emo_plugin.run.layout import Layout
 
 
 @dataclass(frozen=True)

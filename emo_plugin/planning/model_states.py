@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.parameters import ParameterCount
+from emo_plugin.run.layout import Layout
 
 GRAD_REDUCE_IN_FP32 = True  # what emo_plugin/training/megatron_backend.py passes to DistributedDataParallelConfig
 FP32 = 4

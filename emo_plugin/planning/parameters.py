@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord
-from emo_plugin.planning.layout import Layout
+from emo_plugin.run.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,22 @@
 """The plan of one run: per pipeline stage (ranks of a stage are alike) parameters, memory, traffic; FLOPs.
 
-``make_plan(cfg, world_size)`` uses only the config: the model size with its overrides, the vocabulary (the
-configured one, else the tokenizer's, else the size's, padded like the trainer pads it), the layout and the
-batch. FLOPs per step come from the trainer's own MFU formula (``emo_plugin.training.flops``).
+``make_plan(run)`` reads only the resolved run (``emo_plugin/run/resolve.py``): the model record with the
+vocabulary the trainer builds, the layout, the device and the batch arithmetic, so the plan and the trainer
+cannot disagree about the run. FLOPs per step come from the trainer's own MFU formula (``emo_plugin.run.flops``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import ModelRecord
 from emo_plugin.planning.activations import FUSED_GPU, HOST, LOCAL_GPU, ActivationMemory, activation_memory
 from emo_plugin.planning.communication import Collective, communication
-from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.model_states import ModelStates, model_states
 from emo_plugin.planning.parameters import ParameterCount, layers_per_stage, stage_parameters
-from emo_plugin.training.builders import padded_vocab_size, resolve_device, resolved_record
-from emo_plugin.training.config import TrainingConfig
-from emo_plugin.training.flops import flops_per_token
+from emo_plugin.run.flops import flops_per_token
+from emo_plugin.run.layout import Layout
+from emo_plugin.run.resolve import ResolvedRun
 
 GIB = 1024**3
 
@@ -75,51 +73,20 @@ class Plan:
         return self.worst.total <= self.available
 
 
-def plan_vocab_size(cfg: TrainingConfig, size: ModelRecord) -> tuple[int, str]:
-    """The vocabulary the trainer would build, and where it comes from."""
-    tp = cfg.parallel.tensor_model_parallel_size
-    if cfg.model.vocab_size:
-        return cfg.model.vocab_size, "model.vocab_size"
-    if cfg.data.tokenizer_model:
-        from emo_plugin.data.tokenizer import EmoTokenizer
-        from emo_plugin.errors import DataError
-
-        try:
-            tokenizer = EmoTokenizer(cfg.data.tokenizer_model)
-        except DataError as error:
-            raise ConfigError(f"data.tokenizer_model={cfg.data.tokenizer_model!r}: {error}") from None
-        return padded_vocab_size(tokenizer.vocab_size, tp), "tokenizer, padded"
-    return padded_vocab_size(size.vocab_size, tp), f"size {cfg.model.size}, padded (no data.tokenizer_model)"
-
-
-def _check_budget(cfg: TrainingConfig) -> None:
-    memory, reserved = cfg.plan.device_memory_gib, cfg.plan.reserved_gib
-    if not memory > 0:
-        raise ConfigError(f"plan.device_memory_gib={memory!r}: expected the accelerator's memory in GiB, > 0")
-    if not 0 <= reserved < memory:
-        raise ConfigError(f"plan.reserved_gib={reserved!r}: expected >= 0 and below plan.device_memory_gib={memory}")
-
-
-def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
-    _check_budget(cfg)
-    size = resolved_record(cfg)
-    vocab, vocab_source = plan_vocab_size(cfg, size)
-    layout = Layout.from_config(cfg, world_size)
-    device = resolve_device(cfg)
+def make_plan(run: ResolvedRun) -> Plan:
+    """Memory, communication and FLOPs per rank of ``run``, stage by stage."""
+    cfg, size, layout = run.config, run.record, run.layout
     b = cfg.batch
-    if b.global_batch_size % (b.micro_batch_size * layout.dp):
-        raise ConfigError(f"batch.global_batch_size={b.global_batch_size}: expected a multiple of micro_batch_size × "
-                          f"data-parallel size = {b.micro_batch_size} × {layout.dp}")
-    num_micro = b.global_batch_size // (b.micro_batch_size * layout.dp)
+    num_micro = run.num_micro_batches
     elem = 2 if cfg.precision.dtype == "bf16" else 4
-    backend = "megatron" if device == "cuda" else "host"
+    backend = "megatron" if run.device == "cuda" else "host"
     distributed = cfg.optimizer.use_distributed_optimizer and backend == "megatron"
     layers = layers_per_stage(size, layout)
-    virtual_stages = getattr(cfg.parallel, "virtual_pipeline_model_parallel_size", None) or 1
+    virtual_stages = cfg.parallel.virtual_pipeline_model_parallel_size or 1
     implementation = HOST
     if backend == "megatron":
-        te = getattr(cfg.model, "transformer_impl", "transformer_engine") == "transformer_engine"
-        implementation = FUSED_GPU if te else LOCAL_GPU
+        implementation = FUSED_GPU if run.transformer_engine else LOCAL_GPU
+    vocab = run.vocab_size
     stages = []
     for stage in range(layout.pp):
         params = stage_parameters(size, vocab, layout, stage)
@@ -127,7 +94,7 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
         acts = activation_memory(size, vocab, layout, stage=stage, micro_batch_size=b.micro_batch_size,
                                  num_micro_batches=num_micro, layers=layers,
                                  impl=implementation, elem=elem,
-                                 virtual_stages=virtual_stages)
+                                 virtual_stages=virtual_stages, dense_mask=run.attention == "dense_mask")
         comms = communication(size, layout, params, stage=stage, layers=layers, micro_batch_size=b.micro_batch_size,
                               num_micro_batches=num_micro, elem=elem, distributed_optimizer=distributed,
                               param_bytes=elem, virtual_stages=virtual_stages)
@@ -136,9 +103,9 @@ def make_plan(cfg: TrainingConfig, world_size: int) -> Plan:
         record=size,
         size_name=cfg.model.size,
         vocab_size=vocab,
-        vocab_source=vocab_source,
+        vocab_source=run.vocab_source,
         layout=layout,
-        device=device,
+        device=run.device,
         micro_batch_size=b.micro_batch_size,
         global_batch_size=b.global_batch_size,
         num_micro_batches=num_micro,

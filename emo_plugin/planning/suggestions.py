@@ -2,7 +2,8 @@
 
 Candidates, cheapest first: shard the optimizer (distributed optimizer), spread the experts (raise EP, padding
 the routed experts with inert slots so EP divides them), recompute the MoE layers, shrink the micro-batch. Each
-suggestion is a set of ``--section.field=value`` overrides with the peak the planner predicts for it.
+suggestion is a set of ``--section.field=value`` overrides with the peak the planner predicts for it; each is
+resolved as a run of its own.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import itertools
 
 from emo_plugin.errors import ConfigError
 from emo_plugin.planning.plan import Plan, make_plan
-from emo_plugin.training.builders import resolved_record
-from emo_plugin.training.config import TrainingConfig, set_value
+from emo_plugin.run.config import TrainingConfig, set_value
+from emo_plugin.run.resolve import ResolvedRun, resolve
 
 
-def _expert_parallel_options(cfg: TrainingConfig, world_size: int) -> list[dict]:
+def _expert_parallel_options(run: ResolvedRun) -> list[dict]:
     """Larger EP sizes the world allows, each with the inert padding that makes EP divide the routed slots."""
+    cfg, world_size = run.config, run.layout.world_size
     par = cfg.parallel
-    selectable = resolved_record(cfg).num_selectable_experts
+    selectable = run.record.num_selectable_experts
     per_ep = (par.expert_tensor_parallel_size or 1) * par.pipeline_model_parallel_size
     options = []
     ep = par.expert_model_parallel_size * 2
@@ -39,12 +41,13 @@ def _micro_batch_options(cfg: TrainingConfig) -> list[dict]:
     return [{"batch.micro_batch_size": m} for m in range(mbs - 1, 0, -1) if cfg.batch.global_batch_size % m == 0][:3]
 
 
-def suggestions(cfg: TrainingConfig, world_size: int, limit: int = 4) -> list[tuple[dict, Plan]]:
+def suggestions(run: ResolvedRun, limit: int = 4) -> list[tuple[dict, Plan]]:
     """Up to ``limit`` fitting change sets: fewest changes first, cheapest kind of change first."""
+    cfg = run.config
     groups = []
     if not cfg.optimizer.use_distributed_optimizer:
         groups.append([{"optimizer.use_distributed_optimizer": True}])
-    groups.append(_expert_parallel_options(cfg, world_size))
+    groups.append(_expert_parallel_options(run))
     if not cfg.model.recompute_moe:
         groups.append([{"model.recompute_moe": True}])
     groups.append(_micro_batch_options(cfg))
@@ -54,7 +57,7 @@ def suggestions(cfg: TrainingConfig, world_size: int, limit: int = 4) -> list[tu
         for chosen in itertools.combinations(groups, count):
             for parts in itertools.product(*chosen):
                 change = {k: v for part in parts for k, v in part.items()}
-                plan = _plan_with(cfg, world_size, change)
+                plan = _plan_with(cfg, run.layout.world_size, change)
                 if plan is not None and plan.fits:
                     found.append((change, plan))
         if found:
@@ -67,6 +70,6 @@ def _plan_with(cfg: TrainingConfig, world_size: int, change: dict) -> Plan | Non
     for key, value in change.items():
         set_value(trial, key, value)
     try:
-        return make_plan(trial, world_size)
+        return make_plan(resolve(trial, world_size, planning_only=True))
     except ConfigError:
         return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.config import TrainingConfig, apply_mapping
+from emo_plugin.run.config import TrainingConfig, apply_mapping
 from emo_plugin.training.schedule import lr_at
 
 LEARNING_RATE_KEY = "learning_rate"  # checkpoint common state: the lr of the step that produced it

@@ -22,35 +22,15 @@ import torch
 import torch.distributed as dist
 
 from emo_plugin.data.dataset import build_emo_gpt_datasets
+from emo_plugin.data.paths import parse_paths
 from emo_plugin.data.tokenizer import EmoTokenizer
-from emo_plugin.errors import ConfigError, DataError
+from emo_plugin.errors import DataError
 from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids, routing_segments
-from emo_plugin.training.builders import resolve_device
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.run.config import TrainingConfig
+from emo_plugin.run.resolve import ResolvedRun
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample) pairs over the seed space
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_paths(paths: list[str]) -> tuple[list[str], list[float] | None]:
-    """``data.paths`` as (prefixes, blend weights or None); a malformed blend is a ``ConfigError``."""
-    items = list(paths)
-    if not items or not _is_number(items[0]):
-        return items, None
-    weights, prefixes = items[0::2], items[1::2]
-    if len(weights) != len(prefixes) or not all(_is_number(w) and float(w) > 0 for w in weights):
-        raise ConfigError(
-            f"data.paths={items!r}: expected prefixes, or a blend 'w1 prefix1 w2 prefix2 ...' with positive weights"
-        )
-    return prefixes, [float(w) for w in weights]
 
 
 def prepare_prefixes(cfg: TrainingConfig) -> tuple[list[str], list[float] | None]:
@@ -114,16 +94,18 @@ class Datasets:
     valid: object | None
 
 
-def build_datasets(cfg: TrainingConfig, seq_length: int, num_train_samples: int, num_valid_samples: int) -> Datasets:
+def build_datasets(run: ResolvedRun) -> Datasets:
+    """The train and validation datasets, sized for every step and validation round ``run`` schedules."""
+    cfg = run.config
     tokenizer = EmoTokenizer(cfg.data.tokenizer_model)
     prefixes, weights = prepare_prefixes(cfg)
     intra = cfg.data.intra_document_attention
     train, valid, _ = build_emo_gpt_datasets(
         tokenizer,
         prefixes,
-        seq_length,
+        run.seq_length,
         # Megatron refuses a None size for any split of a weighted blend; 0 means "no test set".
-        [num_train_samples, num_valid_samples, 0 if weights else None],
+        [run.train_samples, run.valid_samples, 0 if weights else None],
         weights=weights,
         split=cfg.data.split,
         seed=cfg.seed,
@@ -131,7 +113,7 @@ def build_datasets(cfg: TrainingConfig, seq_length: int, num_train_samples: int,
         reset_position_ids=intra,
         eod_mask_loss=False,
         # The dense [s, s] mask is the host path's; on GPU thd packed sequences replace it (packed_sequences.py).
-        create_attention_mask=intra and resolve_device(cfg) == "cpu",
+        create_attention_mask=run.attention == "dense_mask",
     )
     return Datasets(tokenizer=tokenizer, train=train, valid=valid)
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from emo_plugin.free_port import free_port
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.run.config import TrainingConfig
 
 
 @dataclass(frozen=True)

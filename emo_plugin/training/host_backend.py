@@ -29,8 +29,8 @@ from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 from emo_plugin.megatron_compat import is_expert_parameter
 from emo_plugin.model.build import build_emo_gpt_model
+from emo_plugin.run.resolve import ResolvedRun
 from emo_plugin.training.anneal import AnnealStart
-from emo_plugin.training.builders import resolved_record
 from emo_plugin.training.param_groups import parameter_groups
 from emo_plugin.training.schedule import param_scheduler, set_iteration
 
@@ -55,16 +55,16 @@ def forward(model, batch: dict) -> torch.Tensor:
 class HostBackend:
     save_strategy = HostTorchDistSaveStrategy()
 
-    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int,
-                 anneal: AnnealStart | None = None):
+    def __init__(self, run: ResolvedRun, *, anneal: AnnealStart | None = None):
+        cfg = run.config
         self.cfg = cfg
         self.model = build_emo_gpt_model(
-            transformer_config,
-            vocab_size=vocab_size,
-            max_sequence_length=seq_length,
+            run.transformer_config,
+            vocab_size=run.vocab_size,
+            max_sequence_length=run.seq_length,
             use_transformer_engine=False,
             host_execution=True,
-            rotary_base=resolved_record(cfg).rotary_base,
+            rotary_base=run.record.rotary_base,
         )
         opt = cfg.optimizer
         self.optimizer = torch.optim.AdamW(

@@ -24,8 +24,8 @@ from megatron.core.utils import get_batch_on_this_cp_rank
 
 from emo_plugin.megatron_compat import sync_overlapped_params, torch_optimizers
 from emo_plugin.model.build import build_emo_gpt_model
+from emo_plugin.run.resolve import ResolvedRun
 from emo_plugin.training.anneal import AnnealStart
-from emo_plugin.training.builders import resolved_record, use_transformer_engine
 from emo_plugin.training.host_backend import forward, lm_loss
 from emo_plugin.training.param_groups import megatron_overrides
 from emo_plugin.training.schedule import param_scheduler, set_iteration
@@ -74,18 +74,17 @@ def schedule_seq_length(micro_batch: dict, seq_length: int) -> int:
     return seq_length
 
 
-def _build_chunks(cfg, transformer_config, vocab_size: int, seq_length: int) -> list:
+def _build_chunks(run: ResolvedRun) -> list:
     """This rank's model chunks: one per virtual pipeline stage (interleaved schedule), else one."""
-    use_te = use_transformer_engine(cfg, "cuda")
-    vpp = cfg.parallel.virtual_pipeline_model_parallel_size
+    vpp = run.config.parallel.virtual_pipeline_model_parallel_size
     chunks = []
     for vp_stage in range(vpp) if vpp else [None]:
         chunk = build_emo_gpt_model(
-            transformer_config,
-            vocab_size=vocab_size,
-            max_sequence_length=seq_length,
-            use_transformer_engine=use_te,
-            rotary_base=resolved_record(cfg).rotary_base,
+            run.transformer_config,
+            vocab_size=run.vocab_size,
+            max_sequence_length=run.seq_length,
+            use_transformer_engine=run.transformer_engine,
+            rotary_base=run.record.rotary_base,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
             vp_stage=vp_stage,
@@ -101,9 +100,9 @@ def _one_or_list(items: list):
 class MegatronBackend:
     save_strategy = None  # Megatron's default torch_dist strategy (async-capable writer, fine on CUDA)
 
-    def __init__(self, cfg, transformer_config, *, vocab_size: int, seq_length: int,
-                 anneal: AnnealStart | None = None):
-        self.cfg, self.seq_length = cfg, seq_length
+    def __init__(self, run: ResolvedRun, *, anneal: AnnealStart | None = None):
+        cfg, transformer_config = run.config, run.transformer_config
+        self.cfg, self.seq_length = cfg, run.seq_length
         seed_like_megatron_lm(cfg.seed)
         opt = cfg.optimizer
         ddp_config = DistributedDataParallelConfig(
@@ -116,7 +115,7 @@ class MegatronBackend:
             DistributedDataParallel(
                 config=transformer_config, ddp_config=ddp_config, module=chunk, disable_bucketing=index > 0
             )
-            for index, chunk in enumerate(_build_chunks(cfg, transformer_config, vocab_size, seq_length))
+            for index, chunk in enumerate(_build_chunks(run))
         ]
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(

@@ -204,14 +204,13 @@ def packed_seq_params(cu_seqlens: torch.Tensor, max_seqlen: int) -> PackedSeqPar
     )
 
 
-def thd_packing_for_run(cfg, transformer_config, device: str, seq_length: int) -> ThdPacking | None:
-    """This rank's packing, or ``None`` where intra-document attention is off or runs as the host path's mask.
-
-    Needs Megatron's model-parallel groups (called after ``initialize_model_parallel``).
+def thd_packing_for_run(run) -> ThdPacking | None:
+    """This rank's packing of ``run`` (a ``ResolvedRun``), or ``None`` where intra-document attention is off or
+    runs as the host path's mask. Needs Megatron's model-parallel groups (after ``initialize_model_parallel``).
     """
-    if device != "cuda" or not cfg.data.intra_document_attention:
+    if run.attention != "thd":
         return None
-    return thd_packing(transformer_config, cfg.batch.micro_batch_size, seq_length)
+    return thd_packing(run.transformer_config, run.config.batch.micro_batch_size, run.seq_length)
 
 
 def thd_packing(transformer_config, micro_batch_size: int, seq_length: int) -> ThdPacking:

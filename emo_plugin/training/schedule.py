@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from emo_plugin.training.config import OptimizerSection, ScheduleSection
+from emo_plugin.run.config import OptimizerSection, ScheduleSection
 
 if TYPE_CHECKING:  # anneal.py reads old checkpoints' lr through this module's lr_at
     from emo_plugin.training.anneal import AnnealStart

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from emo_plugin import checkpoint
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.run.config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ Where a run starts is ``start_point``'s decision; how it ends is the contract in
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -20,16 +19,17 @@ from emo_plugin import checkpoint
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import RECORD_KEY
 from emo_plugin.moe.eval_pool import evaluation_pool
-from emo_plugin.training import anneal, architecture_check, exit_codes, start_point
-from emo_plugin.training.builders import build_transformer_config, padded_vocab_size, resolve_device, resolved_record
-from emo_plugin.training.config import TrainingConfig, to_dict
+from emo_plugin.planning.fit_check import check_fits
+from emo_plugin.run import exit_codes
+from emo_plugin.run.config import TrainingConfig, to_dict
+from emo_plugin.run.flops import flops_per_token, peak_tflops
+from emo_plugin.run.resolve import ResolvedRun, resolve
+from emo_plugin.training import anneal, architecture_check, start_point
 from emo_plugin.training.data import build_datasets, get_micro_batch, sample_indices
 from emo_plugin.training.distributed import initialize, initialize_model_parallel, launch_env, shutdown
-from emo_plugin.training.flops import flops_per_token, peak_tflops
 from emo_plugin.training.packed_sequences import thd_packing_for_run
 from emo_plugin.training.reporting import Reporter
 from emo_plugin.training.signals import StopRequest
-from emo_plugin.training.validation import data_parallel_size, validate
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,59 +48,35 @@ def _check_host_expert_parallel(cfg: TrainingConfig, device: str) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainingConfig):
-        world_size = launch_env().world_size
-        validate(cfg, world_size=world_size)  # the one check of the config, before any process group or device work
-        self.cfg = cfg
-        self.device = resolve_device(cfg)
-        if self.device == "cuda":  # before any device work: refuse a layout the planner says cannot fit
-            from emo_plugin.planning.fit_check import check_fits
-
-            check_fits(cfg, world_size)
-        launch = initialize(cfg, self.device)
+    def __init__(self, run: ResolvedRun):
+        """``run``: the resolved run (``emo_plugin/run/resolve.py``), checked to fit (``planning/fit_check.py``)."""
+        cfg = run.config
+        self.run, self.cfg, self.device = run, cfg, run.device
+        self.record, self.seq_length, self.vocab_size = run.record, run.seq_length, run.vocab_size
+        self.transformer_config, self.num_micro = run.transformer_config, run.num_micro_batches
+        self.dp_size = run.data_parallel_size
+        initialize(cfg, self.device)
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
         self.start = start_point.choose(cfg)  # before the data and model: a bad checkpoint.load fails fast
         self.anneal = anneal.anneal_start(cfg, self.start)
         get_moe_metrics_tracker().clear()
-        self.dp_size = data_parallel_size(cfg, launch.world_size)
         self.dp_rank = parallel_state.get_data_parallel_rank(with_context_parallel=False)
-        self.record = resolved_record(cfg)
-        self.seq_length = self.record.seq_length
-        b = cfg.batch
-        self.num_micro = b.global_batch_size // (b.micro_batch_size * self.dp_size)
-        evals = (cfg.schedule.train_iters // max(1, cfg.eval.interval) + 2) if cfg.eval.interval else 2
-        self.data = build_datasets(
-            cfg,
-            self.seq_length,
-            cfg.schedule.train_iters * b.global_batch_size,
-            max(1, cfg.eval.iters) * b.micro_batch_size * self.dp_size * self.num_micro * evals,
-        )
-        vocab = cfg.model.vocab_size or padded_vocab_size(
-            self.data.tokenizer.vocab_size, cfg.parallel.tensor_model_parallel_size
-        )
-        if vocab < self.data.tokenizer.vocab_size:
-            raise ConfigError(f"model.vocab_size={vocab}: expected >= the tokenizer's {self.data.tokenizer.vocab_size}")
-        self.vocab_size = vocab
-        tokenizer = self.data.tokenizer
-        self.record = dataclasses.replace(self.record, vocab_size=vocab, eos_token_id=tokenizer.eod,
-                                          pad_token_id=tokenizer.pad)
+        self.data = build_datasets(run)
         torch.manual_seed(cfg.seed)
-        self.transformer_config = build_transformer_config(cfg, self.device)
-        self.packing = thd_packing_for_run(cfg, self.transformer_config, self.device, self.seq_length)
+        self.packing = thd_packing_for_run(run)
         if self.device == "cpu":
             from emo_plugin.training.host_backend import HostBackend as Backend
         else:
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
-        self.backend = Backend(cfg, self.transformer_config, vocab_size=vocab, seq_length=self.seq_length,
-                               anneal=self.anneal)
+        self.backend = Backend(run, anneal=self.anneal)
         self.reporter = Reporter(cfg, device=self.device, num_layers=self.record.num_layers)
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
         self.skipped = 0
         self.learning_rate = None  # of the last step taken; recorded in checkpoints for a later anneal
-        self.flops_per_token = flops_per_token(self.record, vocab, self.seq_length)
+        self.flops_per_token = flops_per_token(self.record, self.vocab_size, self.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -301,13 +277,16 @@ class Trainer:
 def run(cfg: TrainingConfig) -> int:
     """One training run as ``emo-pretrain`` does it; returns an ``exit_codes`` value.
 
-    The stop handlers go in first, so SIGTERM/SIGUSR1 during start-up (data, model) is honoured at step one.
-    Process groups are torn down only if this run created them (an embedding program may own them).
+    The config is resolved once, on the launcher's world size, and checked to fit, before any process group or
+    device work. The stop handlers go in first, so SIGTERM/SIGUSR1 during start-up (data, model) is honoured at
+    step one. Process groups are torn down only if this run created them (an embedding program may own them).
     """
     stop = StopRequest(cfg.schedule.exit_duration_minutes)
     owns_process_group = not dist.is_initialized()
     try:
-        return Trainer(cfg).train(stop)
+        resolved = resolve(cfg, launch_env().world_size)
+        check_fits(resolved)
+        return Trainer(resolved).train(stop)
     finally:
         stop.restore()
         if owns_process_group:

@@ -33,7 +33,7 @@ continue_emo() {  # NAME LOAD [emo overrides]: 40 steps from EMO's (possibly pla
   local name=$1 load=$2
   shift 2
   [ -f "$OUT/$name/checkpoints/latest_checkpointed_iteration.txt" ] || \
-    $PY -m emo_plugin.training.cli --config examples/modularity/emo_cpu.yaml "$@" --checkpoint.load="$load" \
+    $PY -m emo_plugin.cli.pretrain --config examples/modularity/emo_cpu.yaml "$@" --checkpoint.load="$load" \
       --data.corpus="$OUT/train.jsonl" --data.cache_dir="$OUT/emo/data" --checkpoint.save="$OUT/$name/checkpoints" \
       --logging.tensorboard_dir="$OUT/$name/tensorboard" --schedule.train_iters=40 --schedule.lr_warmup_iters=0 \
       --optimizer.lr=3e-4 --optimizer.min_lr=0 --eval.interval=20 --checkpoint.save_interval=40

@@ -16,6 +16,6 @@ case "$name" in
 esac
 [ -f "$OUT/train.jsonl" ] || $PY tools/split_corpus.py --input examples/data/corpus.jsonl --every 8 \
     --train "$OUT/train.jsonl" --heldout "$OUT/heldout.jsonl"
-$PY -m emo_plugin.training.cli --config "examples/modularity/$config.yaml" "${limit[@]}" \
+$PY -m emo_plugin.cli.pretrain --config "examples/modularity/$config.yaml" "${limit[@]}" \
     --data.corpus="$OUT/train.jsonl" --data.cache_dir="$OUT/$name/data" \
     --logging.tensorboard_dir="$OUT/$name/tensorboard" --checkpoint.save="$OUT/$name/checkpoints" $EXTRA

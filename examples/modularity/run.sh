@@ -17,7 +17,7 @@ MODELS=${MODELS:-emo stdmoe}  # emo_anneal continues stdmoe's checkpoint, so it 
 $PY tools/split_corpus.py --input examples/data/corpus.jsonl --every 8 \
     --train "$OUT/train.jsonl" --heldout "$OUT/heldout.jsonl"
 for model in $MODELS; do
-  $PY -m emo_plugin.training.cli --config "examples/modularity/${model}_cpu.yaml" $EXTRA
+  $PY -m emo_plugin.cli.pretrain --config "examples/modularity/${model}_cpu.yaml" $EXTRA
   $PY tools/export_hf.py --checkpoint "$OUT/$model/checkpoints" --output "$OUT/$model/hf" --dtype fp32 --force
   # Plain top-k inference over the kept experts (as AI2 evaluates subsets); selection by greedy mean router prob.
   # 'licenses' is left out: its 5 held-out documents cannot give 8 calibration documents plus held-out text.

@@ -13,7 +13,7 @@ import pytest
 
 from emo_plugin.cli.runner import documented_parser, run_command
 from emo_plugin.errors import ConfigError, DataError, EmoError
-from emo_plugin.training.config_file import read_config_file, shipped_configs
+from emo_plugin.run.config_file import read_config_file, shipped_configs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -44,7 +44,7 @@ def test_export_routes_plain_top_k_unless_asked_for_the_training_pool(megatron_m
     from emo_plugin.convert import ConversionError, export_to_hf
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
     from emo_plugin.model.record import RECORD_KEY
-    from emo_plugin.training.config import TrainingConfig, to_dict
+    from emo_plugin.run.config import TrainingConfig, to_dict
 
     export_to_hf(dist_checkpoint, tmp_path / "off", progress=False)
     assert _pool_in_config(tmp_path / "off") is None

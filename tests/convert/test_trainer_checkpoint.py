@@ -5,12 +5,12 @@ import json
 import torch
 
 from emo_plugin.convert import export_to_hf
+from tests.helpers import resolved
 
 
 def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_rank, tmp_path):
     from emo_plugin import checkpoint
-    from emo_plugin.training.builders import build_transformer_config
-    from emo_plugin.training.config import TrainingConfig, to_dict
+    from emo_plugin.run.config import TrainingConfig, to_dict
     from emo_plugin.training.host_backend import HostBackend
 
     cfg = TrainingConfig()
@@ -18,7 +18,7 @@ def test_export_reads_the_training_config_from_the_checkpoint(megatron_single_ra
     cfg.emo.num_inert_experts = 2  # exported without them
     cfg.data.corpus, cfg.schedule.train_iters, cfg.optimizer.lr, cfg.emo.lb_coeff = "my/corpus.jsonl", 123, 3.5e-4, 0.07
     torch.manual_seed(0)
-    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+    backend = HostBackend(resolved(cfg))
     state = backend.sharded_state_dict()
     state.update(iteration=4, consumed_samples=32, world_size=1, config=to_dict(cfg), **backend.common_state())
     checkpoint.save(tmp_path / "run", 4, state, backend.save_strategy)

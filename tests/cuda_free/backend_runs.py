@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from tests.helpers import resolved
+
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = 128
 SEQ = 32
@@ -28,7 +30,7 @@ def base_overrides(**overrides) -> dict:
         "model.transformer_impl": "local",
         "data.seq_length": SEQ,
         "data.intra_document_attention": False,
-        "data.tokenizer_model": str(REPO / "examples/data/tokenizer.model"),
+        "model.vocab_size": VOCAB,
         "data.paths": "unused",
         "batch.micro_batch_size": 2,
         "batch.global_batch_size": 8,
@@ -67,7 +69,7 @@ def synthetic_dataset(num_samples: int, seed: int = 0) -> list[dict]:
 
 
 def build_config(device: str, overrides: dict):
-    from emo_plugin.training.config import TrainingConfig, set_value
+    from emo_plugin.run.config import TrainingConfig, set_value
 
     cfg = TrainingConfig()
     for key, value in {**base_overrides(**overrides), "parallel.device": device}.items():
@@ -89,7 +91,6 @@ def train_run(layout, device: str, overrides: dict, steps: int, full_state=None,
     from megatron.core import parallel_state as ps
     from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-    from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.data import get_micro_batch, sample_indices
     from emo_plugin.training.distributed import initialize_model_parallel
     from tests.cuda_free.cuda_shims import cuda_free
@@ -100,14 +101,14 @@ def train_run(layout, device: str, overrides: dict, steps: int, full_state=None,
         initialize_model_parallel(cfg)
         get_moe_metrics_tracker().clear()
         torch.manual_seed(cfg.seed)
-        transformer_config = build_transformer_config(cfg, device)
+        run = resolved(cfg, dist.get_world_size())
         for key, value in (transformer_overrides or {}).items():
-            setattr(transformer_config, key, value)
+            setattr(run.transformer_config, key, value)
         if device == "cuda":
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
         else:
             from emo_plugin.training.host_backend import HostBackend as Backend
-        backend = Backend(cfg, transformer_config, vocab_size=VOCAB, seq_length=SEQ)
+        backend = Backend(run)
         modules = [m.module for m in backend.model] if device == "cuda" else [backend.model]
         if full_state is not None:
             for module in modules:
@@ -131,7 +132,7 @@ def train_run(layout, device: str, overrides: dict, steps: int, full_state=None,
                     dataset,
                     sample_indices(consumed, m, b.micro_batch_size, dp_rank, dp_size),
                     seed=cfg.seed,
-                    max_docs=transformer_config.emo.max_documents_per_sequence,
+                    max_docs=run.transformer_config.emo.max_documents_per_sequence,
                     device=torch_device,
                 )
                 for m in range(num_micro)

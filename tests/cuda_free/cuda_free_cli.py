@@ -14,6 +14,6 @@ from tests.cuda_free.cuda_shims import cuda_free  # noqa: E402
 
 if __name__ == "__main__":
     with cuda_free():
-        from emo_plugin.training.cli import main
+        from emo_plugin.cli.pretrain import main
 
         sys.exit(main())

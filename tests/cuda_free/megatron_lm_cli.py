@@ -22,6 +22,6 @@ if __name__ == "__main__":
         torch.accelerator.current_accelerator = lambda check_available=False: None
         # validate_args reads the GPU architecture (Hopper, as tests/cuda_free/cuda_shims.py's capability says)
         torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(major=9, minor=0, name="host")
-        from emo_plugin.megatron_lm.pretrain import main
+        from emo_plugin.cli.pretrain_megatron import main
 
         sys.exit(main())

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.cuda_free.backend_runs import SEQ, build_config, train_run
+from tests.helpers import run_record
 from tests.parallel.harness import Layout, run_ranks
 
 pytestmark = pytest.mark.cuda_free
@@ -99,11 +100,11 @@ def p2p_shapes(layout, seq: int, batch: int):
     from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel.schedules import get_tensor_shapes
 
-    from emo_plugin.training.builders import build_transformer_config
+    from emo_plugin.run.transformer import build_transformer_config
     from emo_plugin.training.megatron_backend import context_parallel_share, schedule_seq_length
 
     cfg = build_config("cuda", {"parallel.context_parallel_size": 2, "data.seq_length": seq})
-    config = build_transformer_config(cfg, "cuda")
+    config = build_transformer_config(cfg, run_record(cfg), "cuda")
     micro_batch = {"tokens": torch.arange(batch * seq).view(batch, seq), "routing_ids": torch.zeros(batch, seq)}
     local = context_parallel_share(dict(micro_batch))
     (shape,) = get_tensor_shapes(
@@ -151,7 +152,7 @@ def test_defect_9_transformer_engine_is_detected_by_megatron_and_never_silently_
     from megatron.core.extensions import transformer_engine as megatron_te
 
     from emo_plugin.errors import ConfigError
-    from emo_plugin.training import builders
+    from emo_plugin.run import transformer as builders
 
     assert builders.HAVE_TE is megatron_te.HAVE_TE
     cfg = build_config("cuda", {"model.transformer_impl": "transformer_engine"})

@@ -14,7 +14,8 @@ import contextlib
 
 import torch
 
-from tests.cuda_free.backend_runs import SEQ, VOCAB, _full_parameters, build_config, synthetic_dataset
+from tests.cuda_free.backend_runs import SEQ, _full_parameters, build_config, synthetic_dataset
+from tests.helpers import resolved
 
 
 def _with_dense_masks(dataset: list[dict]) -> list[dict]:
@@ -31,7 +32,6 @@ def intra_document_run(layout, device: str, overrides: dict, steps: int, full_st
     from megatron.core import parallel_state as ps
     from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
 
-    from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.data import get_micro_batch, sample_indices
     from emo_plugin.training.distributed import initialize_model_parallel
     from emo_plugin.training.packed_sequences import thd_packing_for_run
@@ -44,19 +44,20 @@ def intra_document_run(layout, device: str, overrides: dict, steps: int, full_st
         initialize_model_parallel(cfg)
         get_moe_metrics_tracker().clear()
         torch.manual_seed(cfg.seed)
-        transformer_config = build_transformer_config(cfg, device)
+        run = resolved(cfg, dist.get_world_size())
+        transformer_config = run.transformer_config
         if device == "cuda":
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
         else:
             from emo_plugin.training.host_backend import HostBackend as Backend
-        backend = Backend(cfg, transformer_config, vocab_size=VOCAB, seq_length=SEQ)
+        backend = Backend(run)
         modules = [m.module for m in backend.model] if device == "cuda" else [backend.model]
         for module in modules:
             load_from_single_rank(module, full_state)
             with_thd_reference_attention(module)
         if device == "cuda":
             backend.optimizer.reload_model_params()
-        packing = thd_packing_for_run(cfg, transformer_config, device, SEQ)
+        packing = thd_packing_for_run(run)
         assert (packing is not None) == (device == "cuda")
 
         b = cfg.batch

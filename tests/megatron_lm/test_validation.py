@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from emo_plugin.cli.pretrain_megatron import parse_emo_run
 from emo_plugin.errors import ConfigError, DataError
-from emo_plugin.megatron_lm.pretrain import parse_emo_run
 from tests.cuda_free.megatron_lm_runs import MEGATRON_LM_ON_CPU, TOKENIZER
 
 pytestmark = pytest.mark.usefixtures("megatron_lm_globals")

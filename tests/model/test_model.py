@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from emo_plugin.model.build import build_emo_gpt_model
+from emo_plugin.model.spec import emo_decoder_block_spec
 from emo_plugin.moe.layer import EmoMoELayer
 from emo_plugin.moe.router import EmoRouter
 from emo_plugin.moe.routing_ids import build_routing_ids
-from emo_plugin.moe.spec import emo_decoder_block_spec
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("megatron_single_rank")

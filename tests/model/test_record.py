@@ -18,6 +18,7 @@ from emo_plugin.model.megatron_config import transformer_config
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
 from emo_plugin.model.run_config import record_of_run_config
 from emo_plugin.model.sizes import SIZES, sized_record
+from tests.helpers import resolved
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -225,13 +226,12 @@ def test_conversion_modules_import_nothing_of_training_or_data():
 
 
 def test_training_builds_the_rotary_base_of_its_record(megatron_single_rank):
-    from emo_plugin.training.builders import build_transformer_config
-    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.run.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
 
     cfg = TrainingConfig()
     cfg.model.rotary_base = 10_000
-    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+    backend = HostBackend(resolved(cfg))
     head_dim = SIZES["tiny"].head_dim
     expected = 1.0 / 10_000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     torch.testing.assert_close(backend.model.rotary_pos_emb.inv_freq, expected)

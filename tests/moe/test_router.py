@@ -12,7 +12,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from emo_plugin.moe.router import EmoRouter
 from emo_plugin.moe.routing_ids import build_routing_ids, split_routing_ids
 from tests.helpers import tiny_config
-from tests.moe.test_routing import reference_route
+from tests.moe.reference_routing import reference_route
 
 pytestmark = pytest.mark.usefixtures("megatron_single_rank")
 SEQ, BATCH, HIDDEN = 24, 3, 32
@@ -64,7 +64,7 @@ def reference_pool_size(salt: int, layer: int, seed: int, pool_min: int, pool_ma
 
 
 def reference_routing(logits_SBE, ids_BS, pool_size_of):
-    """Per-document loop of tests/moe/test_routing.py plus the pool-masked logits: (probs, map, masked) [S·B, E]."""
+    """``reference_route``'s per-document loop plus the pool-masked logits: (probs, map, masked) [S·B, E]."""
     segments_SB, salts_SB = split_routing_ids(ids_BS.T)
     sizes = {}
     for b in range(BATCH):

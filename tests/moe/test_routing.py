@@ -1,55 +1,14 @@
-"""The pure EMO routing math against a per-document plain-PyTorch reference written here."""
+"""The pure EMO routing math (``emo_plugin/moe/routing.py``) against a per-document plain-PyTorch loop
+(``tests/moe/reference_routing.py``)."""
 
 import pytest
 import torch
 
-from emo_plugin.moe.routing import document_slots, draw_pool_sizes, emo_route, with_unrestricted_padding
-
-
-def reference_route(logits_SBE, segments_SB, pool_size_fn, topk, num_selectable):
-    """Loop over sequences and documents: the method as written in docs/method.md §4."""
-    seq, batch, experts = logits_SBE.shape
-    probs = torch.zeros(seq, batch, experts)
-    chosen = torch.zeros(seq, batch, experts, dtype=torch.bool)
-    pools = {}
-    for b in range(batch):
-        for doc in segments_SB[:, b].unique().tolist():
-            rows = (segments_SB[:, b] == doc).nonzero().flatten()
-            logits = logits_SBE[rows, b]
-            if doc == 0:
-                pool = torch.arange(num_selectable)
-            else:
-                score = torch.softmax(logits[:, :num_selectable], dim=-1).sum(0)
-                size = min(pool_size_fn(b, doc), num_selectable)
-                pool = sorted(range(num_selectable), key=lambda e: (-score[e].item(), e))[:size]
-                pool = torch.tensor(pool)
-                pools[(b, doc)] = set(pool.tolist())
-            masked = torch.full_like(logits, float("-inf"))
-            masked[:, pool] = logits[:, pool]
-            scores = torch.softmax(masked, dim=-1)
-            for i, row in enumerate(rows.tolist()):
-                top = torch.topk(scores[i], topk).indices
-                probs[row, b, top] = scores[i, top]
-                chosen[row, b, top] = True
-    return probs.view(-1, experts), chosen.view(-1, experts), pools
-
-
-def random_segments(seq, batch, max_docs, generator, pad_tail):
-    """Sorted random document cuts per sequence, optionally a padded tail (segment 0)."""
-    segments = torch.zeros(seq, batch, dtype=torch.long)
-    for b in range(batch):
-        num_docs = int(torch.randint(1, max_docs + 1, (1,), generator=generator))
-        cuts = torch.sort(torch.randperm(seq - 1, generator=generator)[: num_docs - 1] + 1).values
-        starts = torch.zeros(seq, dtype=torch.long)
-        starts[cuts] = 1
-        segments[:, b] = torch.cumsum(starts, 0) + 1
-        if pad_tail and b % 2 == 1:
-            segments[seq - 3 :, b] = 0
-    return segments
-
+from emo_plugin.moe.routing import document_slots, draw_pool_sizes, with_unrestricted_padding
+from tests.moe.reference_routing import emo_route, random_segments, reference_route
 
 CASES = [
-    # seq, batch, experts, inert, topk, max_docs, pool range, pad
+    # seq, batch, expert slots, inert, topk, max_docs, pool range, pad
     (16, 2, 8, 0, 2, 4, (2, 8), False),
     (32, 3, 16, 0, 4, 8, (4, 12), True),
     (7, 1, 8, 0, 3, 7, (3, 5), False),  # one-token documents possible
@@ -65,13 +24,13 @@ def test_emo_route_matches_per_document_reference(seq, batch, experts, inert, to
     selectable = experts - inert
     logits_SBE = torch.randn(seq, batch, experts, generator=g)
     segments_SB = random_segments(seq, batch, max_docs, g, pad)
-    sizes_BD = torch.randint(pool_range[0], pool_range[1] + 1, (batch, max_docs + 1), generator=g)
+    sizes_BN = torch.randint(pool_range[0], pool_range[1] + 1, (batch, max_docs + 1), generator=g)
 
     slots_T = document_slots(segments_SB.reshape(-1), batch, max_docs)
-    sizes_N = with_unrestricted_padding(sizes_BD.reshape(-1), max_docs, selectable)
+    sizes_N = with_unrestricted_padding(sizes_BN.reshape(-1), max_docs, selectable)
     routed = emo_route(logits_SBE.reshape(-1, experts), slots_T, sizes_N, topk=topk, num_selectable=selectable)
     ref_probs, ref_map, ref_pools = reference_route(
-        logits_SBE, segments_SB, lambda b, d: int(sizes_BD[b, d]), topk, selectable
+        logits_SBE, segments_SB, lambda b, d: int(sizes_BN[b, d]), topk, selectable
     )
 
     assert torch.equal(routed.routing_map_TE, ref_map)
@@ -168,7 +127,7 @@ def test_document_statistics_and_masked_logits_are_the_per_document_sums():
         rows = (slots == slot).nonzero().flatten().tolist()
         assert routed.doc_mass_N[slot] == len(rows)
         expected = sum((torch.softmax(logits[r].double(), -1) for r in rows), torch.zeros(6, dtype=torch.float64))
-        torch.testing.assert_close(routed.doc_scores_NE[slot], expected.float(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(routed.doc_scores_NR[slot], expected.float(), rtol=1e-6, atol=1e-7)
         for r in rows:
             pool = routed.pool_NE[slot]
             assert torch.equal(routed.masked_logits_TE[r][pool], logits[r][pool])
@@ -191,7 +150,7 @@ def test_shards_that_sum_their_statistics_route_like_the_whole_sequence():
             logits_SBE[half].reshape(-1, 8), document_slots(segments_SB[half].reshape(-1), batch, max_docs), sizes,
             topk=2,
         )
-        own_stats.append(torch.cat([local.doc_scores_NE, local.doc_mass_N.unsqueeze(-1)], -1).double())
+        own_stats.append(torch.cat([local.doc_scores_NR, local.doc_mass_N.unsqueeze(-1)], -1).double())
     for i, half in enumerate(halves):
         other = own_stats[1 - i]
         shard = emo_route(

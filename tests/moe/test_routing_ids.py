@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from emo_plugin.errors import DataError
 from emo_plugin.moe.routing_ids import build_routing_ids, segments_from_document_ids, split_routing_ids
 
 EOD = 0
@@ -42,8 +43,29 @@ def test_batch_document_ids_take_precedence_over_tokens():
 
 
 def test_too_many_documents_is_a_clear_error():
-    with pytest.raises(ValueError, match="max_documents_per_sequence=2"):
+    """The micro-batch's one document-count check (the only host sync of EMO routing) names the bound to raise."""
+    with pytest.raises(DataError) as info:
         build_routing_ids(tokens_BS=torch.zeros(1, 4, dtype=torch.long), eod_token_id=EOD, max_documents_per_sequence=2)
+    assert str(info.value) == ("a sequence of this data holds 4 documents, more than emo.max_documents_per_sequence=2; "
+                               "set --emo.max_documents_per_sequence=4 or more")
+
+
+def test_one_generator_per_sequence_gives_each_sequence_its_own_salts():
+    """With a generator per sequence a sequence's ids do not depend on the micro-batch it is built in."""
+    tokens = torch.randint(0, 4, (3, 20), generator=torch.Generator().manual_seed(2))
+
+    def generators(seeds):
+        return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    batch = build_routing_ids(tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=20,
+                              generator=generators([5, 6, 7]))
+    for b, seed in enumerate([5, 6, 7]):
+        alone = build_routing_ids(tokens_BS=tokens[b : b + 1], eod_token_id=EOD, max_documents_per_sequence=20,
+                                  generator=generators([seed])[0])
+        assert torch.equal(batch[b : b + 1], alone)
+    with pytest.raises(ValueError, match="^build_routing_ids got 2 generators for 3 sequences$"):
+        build_routing_ids(tokens_BS=tokens, eod_token_id=EOD, max_documents_per_sequence=20,
+                          generator=generators([5, 6]))
 
 
 def test_every_document_of_a_batch_gets_its_own_salt():

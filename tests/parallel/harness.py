@@ -415,7 +415,7 @@ def build_emo_moe_layer(config, layer_number: int = 1):
     """A standalone ``EmoMoELayer`` (local spec: SequentialMLP experts, shared expert) on the global groups."""
     from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
 
-    from emo_plugin.moe.spec import emo_decoder_block_spec
+    from emo_plugin.model.spec import emo_decoder_block_spec
 
     block = emo_decoder_block_spec(config, use_transformer_engine=False, pp_rank=0)
     layer = block.layer_specs[0].submodules.mlp(config=config, pg_collection=get_default_pg_collection())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emo_plugin.errors import DataError
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.run.config import TrainingConfig
 from tests.data.helpers import BUNDLED_TOKENIZER, write_jsonl
 from tests.parallel.harness import run_ranks
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.planning.layout import Layout
 from emo_plugin.planning.parameters import stage_parameters
-from emo_plugin.training.builders import resolved_record
+from emo_plugin.run.layout import Layout
+from tests.helpers import run_record
 from tests.parallel.harness import Layout as HarnessLayout
 from tests.parallel.harness import run_ranks
 from tests.planning.workers import built_parameter_counts, run_config
@@ -21,7 +21,7 @@ EP_PADDING = {"model.num_moe_experts": 128, "emo.num_inert_experts": 1}  # 127 r
 def _planned(spec: dict, layout: HarnessLayout, world_size: int, stage: int) -> dict:
     cfg = run_config(spec["size"], layout, spec.get("overrides"))
     plan_layout = Layout.from_config(cfg, world_size)
-    count = stage_parameters(resolved_record(cfg), spec["vocab"], plan_layout, stage)
+    count = stage_parameters(run_record(cfg), spec["vocab"], plan_layout, stage)
     return {"stage": stage, "dense": count.dense, "expert": count.expert}
 
 

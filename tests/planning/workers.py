@@ -6,10 +6,12 @@ import contextlib
 
 import torch
 
+from tests.helpers import resolved, run_record
+
 
 def run_config(size_name: str, layout, overrides: dict | None = None):
     """The ``TrainingConfig`` of a named size on a harness layout, as the trainer would set it."""
-    from emo_plugin.training.config import TrainingConfig, set_value
+    from emo_plugin.run.config import TrainingConfig, set_value
 
     cfg = TrainingConfig()
     cfg.model.size = size_name
@@ -29,17 +31,17 @@ def built_parameter_counts(layout, specs: list[dict]) -> list[dict]:
     from megatron.core import parallel_state as ps
 
     from emo_plugin.model.build import build_emo_gpt_model
-    from emo_plugin.training.builders import build_transformer_config, resolved_record
+    from emo_plugin.run.transformer import build_transformer_config
 
     results = []
     for spec in specs:
         cfg = run_config(spec["size"], layout, spec.get("overrides"))
-        config = build_transformer_config(cfg, "cpu")
+        config = build_transformer_config(cfg, run_record(cfg), "cpu")
         with torch.device("meta") if spec["meta"] else contextlib.nullcontext():
             model = build_emo_gpt_model(
                 config,
                 vocab_size=spec["vocab"],
-                max_sequence_length=resolved_record(cfg).seq_length,
+                max_sequence_length=run_record(cfg).seq_length,
                 use_transformer_engine=False,
                 host_execution=True,
                 pre_process=ps.is_pipeline_first_stage(),
@@ -59,12 +61,11 @@ def measured_host_memory(layout, micro_batch_size: int, seq_length: int, vocab: 
     excluded), recorded with ``torch.autograd.graph.saved_tensors_hooks``.
     """
     from emo_plugin.moe.routing_ids import build_routing_ids
-    from emo_plugin.training.builders import build_transformer_config
     from emo_plugin.training.host_backend import HostBackend, forward
 
-    cfg = run_config("tiny", layout, {"data.seq_length": seq_length})
+    cfg = run_config("tiny", layout, {"data.seq_length": seq_length, "model.vocab_size": vocab})
     torch.manual_seed(0)
-    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=vocab, seq_length=seq_length)
+    backend = HostBackend(resolved(cfg, torch.distributed.get_world_size()))
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, vocab, (micro_batch_size, seq_length), generator=gen)
     tokens[torch.rand(micro_batch_size, seq_length, generator=gen) < 0.02] = 0  # document boundaries (EOD = 0)

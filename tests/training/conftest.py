@@ -1,6 +1,6 @@
 """Fixtures for trainer tests: the bundled corpus tokenised once per session, and a CLI runner.
 
-Training runs happen in subprocesses (``python -m emo_plugin.training.cli`` or ``torchrun``) so each has
+Training runs happen in subprocesses (``python -m emo_plugin.cli.pretrain`` or ``torchrun``) so each has
 its own process group and Megatron state, exactly as users launch it.
 """
 
@@ -59,7 +59,7 @@ def env() -> dict:
 
 
 def run_cli(args: list[str], *, nproc: int = 1, shimmed: bool = False, timeout: float = 240, check: bool = True):
-    script = [str(REPO / "tests/training/shimmed_cli.py")] if shimmed else ["-m", "emo_plugin.training.cli"]
+    script = [str(REPO / "tests/training/shimmed_cli.py")] if shimmed else ["-m", "emo_plugin.cli.pretrain"]
     if nproc == 1:
         cmd = [PYTHON, *script, *args]
     else:

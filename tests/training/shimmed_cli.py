@@ -13,6 +13,6 @@ from tests.shims import apply_cpu_shims  # noqa: E402
 
 if __name__ == "__main__":
     apply_cpu_shims()
-    from emo_plugin.training.cli import main
+    from emo_plugin.cli.pretrain import main
 
     sys.exit(main())

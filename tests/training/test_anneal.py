@@ -12,6 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emo_plugin import checkpoint
+from tests.helpers import run_record
 from tests.training.conftest import base_args, read_metrics, run_cli
 
 STD_MOE = {"emo__pool_min": 8, "emo__pool_max": 8, "emo__pool_eval": 8}  # tiny: 8 routed experts
@@ -78,16 +79,15 @@ def test_emo_anneal_from_the_weights_only_starts_at_iteration_0_with_the_checkpo
 def test_shipped_anneal_configs_load_their_stage_one_checkpoint(anneal):
     """Same architecture as the run they continue (only emo.pool_* may differ), 50B tokens of anneal after AI2's
     238,419 steps of 1024 × 4096 tokens."""
+    from emo_plugin.cli.pretrain import parse_config
     from emo_plugin.training.architecture_check import architecture
-    from emo_plugin.training.builders import resolved_record
-    from emo_plugin.training.cli import parse_config
 
     stage_one = "stdmoe_1b14b" if "stdmoe" in anneal else "emo_1b14b"
     first, second = (parse_config(["--config", name])
                      for name in (stage_one, anneal))
-    assert architecture(resolved_record(first)) == architecture(resolved_record(second))
+    assert architecture(run_record(first)) == architecture(run_record(second))
     tokens_per_step = second.batch.global_batch_size * second.data.seq_length
     assert first.schedule.train_iters == math.ceil(1e12 / tokens_per_step) == 238_419
     assert second.schedule.anneal_iters == math.ceil(50e9 / tokens_per_step) == 11_921
     assert second.schedule.train_iters == first.schedule.train_iters + second.schedule.anneal_iters
-    assert (resolved_record(second).pool_min, resolved_record(second).pool_max) == (8, 128)  # EMO's pools in stage 2
+    assert (run_record(second).pool_min, run_record(second).pool_max) == (8, 128)  # EMO's pools in stage 2

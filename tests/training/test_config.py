@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from emo_plugin.cli.pretrain import main, parse_config
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.training.builders import build_transformer_config, resolved_record
-from emo_plugin.training.cli import main, parse_config
-from emo_plugin.training.config import TrainingConfig
-from emo_plugin.training.config_file import DEFAULT_CONFIG
-from emo_plugin.training.flops import active_params_per_token, flops_per_token
-from emo_plugin.training.validation import validate
+from emo_plugin.run.config import TrainingConfig
+from emo_plugin.run.config_file import DEFAULT_CONFIG
+from emo_plugin.run.flops import active_params_per_token, flops_per_token
+from emo_plugin.run.transformer import build_transformer_config
+from tests.helpers import checked, run_record
 
 
 def cfg_from(*argv: str) -> TrainingConfig:
@@ -53,18 +53,17 @@ def test_yaml_then_dotted_then_megatron_flags():
 )
 def test_invalid_values_name_the_field(argv, message):
     with pytest.raises(ConfigError, match=None) as info:
-        validate(cfg_from(*argv))
+        checked(cfg_from(*argv))
     assert message in str(info.value)
 
 
 def test_batch_arithmetic_checked_against_world_size():
     cfg = cfg_from("--global-batch-size", "6", "--micro-batch-size", "4")
-    validate(cfg)
     with pytest.raises(
         ConfigError,
         match="batch.global_batch_size=6: expected a multiple of micro_batch_size × data-parallel size = 4 × 1",
     ):
-        validate(cfg, world_size=1)
+        checked(cfg, world_size=1)
 
 
 def test_cli_reports_config_errors_with_exit_code_2(capsys):
@@ -105,21 +104,22 @@ def test_model_sizes_match_the_recipe():
 
 def test_eos_grouping_and_per_layer_pools_reach_the_record_and_the_routers_config():
     cfg = cfg_from("--emo.eos_grouping=starts", "--emo.pool_min_per_layer=8,2", "--emo.pool_max_per_layer", "[8, 4]")
-    validate(cfg)
-    assert resolved_record(cfg).eos_grouping == "starts"
-    emo = build_transformer_config(cfg, "cpu").emo
+    checked(cfg)
+    assert run_record(cfg).eos_grouping == "starts"
+    emo = build_transformer_config(cfg, run_record(cfg), "cpu").emo
     assert (emo.pool_range(1), emo.pool_range(2)) == ((8, 8), (2, 4))
     default = cfg_from()
-    record = resolved_record(default)
+    record = run_record(default)
     assert record.eos_grouping == "ends"
-    assert build_transformer_config(default, "cpu").emo.pool_range(2) == (record.pool_min, record.pool_max)
+    emo = build_transformer_config(default, record, "cpu").emo
+    assert emo.pool_range(2) == (record.pool_min, record.pool_max)
 
 
 def test_sizes_build_valid_megatron_configs():
     for name in SIZES:
         cfg = cfg_from(f"--model.size={name}")
-        config = build_transformer_config(cfg, "cpu")
-        record = resolved_record(cfg)
+        config = build_transformer_config(cfg, run_record(cfg), "cpu")
+        record = run_record(cfg)
         assert config.num_moe_experts == record.num_moe_experts and config.emo.pool_eval == record.pool_eval
 
 
@@ -127,4 +127,4 @@ def test_sizes_build_valid_megatron_configs():
 def test_missing_data_files_are_named_before_anything_is_built(field, tmp_path):
     cfg = parse_config(["--config", "tiny_cpu", f"--{field}={tmp_path / 'missing'}"])
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        validate(cfg)
+        checked(cfg)

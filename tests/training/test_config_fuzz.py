@@ -13,11 +13,11 @@ import time
 
 import pytest
 
+from emo_plugin.cli.pretrain import parse_config
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.cli import parse_config
-from emo_plugin.training.config import SECTIONS, TrainingConfig, field_types, set_value
-from emo_plugin.training.config_file import DEFAULT_CONFIG
-from emo_plugin.training.validation import validate
+from emo_plugin.run.config import SECTIONS, TrainingConfig, field_types, set_value
+from emo_plugin.run.config_file import DEFAULT_CONFIG
+from tests.helpers import checked
 from tests.reliability import record
 
 NUMERIC = ("0", "-1", "-5", "1e30", "99999999999999999999", "1e400", "nan", "2.5")
@@ -46,8 +46,7 @@ def run_case(base: TrainingConfig, key: str, value: str) -> str | None:
     try:
         cfg = copy.deepcopy(base)
         set_value(cfg, key, value)  # what parse_config does with '--key=value'
-        validate(cfg)
-        validate(cfg, world_size=1)  # the trainer's second pass, with the world size known
+        checked(cfg, world_size=1)
     except ConfigError as error:
         return str(error)
     return None
@@ -102,7 +101,7 @@ ISSUE_CASES = [
 
 @pytest.mark.parametrize("arg, expected", ISSUE_CASES, ids=[a for a, _ in ISSUE_CASES])
 def test_issue_cases_are_config_errors(arg, expected, capsys, tmp_path):
-    from emo_plugin.training.cli import main
+    from emo_plugin.cli.pretrain import main
 
     assert main(["--config", str(DEFAULT_CONFIG), f"--checkpoint.save={tmp_path}/ckpt", arg, "--check-config"]) == 2
     err = capsys.readouterr().err
@@ -113,7 +112,7 @@ def test_issue_cases_are_config_errors(arg, expected, capsys, tmp_path):
 
 
 def test_config_file_mistakes(tmp_path, capsys):
-    from emo_plugin.training.cli import main
+    from emo_plugin.cli.pretrain import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  size: tiny\n   num_layers: 2\n")
@@ -135,14 +134,14 @@ def test_bracketed_paths_as_help_shows_them(tmp_path):
     assert cfg.data.paths == ["0.3", "a", "0.7", "b"]
     expected = r"data.paths='a': expected an indexed dataset prefix \(a.bin does not exist"
     with pytest.raises(ConfigError, match=expected) as info:
-        validate(cfg)
+        checked(cfg)
     record("emo-pretrain --data.paths='[0.3, a, 0.7, b]' (the form --help shows)",
            seen=f"brackets and quotes are syntax: weights 0.3/0.7, prefixes a/b; then: {info.value}",
            kept="nothing written", area="config")
 
 
 def test_valid_default_passes_and_check_config_exits_zero(capsys):
-    from emo_plugin.training.cli import main
+    from emo_plugin.cli.pretrain import main
 
     assert main(["--config", str(DEFAULT_CONFIG), "--check-config"]) == 0
     assert "config OK" in capsys.readouterr().err

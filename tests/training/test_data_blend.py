@@ -1,6 +1,6 @@
 """A weighted blend of datasets (``data.paths: [w1, p1, w2, p2]``) builds train and validation splits."""
 
-from emo_plugin.training.cli import parse_config
+from emo_plugin.cli.pretrain import parse_config
 from emo_plugin.training.data import build_datasets
 
 

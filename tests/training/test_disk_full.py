@@ -49,7 +49,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(seed_run, corpus_pr
         (save / checkpoint.LATEST).write_text("2\n")
         before = _tree(save)
         args = base_args(corpus_prefix, tmp_path, schedule__train_iters=3, checkpoint__save=save)
-        proc = subprocess.run([PYTHON, "-m", "emo_plugin.training.cli", *args], cwd=REPO, env=env(), text=True,
+        proc = subprocess.run([PYTHON, "-m", "emo_plugin.cli.pretrain", *args], cwd=REPO, env=env(), text=True,
                               capture_output=True, timeout=300,
                               preexec_fn=None if mounted else _file_size_limit(max(files) // 2))
         cause = "no space left on device" if mounted else "file too large for the file-size limit (EFBIG)"

@@ -13,7 +13,7 @@ from tests.training.conftest import PYTHON, REPO, base_args, env, free_port, rea
 
 
 def _start(args):
-    return subprocess.Popen([PYTHON, "-m", "emo_plugin.training.cli", *args], cwd=REPO, env=env(),
+    return subprocess.Popen([PYTHON, "-m", "emo_plugin.cli.pretrain", *args], cwd=REPO, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -69,7 +69,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(corpus_pref
     root, metrics = tmp_path / "ckpt", tmp_path / "metrics.jsonl"
     args = base_args(corpus_prefix, tmp_path, schedule__train_iters=200)
     rendezvous = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    ranks = [subprocess.Popen([PYTHON, "-m", "emo_plugin.training.cli", *args], cwd=REPO,
+    ranks = [subprocess.Popen([PYTHON, "-m", "emo_plugin.cli.pretrain", *args], cwd=REPO,
                               env={**env(), **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     try:

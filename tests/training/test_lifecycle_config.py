@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.config import TrainingConfig
-from emo_plugin.training.validation import validate
+from emo_plugin.run.config import TrainingConfig
+from tests.helpers import checked
 from tests.training.conftest import REPO
 
 
@@ -35,7 +35,7 @@ def _config(tmp_path, **values) -> TrainingConfig:
     ],
 )
 def test_lifecycle_fields_are_checked(tmp_path, values, message):
-    validate(_config(tmp_path))  # the base config is valid
+    checked(_config(tmp_path))  # the base config is valid
     with pytest.raises(ConfigError) as error:
-        validate(_config(tmp_path, **values))
+        checked(_config(tmp_path, **values))
     assert message in str(error.value)

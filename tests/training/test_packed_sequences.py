@@ -262,13 +262,13 @@ def test_packed_row_trains_like_the_dense_mask_batch(cp_padding):
 
 
 def test_gpu_intra_document_attention_without_te_attention_is_refused():
+    from emo_plugin.cli.pretrain import parse_config
     from emo_plugin.errors import ConfigError
-    from emo_plugin.training.cli import parse_config
-    from emo_plugin.training.config_file import DEFAULT_CONFIG
-    from emo_plugin.training.validation import validate
+    from emo_plugin.run.config_file import DEFAULT_CONFIG
+    from tests.helpers import checked
 
     cfg = parse_config(["--config", str(DEFAULT_CONFIG), "--parallel.device=cuda", "--model.transformer_impl=local",
                         "--data.intra_document_attention=true"])
     with pytest.raises(ConfigError, match=r"data.intra_document_attention=True: expected false with "
                                           r"model.transformer_impl=local \(thd packed sequences"):
-        validate(cfg)
+        checked(cfg)

@@ -2,17 +2,18 @@
 
 import torch
 
+from tests.helpers import resolved
+
 
 def test_save_reseed_load_restores_the_generator(megatron_single_rank, tmp_path):
     from emo_plugin import checkpoint
-    from emo_plugin.training.builders import build_transformer_config
-    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.run.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
 
     cfg = TrainingConfig()
     cfg.data.tokenizer_model = "examples/data/tokenizer.model"
     torch.manual_seed(0)
-    backend = HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+    backend = HostBackend(resolved(cfg))
     state = backend.sharded_state_dict()
     state.update(iteration=1, consumed_samples=8, world_size=1, **backend.common_state())
     checkpoint.save(tmp_path, 1, state, backend.save_strategy)
@@ -28,8 +29,7 @@ def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_ra
     """After two AdamW steps, a backend built from another seed loads the checkpoint: the weights, both moments
     and the step count equal the saved ones, so its next step lands on the same weights (bit for bit)."""
     from emo_plugin import checkpoint
-    from emo_plugin.training.builders import build_transformer_config
-    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.run.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
 
     cfg = TrainingConfig()
@@ -37,7 +37,7 @@ def test_save_load_round_trip_restores_weights_and_adam_state(megatron_single_ra
 
     def backend(seed):
         torch.manual_seed(seed)
-        return HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+        return HostBackend(resolved(cfg))
 
     def adam_step(b, seed):
         grads = torch.Generator().manual_seed(seed)
@@ -71,14 +71,13 @@ def test_a_resumed_run_keeps_its_own_optimizer_settings(megatron_single_rank, tm
     """The checkpoint restores weights and moments, but betas, eps and weight decay come from the resumed
     run's config (a run may resume with, say, another beta2): the groups equal a fresh backend's."""
     from emo_plugin import checkpoint
-    from emo_plugin.training.builders import build_transformer_config
-    from emo_plugin.training.config import TrainingConfig
+    from emo_plugin.run.config import TrainingConfig
     from emo_plugin.training.host_backend import HostBackend
 
     def backend(cfg):
         cfg.data.tokenizer_model = "examples/data/tokenizer.model"
         torch.manual_seed(0)
-        return HostBackend(cfg, build_transformer_config(cfg, "cpu"), vocab_size=4096, seq_length=16)
+        return HostBackend(resolved(cfg))
 
     saved = backend(TrainingConfig())
     state = saved.sharded_state_dict()

@@ -48,7 +48,7 @@ def test_preempted_run_resumes_from_save_not_load(seed_run, corpus_prefix, tmp_p
     seed, save = seed_run / "ckpt", tmp_path / "ckpt"
     before = _tree(seed)
     args = base_args(corpus_prefix, tmp_path, schedule__train_iters=200, checkpoint__load=seed)
-    job = subprocess.Popen([PYTHON, "-m", "emo_plugin.training.cli", *args], cwd=REPO, env=env(),
+    job = subprocess.Popen([PYTHON, "-m", "emo_plugin.cli.pretrain", *args], cwd=REPO, env=env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 180

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from emo_plugin.cli.pretrain import DEFAULT_CONFIG, parse_config
 from emo_plugin.errors import ConfigError
+from emo_plugin.run.config import OptimizerSection, ScheduleSection, TrainingConfig
 from emo_plugin.training.anneal import AnnealStart, anneal_start
-from emo_plugin.training.cli import DEFAULT_CONFIG, parse_config
-from emo_plugin.training.config import OptimizerSection, ScheduleSection, TrainingConfig
 from emo_plugin.training.schedule import lr_at, param_scheduler, set_iteration
 from emo_plugin.training.start_point import StartPoint
-from emo_plugin.training.validation import validate
+from tests.helpers import checked
 
 
 def lrs(sch: ScheduleSection, iterations, opt: OptimizerSection | None = None, anneal=None) -> list[float]:
@@ -147,14 +147,14 @@ def test_anneal_without_a_checkpoint_is_refused():
 )
 def test_schedule_fields_are_validated_by_name(argv, message):
     with pytest.raises(ConfigError) as info:
-        validate(parse_config(["--config", str(DEFAULT_CONFIG), *argv]))
+        checked(parse_config(["--config", str(DEFAULT_CONFIG), *argv]))
     assert message in str(info.value)
 
 
 def test_wsd_and_anneal_configs_validate():
-    validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.lr_decay_style=WSD",
+    checked(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.lr_decay_style=WSD",
                            "--schedule.lr_wsd_decay_iters=50"]))
-    validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=50", "--checkpoint.load=x"]))
+    checked(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=50", "--checkpoint.load=x"]))
     # a weights-only anneal shorter than the YAML's 20 warm-up steps: the anneal has no warm-up
-    validate(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=5", "--schedule.train_iters=5",
+    checked(parse_config(["--config", str(DEFAULT_CONFIG), "--schedule.anneal_iters=5", "--schedule.train_iters=5",
                            "--checkpoint.load=x", "--checkpoint.finetune=true"]))

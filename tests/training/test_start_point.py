@@ -13,8 +13,8 @@ from megatron.core.dist_checkpointing import ShardedTensor
 from emo_plugin import checkpoint
 from emo_plugin.errors import ConfigError
 from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
+from emo_plugin.run.config import TrainingConfig
 from emo_plugin.training import start_point
-from emo_plugin.training.config import TrainingConfig
 
 
 def _save(root, iteration, *, training_state=True):

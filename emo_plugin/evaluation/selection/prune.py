@@ -17,6 +17,23 @@ from emo_plugin.convert.hf_weights import HfWeights
 from emo_plugin.errors import ConversionError
 
 
+def read_selection(path: Path) -> dict[int, list[int]]:
+    """{layer: kept routed-expert ids} from a selection file: ``{layer: [ids]}`` (``expert_selection.json`` of a
+    pruned folder, ``selections/<domain>/<subset>.json`` of ``emo-evaluate-subsets``) or an object with that under
+    "layers" (``emo-select-experts --selection-json``)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConversionError(f"{path}: cannot read the selection ({error})") from None
+    layers = record.get("layers", record) if isinstance(record, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        raise ConversionError(f"{path}: expected a JSON object {{layer: [expert ids]}} (or one with a 'layers' key)")
+    try:
+        return {int(layer): [int(e) for e in experts] for layer, experts in layers.items()}
+    except (TypeError, ValueError):
+        raise ConversionError(f"{path}: layer keys must be integers and values lists of integer expert ids") from None
+
+
 def checkpoint_size(hf: HfWeights) -> dict:
     """Bytes and parameters of a folder's tensors (read from the safetensors headers only)."""
     from safetensors import safe_open

@@ -1,13 +1,10 @@
-"""Capability exclusion: which experts a domain loses, how their probabilities are measured, and the command."""
-
-import json
-import math
+"""Capability exclusion: which experts a domain loses and how their probabilities are measured (the experiment:
+test_exclusion_experiment.py; the command: tests/cli/test_exclude_experts.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from emo_plugin.cli import exclude_experts
 from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.capability_exclusion import experts_to_drop, mean_router_probabilities
 from tests.evaluation.analysis.test_subset_evaluation import VOCAB, random_documents
@@ -68,23 +65,3 @@ def test_mean_router_probabilities_are_the_token_mean_of_the_softmax():
     for i, layer in enumerate(model.model.layers):
         expected = torch.softmax(torch.cat(inputs[i]) @ layer.mlp.gate.weight[:8].T, dim=-1).double().mean(0)
         np.testing.assert_allclose(measured[i], expected.detach().numpy(), rtol=1e-5, atol=1e-7)
-
-
-def test_exclude_experts_reports_every_domain_before_and_after(tiny_checkpoint, tmp_path, capsys):
-    checkpoint, corpus, tokenizer = tiny_checkpoint
-    argv = ["--checkpoint", str(checkpoint), "--corpus", str(corpus), "--tokenizer", str(tokenizer),
-            "--out", str(tmp_path / "out"), "--domain", "code", "--drop-per-layer", "3", "--calib-docs", "2",
-            "--max-eval-tokens-per-domain", "300"]
-    assert exclude_experts.main(argv) == 0
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["domain"] == "code" and set(results["domains"]) == {"code", "cooking", "law"}
-    assert all(len(ids) == 3 and ids == sorted(set(ids)) for ids in results["dropped_experts"].values())
-    for entry in results["domains"].values():
-        assert math.isfinite(entry["excluded_loss"])
-        assert entry["loss_rise"] == pytest.approx(entry["excluded_loss"] - entry["full_loss"])
-        assert entry["excluded_loss"] != entry["full_loss"]
-    assert "| code (target) |" in capsys.readouterr().out
-    argv[argv.index("--drop-per-layer") + 1] = "7"
-    argv[argv.index("--out") + 1] = str(tmp_path / "o2")
-    assert exclude_experts.main(argv) == 2
-    assert "--drop-per-layer 7 leaves layer 0 1 routed experts, fewer than the 2" in capsys.readouterr().err

@@ -15,10 +15,10 @@ import yaml
 
 from emo_plugin.cli.runner import report_input_error
 from emo_plugin.errors import ConfigError, EmoError
-from emo_plugin.training.config import SECTIONS, TrainingConfig, apply_mapping, field_types, set_value
-from emo_plugin.training.config_file import DEFAULT_CONFIG, read_config_file, shipped_configs
-from emo_plugin.training.exit_codes import EPILOG as EXIT_CODES_HELP
-from emo_plugin.training.exit_codes import ERROR, NON_FINITE
+from emo_plugin.run.config import SECTIONS, TrainingConfig, apply_mapping, field_types, set_value
+from emo_plugin.run.config_file import DEFAULT_CONFIG, read_config_file, shipped_configs
+from emo_plugin.run.exit_codes import EPILOG as EXIT_CODES_HELP
+from emo_plugin.run.exit_codes import ERROR, NON_FINITE
 
 DESCRIPTION = """\
 Pretrain a Megatron-Core GPT mixture-of-experts model with EMO document-pool routing.
@@ -31,7 +31,7 @@ Launch with python (1 process), torchrun, or srun (ranks from SLURM_PROCID/SLURM
 EPILOG = """\
 examples:
   emo-pretrain                                          # tiny EMO model on the bundled corpus, CPU
-  torchrun --nproc-per-node 2 -m emo_plugin.training.cli --config tiny_cpu
+  torchrun --nproc-per-node 2 -m emo_plugin.cli.pretrain --config tiny_cpu
   emo-pretrain --config emo_1b14b --expert-model-parallel-size 8 --save ckpt/
   emo-pretrain --config tiny_cpu --schedule.train_iters=20 --emo.pool_eval=8
   emo-pretrain --config my_run.yaml                     # a config file of your own
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default with no arguments: {DEFAULT_CONFIG})")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--check-config", action="store_true",
-                        help="validate the config (fields, files, memory estimate) and exit without training")
+                        help="validate the config (fields, files, memory estimate) and exit without training; world "
+                        "size: --plan.world_size, the launcher's, else the smallest the layout runs on")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the memory/communication/FLOPs plan of this config per rank and exit (no GPU, no "
                         "data needed; world size: --plan.world_size); exit 0 if it fits, 1 if not")
@@ -127,9 +128,11 @@ def _start(argv: list[str]) -> int:
 
         return dry_run(cfg)
     if "--check-config" in argv:
-        from emo_plugin.training.validation import validate
+        from emo_plugin.planning.fit_check import check_fits
+        from emo_plugin.run.layout import configured_world_size, smallest_world_size
+        from emo_plugin.run.resolve import resolve
 
-        validate(cfg)
+        check_fits(resolve(cfg, configured_world_size(cfg) or smallest_world_size(cfg)))
         print("emo-pretrain: config OK", file=sys.stderr)
         return 0
     from emo_plugin.checkpoint import CheckpointError

@@ -1,10 +1,10 @@
-"""Every check on a ``TrainingConfig``, in one place, before any model or process group is built.
+"""Every check on the fields of a ``TrainingConfig``, in one place, before any model or process group is built.
 
-Errors are ``ConfigError`` with ``field=value: what was expected``. ``validate`` runs once per start, when the
-trainer begins (``emo-pretrain --check-config`` alone runs it without a world size); the world size the launcher
-gives (``world_size=``) is checked against the batch arithmetic.
-Anything a value could crash later (a division by zero, a numpy seed range, a split with no documents, an
-allocation that cannot fit) is checked here, so a bad value never reaches Megatron as a traceback.
+Errors are ``ConfigError`` with ``field=value: what was expected``. ``resolve`` runs ``validate`` first and then
+checks what only the derived run shows (the record's rules, Megatron's config checks, what divides the world
+size); the planner's fit check (``planning/fit_check.py``) refuses what cannot fit in memory.
+Anything a value could crash later (a division by zero, a numpy seed range, a split with no documents) is
+checked here, so a bad value never reaches Megatron as a traceback.
 """
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ import math
 import os
 from pathlib import Path
 
+from emo_plugin.data.paths import parse_paths
 from emo_plugin.errors import ConfigError
-from emo_plugin.model.record_checks import record_problems
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.training.builders import (
-    FP8_FORMAT,
-    build_transformer_config,
-    padded_vocab_size,
-    resolve_device,
-    resolved_record,
-)
-from emo_plugin.training.config import SECTIONS, EmoSection, ScheduleSection, TrainingConfig, parse_split
-from emo_plugin.training.resources import memory_problems, physical_memory_bytes
+from emo_plugin.run.config import SECTIONS, EmoSection, ScheduleSection, TrainingConfig, parse_split
+from emo_plugin.run.transformer import FP8_FORMAT
 
 EMO_FIELDS = {f.name for f in dataclasses.fields(EmoSection)}
 SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
@@ -70,11 +63,7 @@ def _check_writable(key: str, value: str | None, *, is_file: bool = False) -> No
 
 
 def _check_model(cfg: TrainingConfig) -> None:
-    """The record's rules (``model/record_checks.py``) in this config's field names, then the run's own."""
-    problems = record_problems(resolved_record(cfg), key=record_field_key)
-    if problems:
-        name, value, expected = problems[0]
-        _check(False, record_field_key(name), value, expected)
+    """The run's own model fields (the record's rules run on the resolved record: ``resolve.py``)."""
     _check(cfg.model.vocab_size is None or cfg.model.vocab_size >= 1, "model.vocab_size", cfg.model.vocab_size,
            "none (the tokenizer's, padded) or an integer >= 1")
     _check(cfg.model.init_method_std > 0, "model.init_method_std", cfg.model.init_method_std, "a positive float")
@@ -94,8 +83,6 @@ def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
     _check(valid > 0 or eval_iters == 0, "data.split", d.split,
            "a positive validation weight (the second of 'train,valid,test'), or eval.iters=0 to skip validation")
     if d.paths:
-        from emo_plugin.training.data import parse_paths
-
         for prefix in parse_paths(d.paths)[0]:
             missing = [s for s in (".bin", ".idx") if not Path(f"{prefix}{s}").is_file()]
             _check(not missing, "data.paths", prefix,
@@ -148,26 +135,15 @@ def _check_plan(cfg: TrainingConfig) -> None:
            f"a number of GiB in [0, plan.device_memory_gib={plan.device_memory_gib:g})")
 
 
-def _tokenizer_vocab(cfg: TrainingConfig) -> int:
-    from emo_plugin.data.tokenizer import EmoTokenizer
-    from emo_plugin.errors import DataError
-
-    try:
-        return EmoTokenizer(cfg.data.tokenizer_model).vocab_size
-    except DataError as error:
-        raise ConfigError(f"data.tokenizer_model={cfg.data.tokenizer_model!r}: {error}") from None
-
-
-def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
+def validate(cfg: TrainingConfig, device: str, *, inputs: bool = True) -> None:
+    """Every field on its own and with the fields it depends on, for a run on ``device``; ``inputs``: also the
+    files the run reads and the locations it writes (the dry run plans without them)."""
     m, par, prec, opt = cfg.model, cfg.parallel, cfg.precision, cfg.optimizer
     sch, b, d = cfg.schedule, cfg.batch, cfg.data
     _check_finite_floats(cfg)
     _check(m.size in SIZES, "model.size", m.size, f"one of {', '.join(SIZES)}")
     _check(cfg.emo.eos_grouping in (None, "ends", "starts"), "emo.eos_grouping", cfg.emo.eos_grouping,
            "'ends' (an EOD routes with the document it ends) or 'starts' (with the next one, as AI2)")
-    _check(par.device in ("auto", "cpu", "cuda"), "parallel.device", par.device, "'auto', 'cpu' or 'cuda'")
-    device = resolve_device(cfg)
-    _check(device in ("cpu", "cuda"), "EMO_DEVICE", device, "'cpu' or 'cuda'")
     for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size",
                 "context_parallel_size"):
         _check(getattr(par, key) >= 1, f"parallel.{key}", getattr(par, key), "an integer >= 1")
@@ -242,44 +218,11 @@ def validate(cfg: TrainingConfig, world_size: int | None = None) -> None:
     _check(not cfg.checkpoint.finetune or bool(cfg.checkpoint.load), "checkpoint.finetune", cfg.checkpoint.finetune,
            "checkpoint.load to name the weights to start from (--load DIR --finetune)")
     _check_plan(cfg)
+    _check_model(cfg)
+    if not inputs:
+        return
     for key, value, is_file in (("logging.tensorboard_dir", cfg.logging.tensorboard_dir, False),
                                 ("logging.metrics_file", cfg.logging.metrics_file, True),
                                 ("checkpoint.save", cfg.checkpoint.save, False)):
         _check_writable(key, value, is_file=is_file)
     _check_data(cfg, cfg.eval.iters)
-    _check_model(cfg)
-    try:
-        build_transformer_config(cfg, device)
-    except ConfigError:
-        raise
-    except (ValueError, AssertionError, ZeroDivisionError) as error:  # Megatron's own TransformerConfig checks
-        raise ConfigError(f"model/parallel: Megatron rejected the transformer config: {error}") from None
-    vocab = m.vocab_size or padded_vocab_size(_tokenizer_vocab(cfg), par.tensor_model_parallel_size)
-    shards = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.expert_model_parallel_size
-    evaluations = sch.train_iters // max(1, cfg.eval.interval) + 2  # as the trainer sizes the validation split
-    samples = (sch.train_iters + cfg.eval.iters * evaluations) * b.global_batch_size
-    problems = memory_problems(resolved_record(cfg), vocab, b.micro_batch_size, samples,
-                               d.intra_document_attention, shards, physical_memory_bytes())
-    named = SIZES[m.size].to_dict()  # the record fields this run sets to other values than its named size's
-    overrides = [f"{s}.{f.name}={getattr(getattr(cfg, s), f.name)}" for s in ("model", "emo")
-                 for f in dataclasses.fields(getattr(cfg, s))
-                 if f.name in named and getattr(getattr(cfg, s), f.name) not in (None, named[f.name])]
-    for key, message in problems if device == "cpu" else [p for p in problems if p[0].startswith("schedule")]:
-        key = f"model.size={m.size!r}{''.join(', ' + o for o in overrides)}" if key == "model" else key
-        raise ConfigError(f"{key}: {message}")
-    if world_size is not None:
-        model_parallel = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size
-        _check(world_size % model_parallel == 0, "parallel", f"tp*pp*cp={model_parallel}",
-               f"a divisor of the world size {world_size}")
-        dp = world_size // model_parallel
-        expert_parallel = (par.expert_model_parallel_size * (par.expert_tensor_parallel_size or 1)
-                           * par.pipeline_model_parallel_size)
-        _check(world_size % expert_parallel == 0, "parallel.expert_model_parallel_size", par.expert_model_parallel_size,
-               f"ep*etp*pp={expert_parallel} to divide the world size {world_size}")
-        _check(b.global_batch_size % (b.micro_batch_size * dp) == 0, "batch.global_batch_size", b.global_batch_size,
-               f"a multiple of micro_batch_size × data-parallel size = {b.micro_batch_size} × {dp}")
-
-
-def data_parallel_size(cfg: TrainingConfig, world_size: int) -> int:
-    par = cfg.parallel
-    return world_size // (par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size)

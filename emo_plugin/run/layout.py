@@ -8,10 +8,12 @@ expert-DP.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.training.config import TrainingConfig
+from emo_plugin.run.config import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,22 @@ class Layout:
             raise ConfigError(f"parallel.expert_model_parallel_size={layout.ep}: ep*etp*pp={experts} does not divide "
                               f"the world size {world_size}")
         return layout
+
+
+def configured_world_size(cfg: TrainingConfig) -> int | None:
+    """The world size a run is planned for: ``plan.world_size``, else the launcher's (``WORLD_SIZE`` /
+    ``SLURM_NTASKS``), else None."""
+    if cfg.plan.world_size is not None:
+        return cfg.plan.world_size
+    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def smallest_world_size(cfg: TrainingConfig) -> int:
+    """The fewest ranks ``cfg``'s layout runs on: both decompositions (dense and expert) must divide it."""
+    par = cfg.parallel
+    dense = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size
+    experts = (par.expert_tensor_parallel_size or 1) * par.expert_model_parallel_size * par.pipeline_model_parallel_size
+    return math.lcm(dense, experts)

@@ -1,4 +1,4 @@
-"""emo-pretrain-megatron's command line (emo_plugin/megatron_lm/pretrain.py): its --help and its exit codes."""
+"""emo-pretrain-megatron's command line (emo_plugin/cli/pretrain_megatron.py): its --help and its exit codes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from emo_plugin import checkpoint
-from emo_plugin.megatron_lm.pretrain import exit_code, exit_status, parse_emo_run
+from emo_plugin.cli.pretrain_megatron import exit_code, exit_status, parse_emo_run
 
 
 @pytest.mark.usefixtures("megatron_lm_globals")

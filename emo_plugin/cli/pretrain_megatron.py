@@ -33,7 +33,7 @@ data emo_plugin's indexed datasets (emo-preprocess-data) with their sentencepiec
 """
 EPILOG = """\
 examples:
-  torchrun --nproc-per-node 8 -m emo_plugin.megatron_lm.pretrain --emo-size emo_1b14b \\
+  torchrun --nproc-per-node 8 -m emo_plugin.cli.pretrain_megatron --emo-size emo_1b14b \\
       --tensor-model-parallel-size 1 --expert-model-parallel-size 8 --sequence-parallel \\
       --use-distributed-optimizer --bf16 --fp8-format hybrid --micro-batch-size 4 --global-batch-size 1024 \\
       --train-iters 238419 --lr 4e-4 --min-lr 4e-5 --lr-decay-style cosine --lr-warmup-iters 2000 \\
@@ -134,7 +134,7 @@ def exit_code(save: str | None, train_iters: int | None) -> int:
     both at the end and when it stops early (--exit-signal-handler, --exit-duration-in-mins, --exit-interval) after
     saving: 75 (requeue) while the newest checkpoint in --save is short of --train-iters, else 0."""
     from emo_plugin.checkpoint import latest_iteration
-    from emo_plugin.training.exit_codes import FINISHED, RESUMABLE
+    from emo_plugin.run.exit_codes import FINISHED, RESUMABLE
 
     saved = latest_iteration(save) if save else None
     return RESUMABLE if train_iters and saved is not None and saved < train_iters else FINISHED

@@ -1,12 +1,10 @@
-"""From the training config to Megatron objects: the run's model record and its ``EmoTransformerConfig``.
+"""From the training config to Megatron's ``EmoTransformerConfig``: parallel layout, precision, fusions.
 
-Kept apart from the loops so validation can build (and thereby check) the transformer config without
+Kept apart from the loops so ``resolve`` can build (and thereby check) the transformer config without
 building a model.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 from megatron.core.extensions.transformer_engine import HAVE_TE
@@ -14,19 +12,10 @@ from megatron.core.extensions.transformer_engine import HAVE_TE
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.megatron_config import transformer_config
 from emo_plugin.model.record import ModelRecord
-from emo_plugin.model.run_config import record_of_run_config
 from emo_plugin.moe.config import EmoTransformerConfig
-from emo_plugin.training.config import TrainingConfig, to_dict
+from emo_plugin.run.config import TrainingConfig
 
 FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "mxfp8": "e4m3", "blockwise": "e4m3"}
-
-
-def resolve_device(cfg: TrainingConfig) -> str:
-    """'cpu' or 'cuda'. 'auto' honours ``EMO_DEVICE`` (the launch scripts' switch), then CUDA availability."""
-    device = cfg.parallel.device
-    if device == "auto":
-        device = os.environ.get("EMO_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return device
 
 
 def use_transformer_engine(cfg: TrainingConfig, device: str, have_te: bool = HAVE_TE) -> bool:
@@ -59,14 +48,9 @@ def use_transformer_engine(cfg: TrainingConfig, device: str, have_te: bool = HAV
     return impl == "transformer_engine"
 
 
-def resolved_record(cfg: TrainingConfig) -> ModelRecord:
-    """The run's model: the named size with the ``model.*``, ``emo.*`` and ``data.seq_length`` overrides applied
-    (vocabulary and token ids still the size's; the trainer takes them from the tokenizer)."""
-    return record_of_run_config(to_dict(cfg))
-
-
-def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformerConfig:
-    """The Megatron config of the run; raises ``ConfigError`` for EMO-invalid combinations."""
+def build_transformer_config(cfg: TrainingConfig, record: ModelRecord, device: str) -> EmoTransformerConfig:
+    """The Megatron config of ``record`` trained as ``cfg`` says on ``device``; ``ConfigError`` for EMO-invalid
+    combinations (called by ``resolve``)."""
     par, prec = cfg.parallel, cfg.precision
     on_gpu = device == "cuda"
     te_layers = on_gpu and cfg.model.transformer_impl == "transformer_engine"
@@ -97,7 +81,7 @@ def build_transformer_config(cfg: TrainingConfig, device: str) -> EmoTransformer
         kwargs.update(fp8=FP8_FORMAT[prec.fp8_recipe], fp8_recipe=prec.fp8_recipe)
     if cfg.model.recompute_moe:
         kwargs.update(recompute_granularity="selective", recompute_modules=["moe"])
-    return transformer_config(resolved_record(cfg), router=dict(lb_scope=cfg.emo.lb_scope, seed=cfg.seed), **kwargs)
+    return transformer_config(record, router=dict(lb_scope=cfg.emo.lb_scope, seed=cfg.seed), **kwargs)
 
 
 def padded_vocab_size(vocab_size: int, tensor_parallel_size: int, multiple: int = 128) -> int:
