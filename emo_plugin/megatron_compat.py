@@ -10,6 +10,8 @@ Importing this module checks the installed megatron-core against the tested rang
 the internals below break *silently* (a stale routing id, a load-balancing count that is never reset, a skipped
 recompute), so an untested Megatron could train a wrong model without an error. To try a new release, set
 ``EMO_ALLOW_UNTESTED_MEGATRON=1`` (the refusal becomes a warning) and run ``tests/test_megatron_compat.py`` first.
+The tested range is the megatron-core requirement of ``emo_plugin/install_requires.txt``, the file setup.cfg's
+``install_requires`` reads, so pip installs the same range this module accepts.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from megatron.core import tensor_parallel
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 try:
@@ -33,13 +37,38 @@ except ImportError:  # Transformer Engine is optional
 if TYPE_CHECKING:
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-TESTED_RANGE = ">=0.19.0,<0.20"
-TESTED_MEGATRON_CORE = SpecifierSet(TESTED_RANGE)
+INSTALL_REQUIRES = Path(__file__).with_name("install_requires.txt")
 ALLOW_UNTESTED_ENV = "EMO_ALLOW_UNTESTED_MEGATRON"
 
 
 class MegatronVersionError(ImportError):
     """The installed megatron-core is outside the range the plugin's Megatron internals were tested with."""
+
+
+def declared_megatron_range(path: Path = INSTALL_REQUIRES) -> str:
+    """The version range of the megatron-core requirement in ``path`` as written there, e.g. ``>=0.19.0,<0.20``.
+
+    ``path`` is read as setuptools reads ``install_requires = file: ...``: one requirement per line, whole-line
+    ``#`` comments and blank lines skipped. The requirement must be a plain range (no extras, marker or URL).
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise MegatronVersionError(f"{path}: cannot read emo_plugin's requirements ({error})") from None
+    for line in (line.strip() for line in lines):
+        if not line or line.startswith("#"):
+            continue
+        requirement = Requirement(line)
+        if canonicalize_name(requirement.name) != "megatron-core":
+            continue
+        if requirement.extras or requirement.marker or requirement.url or not requirement.specifier:
+            raise MegatronVersionError(f"{path}: {line!r} is not a plain megatron-core version range")
+        return line[len(requirement.name) :].strip()
+    raise MegatronVersionError(f"{path}: no megatron-core requirement")
+
+
+TESTED_RANGE = declared_megatron_range()
+TESTED_MEGATRON_CORE = SpecifierSet(TESTED_RANGE)
 
 
 def check_megatron_version(version: str) -> None:

@@ -1,6 +1,8 @@
-"""Shared fixtures: a one-rank gloo process group with Megatron's parallel state, for in-process tests."""
+"""Shared fixtures: a one-rank gloo process group with Megatron's parallel state, for in-process tests, and the
+bundled corpus tokenised once per session."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,18 @@ def megatron_single_rank():
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(1, 1)
     yield
+
+
+@pytest.fixture(scope="session")
+def corpus_prefix(tmp_path_factory) -> str:
+    """examples/data/corpus.jsonl as a Megatron indexed dataset (``<prefix>.bin/.idx``) with the bundled tokenizer."""
+    from emo_plugin.data.preprocess import preprocess_jsonl
+
+    repo = Path(__file__).resolve().parents[1]
+    prefix = tmp_path_factory.mktemp("data") / "corpus_text_document"
+    preprocess_jsonl([repo / "examples/data/corpus.jsonl"], repo / "examples/data/tokenizer.model", prefix,
+                     progress=False)
+    return str(prefix)
 
 
 @pytest.fixture(autouse=True)

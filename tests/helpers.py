@@ -35,11 +35,15 @@ def tiny_config(**overrides) -> EmoTransformerConfig:
 
 
 def resolved(cfg, world_size: int = 1):
-    """``cfg`` resolved as the trainer resolves it, without the data and output checks (tests build backends
-    and plans from configs that name no dataset)."""
-    from emo_plugin.run.resolve import resolve
+    """``cfg`` resolved as the trainer resolves it (its Transformer Engine decision included), without the data
+    and output checks (tests build backends and plans from configs that name no dataset)."""
+    import dataclasses
 
-    return resolve(cfg, world_size, planning_only=True)
+    from emo_plugin.run.resolve import resolve
+    from emo_plugin.run.transformer import use_transformer_engine
+
+    run = resolve(cfg, world_size, planning_only=True)
+    return dataclasses.replace(run, transformer_engine=use_transformer_engine(cfg, run.device))
 
 
 def run_record(cfg):

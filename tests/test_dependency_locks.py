@@ -2,7 +2,6 @@
 oldest-transformers overlay pins setup.cfg's lower bound, and the compat lock pins torch's and megatron-core's.
 A failure here means: run `bash scripts/lock.sh`."""
 
-import configparser
 import pathlib
 
 import pytest
@@ -20,12 +19,15 @@ def pins(lock_name):
 
 
 def declared_requirements():
-    """install_requires plus the [test] and [hf] extras scripts/setup_venv.sh installs."""
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    lines = cfg["options"]["install_requires"].strip().splitlines()
+    """install_requires (setup.cfg: ``file: emo_plugin/install_requires.txt``) plus the [test] and [hf] extras
+    scripts/setup_venv.sh installs, as setuptools reads them."""
+    from setuptools.config.setupcfg import read_configuration
+
+    options = read_configuration(ROOT / "setup.cfg")["options"]
+    lines = list(options["install_requires"])
     for extra in ("test", "hf"):
-        lines += cfg["options.extras_require"][extra].split(";")
+        lines += options["extras_require"][extra]
+    assert any(canonicalize_name(Requirement(line).name) == "megatron-core" for line in lines), lines
     return [Requirement(line.strip()) for line in lines if line.strip()]
 
 

@@ -17,7 +17,6 @@ The control case restores the bound this project used to declare (``torch>=2.14,
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
 import shutil
@@ -35,10 +34,12 @@ OLD_TORCH_BOUND = "torch>=2.14,<2.15"
 NGC_LOCAL_PART = "+8e7a2c1.nv26.11"
 
 
-def install_requires(setup_cfg: Path) -> list[Requirement]:
-    cfg = configparser.ConfigParser()
-    cfg.read(setup_cfg)
-    return [Requirement(line) for line in cfg["options"]["install_requires"].split("\n") if line.strip()]
+def install_requires(project: Path) -> list[Requirement]:
+    """``project``'s install_requires as setuptools reads them (setup.cfg: ``file: emo_plugin/install_requires.txt``;
+    setuptools skips a missing file silently, so an empty list means the copy lacks it)."""
+    from setuptools.config.setupcfg import read_configuration
+
+    return [Requirement(line) for line in read_configuration(project / "setup.cfg")["options"]["install_requires"]]
 
 
 def oldest_tested(name: str) -> str:
@@ -56,17 +57,19 @@ def fake_installed(folder: Path, name: str, version: str) -> None:
 
 
 def project_copy(tmp_path: Path, torch_bound: str | None = None) -> Path:
-    """The files pip builds emo_plugin's metadata from (setup.cfg as it is, or with another torch bound)."""
+    """The files pip builds emo_plugin's metadata from (install_requires as they are, or with another torch bound)."""
     project = tmp_path / "project"
     (project / "emo_plugin").mkdir(parents=True)
     (project / "emo_plugin" / "__init__.py").write_text("")
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "emo_plugin/install_requires.txt"):
         shutil.copy(ROOT / name, project / name)
     if torch_bound is not None:
-        setup_cfg = project / "setup.cfg"
-        text, count = re.subn(r"^    torch\b.*$", f"    {torch_bound}", setup_cfg.read_text(), flags=re.MULTILINE)
-        assert count == 1, "setup.cfg's install_requires has no torch line"
-        setup_cfg.write_text(text)
+        requirements = project / "emo_plugin" / "install_requires.txt"
+        text, count = re.subn(r"^torch\b.*$", torch_bound, requirements.read_text(), flags=re.MULTILINE)
+        assert count == 1, "emo_plugin/install_requires.txt has no torch line"
+        requirements.write_text(text)
+    declared = {r.name: str(r.specifier) for r in install_requires(project)}
+    assert {"torch", "megatron-core"} <= set(declared), f"the copy declares only {declared}"
     return project
 
 

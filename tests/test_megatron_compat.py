@@ -29,11 +29,15 @@ from megatron.core.pipeline_parallel import schedules
 from megatron.core.transformer.moe.moe_layer import MoELayer
 from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
 from megatron.core.transformer.transformer_config import TransformerConfig
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from emo_plugin import megatron_compat
 from emo_plugin.model.spec import emo_decoder_block_spec
 from tests.helpers import tiny_config
 
+ROOT = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, BATCH = 64, 12, 2
 finalize_module = importlib.import_module("megatron.core.distributed.finalize_model_grads")
 
@@ -71,6 +75,51 @@ def test_installed_megatron_is_in_the_tested_range_and_others_are_refused(monkey
     monkeypatch.setenv(megatron_compat.ALLOW_UNTESTED_ENV, "1")
     with pytest.warns(UserWarning, match=r"megatron-core 0\.18\.1 is installed"):
         megatron_compat.check_megatron_version("0.18.1")
+
+
+def _declared_megatron_requirement(requirements) -> Requirement:
+    return next(r for r in map(Requirement, requirements) if canonicalize_name(r.name) == "megatron-core")
+
+
+def test_tested_range_is_the_range_setup_cfg_declares():
+    """One range: setup.cfg's install_requires is ``file: emo_plugin/install_requires.txt`` (read here by setuptools
+    itself) and megatron_compat reads the same file, which wheels carry as package data."""
+    from setuptools.config.setupcfg import read_configuration
+
+    options = read_configuration(ROOT / "setup.cfg")["options"]
+    declared = _declared_megatron_requirement(options["install_requires"])
+    assert declared.specifier == megatron_compat.TESTED_MEGATRON_CORE == SpecifierSet(">=0.19.0,<0.20")
+    assert megatron_compat.TESTED_RANGE == ">=0.19.0,<0.20"  # as written in the file: the refusal quotes it
+    assert megatron_compat.INSTALL_REQUIRES == ROOT / "emo_plugin" / "install_requires.txt"
+    assert "install_requires.txt" in options["package_data"]["emo_plugin"]
+
+
+def test_installed_metadata_declares_the_tested_range():
+    """What pip recorded when emo_plugin was installed (``pip install -e .``): stale after an edit of the range until
+    the package is installed again."""
+    try:
+        requires = importlib.metadata.requires("emo_plugin")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("emo_plugin is not installed (run from a checkout)")
+    declared = _declared_megatron_requirement(r for r in requires or [] if "extra ==" not in r)
+    assert declared.specifier == megatron_compat.TESTED_MEGATRON_CORE, "reinstall: pip install -e ."
+
+
+@pytest.mark.parametrize("text, message", [
+    ("torch>=2\n", "no megatron-core requirement"),
+    ("megatron-core\n", "is not a plain megatron-core version range"),
+    ("megatron-core>=0.19; python_version > '3'\n", "is not a plain megatron-core version range"),
+    ("megatron-core[dev]>=0.19\n", "is not a plain megatron-core version range"),
+])
+def test_declared_range_must_be_a_plain_megatron_core_range(tmp_path, text, message):
+    requirements = tmp_path / "install_requires.txt"
+    requirements.write_text("# comment\n\n" + text)
+    with pytest.raises(megatron_compat.MegatronVersionError, match=message):
+        megatron_compat.declared_megatron_range(requirements)
+    requirements.write_text("# comment\ntorch\n  megatron_core >=0.1, <0.3 \n")
+    assert megatron_compat.declared_megatron_range(requirements) == ">=0.1, <0.3"
+    with pytest.raises(megatron_compat.MegatronVersionError, match="cannot read emo_plugin's requirements"):
+        megatron_compat.declared_megatron_range(tmp_path / "missing.txt")
 
 
 @pytest.mark.usefixtures("megatron_single_rank")
@@ -278,7 +327,7 @@ def test_sync_overlapped_params_relies_on_ddp_forward_pre_hook_api():
 
 
 def test_megatron_moe_spec_is_a_partial_of_moe_layer_with_a_router_slot():
-    """Public seam ``moe/spec.py`` relies on; if it changed, EMO routing would silently not be installed."""
+    """Public seam ``model/spec.py`` relies on; if it changed, EMO routing would silently not be installed."""
     block = get_gpt_decoder_block_spec(tiny_config(), use_transformer_engine=False, pp_rank=0)
     mlp = block.layer_specs[0].submodules.mlp
     assert isinstance(mlp, functools.partial) and mlp.func is MoELayer, f"MoE spec is {mlp!r}, not partial(MoELayer)"

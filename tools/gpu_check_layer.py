@@ -126,9 +126,9 @@ def layer_check(dry_run: bool) -> dict:
     for impl in ("transformer_engine", "local"):
         cfg = _config(dry_run, impl)
         run = resolve(cfg, 1, planning_only=True)  # this script checks its own inputs
-        size = run.record
-        model = build_emo_gpt_model(run.transformer_config, vocab_size=size.vocab_size,
-                                    max_sequence_length=size.seq_length, use_transformer_engine=impl == "transformer_engine" and not dry_run,
+        model = build_emo_gpt_model(run.transformer_config, vocab_size=run.vocab_size,
+                                    max_sequence_length=run.seq_length,
+                                    use_transformer_engine=impl == "transformer_engine" and not dry_run,
                                     host_execution=dry_run)
         models[impl] = model.to(device).train()
     with tempfile.TemporaryDirectory() as folder:
@@ -142,10 +142,10 @@ def layer_check(dry_run: bool) -> dict:
     if sum(t.numel() for t in te_params.values()) != local_params:
         raise RuntimeError("TE and local models have different parameter counts")
 
-    size = resolve(_config(dry_run, "local"), 1, planning_only=True).record
-    batch = _micro_batch(2, size.seq_length, size.vocab_size, device)
+    model_record = resolve(_config(dry_run, "local"), 1, planning_only=True).record
+    batch = _micro_batch(2, model_record.seq_length, model_record.vocab_size, device)
     causal = {k: v for k, v in batch.items() if k != "attention_mask"}
-    causal["position_ids"] = torch.arange(size.seq_length).expand_as(batch["tokens"])
+    causal["position_ids"] = torch.arange(model_record.seq_length).expand_as(batch["tokens"])
     te_loss, te_norm = _loss_and_grad_norm(models["transformer_engine"], causal, device)
     local_loss, local_norm = _loss_and_grad_norm(models["local"], causal, device)
     record = _compare("causal", te_loss, local_loss, te_norm, local_norm)

@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
             default = getattr(cfg, f.name) if section is None else getattr(getattr(cfg, section), f.name)
             megatron = f.metadata.get("megatron")
             names = [f"--{key}"] + ([megatron] if megatron and not is_bool and megatron != f"--{key}" else [])
-            group.add_argument(*names, dest=key, metavar="V", help=f"{f.metadata.get('help', '')} (default: {default})")
+            shown = f.metadata.get("default_text") if default is None else None
+            group.add_argument(*names, dest=key, metavar="V",
+                               help=f"{f.metadata.get('help', '')} (default: {shown or default})")
             if f.metadata.get("megatron") and is_bool:
                 group.add_argument(f.metadata["megatron"], dest=key, action="store_const", const="true",
                                    help=f"same as --{key}=true")

@@ -130,7 +130,7 @@ def exit_status(train: Callable[[], object], save: str | None, train_iters: int 
 
 
 def exit_code(save: str | None, train_iters: int | None) -> int:
-    """emo-pretrain's exit contract (``training/exit_codes.py``) for Megatron-LM's loop, which ends with status 0
+    """emo-pretrain's exit contract (``run/exit_codes.py``) for Megatron-LM's loop, which ends with status 0
     both at the end and when it stops early (--exit-signal-handler, --exit-duration-in-mins, --exit-interval) after
     saving: 75 (requeue) while the newest checkpoint in --save is short of --train-iters, else 0."""
     from emo_plugin.checkpoint import latest_iteration

@@ -27,11 +27,11 @@ from emo_plugin.errors import ConversionError
 from emo_plugin.model.record import ModelRecord
 
 
-def hf_tensors(reader: DistCheckpointReader, arch: ModelRecord) -> Iterator[tuple[str, torch.Tensor]]:
+def hf_tensors(reader: DistCheckpointReader, record: ModelRecord) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) pairs in weight-map order, each unit's slice read on demand (inert experts skipped)."""
-    for unit in weight_map.units(arch):
+    for unit in weight_map.units(record):
         if unit.hf_names:
-            tensors = unit.row.layout.split(reader.read(unit.row.megatron, *unit.index), arch, unit.slots)
+            tensors = unit.row.layout.split(reader.read(unit.row.megatron, *unit.index), record, unit.slots)
             yield from zip(unit.hf_names, tensors)
 
 
@@ -43,11 +43,11 @@ def tokenizer_next_to(iteration_dir: Path) -> Path | None:
     return None
 
 
-def tensor_count(arch: ModelRecord) -> int:
-    return sum(len(unit.hf_names) for unit in weight_map.units(arch))
+def tensor_count(record: ModelRecord) -> int:
+    return sum(len(unit.hf_names) for unit in weight_map.units(record))
 
 
-def inference_pool_size(choice: str | int | None, run: dict | None, arch: ModelRecord) -> int | None:
+def inference_pool_size(choice: str | int | None, run: dict | None, record: ModelRecord) -> int | None:
     """The HF ``emo_inference_pool_size`` to write: ``off``/None (plain top-k, the default), ``training`` (the
     run's ``emo.pool_eval``, the pools its validation used) or a number of routed experts."""
     if choice in (None, "off"):
@@ -56,16 +56,16 @@ def inference_pool_size(choice: str | int | None, run: dict | None, arch: ModelR
         if run is None:
             raise ConversionError("--inference-pool-size=training: the checkpoint stores no training config (e.g. "
                                   "emo-import-hf output), so its emo.pool_eval is unknown; pass a number")
-        pool = arch.pool_eval
+        pool = record.pool_eval
     else:
         try:
             pool = int(choice)
         except ValueError:
             raise ConversionError(f"--inference-pool-size={choice}: expected off, training or a number of routed "
                                   "experts") from None
-    if pool < arch.moe_router_topk:
+    if pool < record.moe_router_topk:
         raise ConversionError(f"--inference-pool-size={choice}: a pool of {pool} experts is smaller than the "
-                              f"{arch.moe_router_topk} routed experts each token needs")
+                              f"{record.moe_router_topk} routed experts each token needs")
     return pool
 
 
@@ -84,17 +84,18 @@ def export_to_hf(
 ) -> dict:
     """Write the HF folder; returns a summary (model record, bytes, parameters, shards)."""
     reader = DistCheckpointReader(checkpoint, key_prefix)
-    arch, stored_tokenizer = record_of(reader, model_config)
+    record, stored_tokenizer = record_of(reader, model_config)
     tokenizer = tokenizer or stored_tokenizer or tokenizer_next_to(reader.path)
     torch_dtype = DTYPES[dtype]
     from emo_plugin.hf import EmoConfig
 
     run = reader.common_state().get("config")
-    config = EmoConfig(**hf_config_kwargs(arch), emo_inference_pool_size=inference_pool_size(inference_pool, run, arch))
+    pool = inference_pool_size(inference_pool, run, record)
+    config = EmoConfig(**hf_config_kwargs(record), emo_inference_pool_size=pool)
     with atomic_output_dir(output, force, inputs=(checkpoint, tokenizer, model_config)) as folder:
         writer = ShardedSafetensorsWriter(folder, parse_size(max_shard_size))
         for name, tensor in tqdm(
-            hf_tensors(reader, arch), total=tensor_count(arch), desc="export", unit="tensor", disable=not progress
+            hf_tensors(reader, record), total=tensor_count(record), desc="export", unit="tensor", disable=not progress
         ):
             writer.add(name, tensor.to(torch_dtype))
         index = writer.close()
@@ -102,12 +103,12 @@ def export_to_hf(
         copy_modeling_code(folder)
         if tokenizer:
             write_tokenizer(tokenizer, folder)
-        training = training_settings(run, arch) if isinstance(run, dict) else None
+        training = training_settings(run, record) if isinstance(run, dict) else None
         write_model_card(folder, values, training, index["metadata"]["total_parameters"], bool(tokenizer))
     return {
         "source": str(reader.path),
         "output": str(output),
-        "model": arch.to_dict(),
+        "model": record.to_dict(),
         "bytes": index["metadata"]["total_size"],
         "parameters": index["metadata"]["total_parameters"],
         "shards": len(set(index["weight_map"].values())),

@@ -40,12 +40,12 @@ def read_hf_record(folder: str | Path) -> ModelRecord:
     return record_from_hf_config(EmoConfig.from_dict(values))
 
 
-def check_layer_count(hf: HfWeights, arch: ModelRecord) -> None:
+def check_layer_count(hf: HfWeights, record: ModelRecord) -> None:
     """The weights must hold exactly the config's layers: a shorter config would silently drop layers."""
     found = {weight_map.hf_layer_of(name) for name in hf.names()} - {None}
-    if found != set(range(arch.num_layers)):
+    if found != set(range(record.num_layers)):
         raise ConversionError(
-            f"{hf.folder / 'config.json'}: num_hidden_layers={arch.num_layers}, but the weights hold {len(found)} "
+            f"{hf.folder / 'config.json'}: num_hidden_layers={record.num_layers}, but the weights hold {len(found)} "
             f"layers (indices {min(found, default=None)}..{max(found, default=None)}); "
             "fix num_hidden_layers in config.json to match the checkpoint"
         )
@@ -66,9 +66,9 @@ def host_slices(model) -> Iterator[tuple[str, str, tuple[int, ...], torch.Tensor
         yield name, entry.key, tuple(placed.global_offset[: placed.prepend_axis_num]), entry.data
 
 
-def fill_host_model(model, hf: HfWeights, arch: ModelRecord, progress: bool = True) -> None:
+def fill_host_model(model, hf: HfWeights, record: ModelRecord, progress: bool = True) -> None:
     """Every host-model slice from its HF tensors (shapes checked), inert experts with zeros."""
-    units = {(unit.row.megatron, unit.index): unit for unit in weight_map.units(arch)}
+    units = {(unit.row.megatron, unit.index): unit for unit in weight_map.units(record)}
     slices = list(host_slices(model))
     with torch.no_grad():
         for name, key, index, param in tqdm(slices, desc="import", unit="tensor", disable=not progress):
@@ -77,7 +77,7 @@ def fill_host_model(model, hf: HfWeights, arch: ModelRecord, progress: bool = Tr
                 raise ConversionError(f"no HF source for Megatron parameter {name!r} ({key}{list(index)})")
             if unit.hf_names:
                 tensors = [hf.get(n, shape) for n, shape in zip(unit.hf_names, unit.hf_shapes)]
-                value = unit.row.layout.merge(tensors, arch, unit.slots)
+                value = unit.row.layout.merge(tensors, record, unit.slots)
             else:
                 value = torch.zeros_like(param)
             if tuple(value.shape) != tuple(param.shape):
@@ -94,22 +94,22 @@ def import_from_hf(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    arch = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
+    record = read_hf_record(hf_folder).with_inert_padding(target_expert_parallel_size)
     hf = HfWeights(hf_folder)
-    check_layer_count(hf, arch)
+    check_layer_count(hf, record)
     tokenizer = Path(hf_folder) / "tokenizer.model"
-    iteration_dir = save_weights_checkpoint(hf, arch, output, dtype=dtype, force=force, inputs=(hf_folder,),
+    iteration_dir = save_weights_checkpoint(hf, record, output, dtype=dtype, force=force, inputs=(hf_folder,),
                                             tokenizer=tokenizer if tokenizer.is_file() else None, progress=progress)
     return {
         "source": str(hf_folder),
         "output": str(output),
         "iteration_dir": str(iteration_dir),
-        "model": arch.to_dict(),
-        "inert_experts": arch.num_inert_experts,
+        "model": record.to_dict(),
+        "inert_experts": record.num_inert_experts,
     }
 
 
-def save_weights_checkpoint(weights, arch: ModelRecord, output: str | Path, *, dtype: str, force: bool,
+def save_weights_checkpoint(weights, record: ModelRecord, output: str | Path, *, dtype: str, force: bool,
                             inputs: tuple, tokenizer: Path | None, progress: bool,
                             extra_files: dict[str, str] | None = None) -> Path:
     """A weights-only dist checkpoint (iteration 0, model record in the common state) from HF-named tensors
@@ -117,10 +117,10 @@ def save_weights_checkpoint(weights, arch: ModelRecord, output: str | Path, *, d
     from emo_plugin import checkpoint
     from emo_plugin.host_save_strategy import HostTorchDistSaveStrategy
 
-    model = build_host_model(arch, params_dtype=DTYPES[dtype])
-    fill_host_model(model, weights, arch, progress)
+    model = build_host_model(record, params_dtype=DTYPES[dtype])
+    fill_host_model(model, weights, record, progress)
     with atomic_output_dir(output, force, inputs=inputs) as folder:
-        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: arch.to_dict(), "iteration": 0}
+        state = {"model": model.sharded_state_dict(prefix=""), RECORD_KEY: record.to_dict(), "iteration": 0}
         path = checkpoint.save(folder, 0, state, HostTorchDistSaveStrategy())
         if tokenizer is not None:
             shutil.copyfile(tokenizer, folder / "tokenizer.model")

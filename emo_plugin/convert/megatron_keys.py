@@ -22,16 +22,16 @@ SHARED_FC1 = "decoder.layers.mlp.shared_experts.linear_fc1.weight"
 SHARED_FC2 = "decoder.layers.mlp.shared_experts.linear_fc2.weight"
 
 
-def global_shapes(arch) -> dict[str, tuple[int, ...]]:
-    L, H, F, V = arch.num_layers, arch.hidden_size, arch.moe_ffn_hidden_size, arch.vocab_size
-    E, S = arch.num_moe_experts, arch.num_shared_experts
-    qkv_rows = (arch.num_attention_heads + 2 * arch.num_query_groups) * arch.head_dim
+def global_shapes(record) -> dict[str, tuple[int, ...]]:
+    L, H, F, V = record.num_layers, record.hidden_size, record.moe_ffn_hidden_size, record.vocab_size
+    E, S = record.num_moe_experts, record.num_shared_experts
+    qkv_rows = (record.num_attention_heads + 2 * record.num_query_groups) * record.head_dim
     shapes = {
         EMBEDDING: (V, H),
         OUTPUT: (V, H),
         FINAL_NORM: (H,),
         QKV: (L, qkv_rows, H),
-        PROJ: (L, H, arch.num_attention_heads * arch.head_dim),
+        PROJ: (L, H, record.num_attention_heads * record.head_dim),
         INPUT_NORM: (L, H),
         MLP_NORM: (L, H),
         ROUTER: (L, E, H),

@@ -96,7 +96,7 @@ def model_card(config: dict, training: dict | None, parameters: int, tokenizer: 
         "training, all tokens of a document choose their experts from one per-document pool of experts, so "
         "experts specialise by domain and a task can later run on a small subset of them. Exported from a "
         "Megatron-Core checkpoint by emo_plugin, in the layout of AI2's released EMO checkpoints "
-        "(`model_type: emo`, OLMoE parameter names, shared experts in the last expert slots).",
+        "(`model_type: emo`, OLMoE parameter names, shared experts last among each layer's experts).",
         "",
         f"Shape: {shape}.",
         "",

@@ -75,9 +75,9 @@ class DistCheckpointAsHf:
     """A dist checkpoint's weights under their HF names, each unit read on demand (the last one cached: a unit
     such as an expert's fc1 becomes several HF tensors)."""
 
-    def __init__(self, reader: DistCheckpointReader, arch: ModelRecord):
-        self.reader, self.arch, self.folder = reader, arch, reader.path
-        self.unit_of = {name: unit for unit in weight_map.units(arch) for name in unit.hf_names}
+    def __init__(self, reader: DistCheckpointReader, record: ModelRecord):
+        self.reader, self.arch, self.folder = reader, record, reader.path
+        self.unit_of = {name: unit for unit in weight_map.units(record) for name in unit.hf_names}
         self._cached: tuple[object, dict[str, torch.Tensor]] | None = None
 
     def names(self) -> list[str]:
@@ -120,15 +120,15 @@ def permute_dist_checkpoint(source: str | Path, output: str | Path, orders: dict
     from emo_plugin.convert.import_hf import save_weights_checkpoint
 
     reader = DistCheckpointReader(source)
-    arch, tokenizer = record_of(reader)
-    refuse_rank_limited(arch.pool_max_ranks, arch.pool_rank_groups, reader.path)
-    check_orders(orders, arch.num_layers, [arch.num_selectable_experts] * arch.num_layers)
-    slots = [arch.num_selectable_experts + arch.num_shared_experts] * arch.num_layers
-    weights = PermutedWeights(DistCheckpointAsHf(reader, arch), orders, slots)
+    record, tokenizer = record_of(reader)
+    refuse_rank_limited(record.pool_max_ranks, record.pool_rank_groups, reader.path)
+    check_orders(orders, record.num_layers, [record.num_selectable_experts] * record.num_layers)
+    slots = [record.num_selectable_experts + record.num_shared_experts] * record.num_layers
+    weights = PermutedWeights(DistCheckpointAsHf(reader, record), orders, slots)
     tokenizer = tokenizer or tokenizer_next_to(reader.path)
     stored = reader.dtype(weight_map.EMBEDDING.megatron)
     dtype = next((name for name, value in DTYPES.items() if value == stored), "fp32")
-    iteration_dir = save_weights_checkpoint(weights, arch, output, dtype=dtype, force=force, inputs=(source,),
+    iteration_dir = save_weights_checkpoint(weights, record, output, dtype=dtype, force=force, inputs=(source,),
                                             tokenizer=Path(tokenizer) if tokenizer else None, progress=progress,
                                             extra_files={PLACEMENT_FILE: _placement_json(orders, placement)})
     return {"output": str(output), "iteration_dir": str(iteration_dir)}

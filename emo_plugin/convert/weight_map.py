@@ -6,13 +6,13 @@ every TP/EP/PP layout) with the HF name templates it becomes and the layout rela
 slice that becomes a fixed group of HF tensors:
 
 * whole tensor (embedding, final norm, output); layer: the slice of one layer;
-* expert: one Megatron expert of one layer. Routed expert e is HF slot e; the trailing inert experts (padding
+* expert: one Megatron expert of one layer. Routed expert e is HF expert e; the trailing inert experts (padding
   for expert parallelism) have no HF tensors: zeros on import, dropped on export;
-* shared: Megatron's ONE shared-experts MLP of a layer (width S × ffn), which is HF slots R … R+S-1, the
-  last slots of the layer.
+* shared: Megatron's ONE shared-experts MLP of a layer (width S × ffn), which is HF experts R … R+S-1, the
+  last experts of the layer.
 
 Export reads every unit's slice and splits it; import merges every host-model slice from its HF tensors;
-pruning finds an expert slot's tensors here. ``markdown_table`` renders the map for docs/architecture.md.
+pruning finds a Hugging Face expert's tensors here. ``markdown_table`` renders the map for docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -145,26 +145,26 @@ OUTPUT_ROWS = (
 ROWS = (EMBEDDING, *LAYER_ROWS, *EXPERT_ROWS, *SHARED_ROWS, *OUTPUT_ROWS)
 
 
-def _unit(row: Row, arch, index: tuple[int, ...], slots: list[dict]) -> Unit:
+def _unit(row: Row, record, index: tuple[int, ...], slots: list[dict]) -> Unit:
     names = tuple(name for where in slots for name in row.hf_names(**where))
-    shapes = tuple(t.shape(arch) for _ in slots for t in row.hf)
+    shapes = tuple(t.shape(record) for _ in slots for t in row.hf)
     return Unit(row, index, names, shapes)
 
 
-def units(arch) -> Iterator[Unit]:
+def units(record) -> Iterator[Unit]:
     """Every unit of the architecture, in the order export writes them: embedding, then per layer its
     attention and router, expert by expert, the shared experts; final norm and output last."""
-    R, S = arch.num_selectable_experts, arch.num_shared_experts
-    yield _unit(EMBEDDING, arch, (), [{}])
-    for i in range(arch.num_layers):
-        yield from (_unit(row, arch, (i,), [{"layer": i}]) for row in LAYER_ROWS)
-        for e in range(arch.num_moe_experts):
+    R, S = record.num_selectable_experts, record.num_shared_experts
+    yield _unit(EMBEDDING, record, (), [{}])
+    for i in range(record.num_layers):
+        yield from (_unit(row, record, (i,), [{"layer": i}]) for row in LAYER_ROWS)
+        for e in range(record.num_moe_experts):
             slot = [{"layer": i, "expert": e}] if e < R else []
-            yield from (_unit(row, arch, (i, e), slot) for row in EXPERT_ROWS)
+            yield from (_unit(row, record, (i, e), slot) for row in EXPERT_ROWS)
         if S:
             shared = [{"layer": i, "expert": R + s} for s in range(S)]
-            yield from (_unit(row, arch, (i,), shared) for row in SHARED_ROWS)
-    yield from (_unit(row, arch, (), [{}]) for row in OUTPUT_ROWS)
+            yield from (_unit(row, record, (i,), shared) for row in SHARED_ROWS)
+    yield from (_unit(row, record, (), [{}]) for row in OUTPUT_ROWS)
 
 
 def hf_router_name(layer: int) -> str:
@@ -173,7 +173,7 @@ def hf_router_name(layer: int) -> str:
 
 
 def hf_expert_names(layer: int, slot: int) -> list[str]:
-    """The HF tensors of one expert slot (routed or shared): what pruning keeps or drops together."""
+    """The HF tensors of one Hugging Face expert (routed or shared): what pruning keeps or drops together."""
     return [name for row in EXPERT_ROWS for name in row.hf_names(layer=layer, expert=slot)]
 
 

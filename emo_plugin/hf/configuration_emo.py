@@ -4,8 +4,9 @@ Field names follow OLMoE and AI2's released EMO checkpoints (`model_type: "emo"`
 emo_plugin loads with AI2's code and vice versa. This file is copied next to `config.json` and loaded with
 `trust_remote_code=True`, so it imports only `transformers` and the standard library.
 
-Expert slots: each MoE layer has `n_slots` experts; the LAST `n_shared` of them are shared experts (always
-active, weight 1.0) and the first `n_slots - n_shared` are routed. `num_experts_per_tok` counts the shared
+Hugging Face experts (routed + shared): each MoE layer has `n_slots` experts; the LAST `n_shared` of them are
+shared experts (always active, weight 1.0) and the first `n_slots - n_shared` are routed. There are no inert
+experts here, so these are not Megatron's expert slots (routed + inert). `num_experts_per_tok` counts the shared
 experts too, so every token uses `num_experts_per_tok - n_shared` routed experts.
 """
 
@@ -17,12 +18,13 @@ class EmoConfig(PretrainedConfig):
 
     Defaults are the released EMO-1B/14B shape. Fields beyond OLMoE's:
 
-    - `num_shared_experts`: how many of the last expert slots are shared experts.
-    - `num_experts_per_layer` / `num_shared_experts_per_layer`: per-layer slot counts of a pruned model (each
-      layer may keep a different number of experts). When only the first is given, every layer keeps
-      `min(num_shared_experts, num_experts_per_layer[L])` shared slots, as in AI2's code.
-    - `emo_inference_pool_size`: when set, restrict each document's tokens to the P routed experts with the
-      largest summed router probability over that document (EMO's evaluation-time pool; AI2 used 32).
+    - `num_shared_experts`: how many of a layer's last Hugging Face experts are shared experts.
+    - `num_experts_per_layer` / `num_shared_experts_per_layer`: per-layer expert counts (routed + shared) of a
+      pruned model (each layer may keep a different number of experts). When only the first is given, every layer keeps
+      `min(num_shared_experts, num_experts_per_layer[L])` shared experts, as in AI2's code.
+    - `emo_inference_pool_size`: when set, restrict each document's tokens to the `emo_inference_pool_size` routed
+      experts with the largest summed router probability over that document (EMO's evaluation-time pool; AI2
+      used 32).
       Off (`None`) by default, which is AI2's released inference: plain top-k over all kept routed experts.
       Documents are eos-delimited runs of the tokens of one forward call (see `EmoModel.forward`).
     - `emo_eos_grouping`: which document's pool routes an eos token: "ends" (the document it ends; the default)
@@ -111,7 +113,11 @@ class EmoConfig(PretrainedConfig):
         self._validate_emo_fields()
 
     def expert_slots(self, layer_idx: int) -> tuple[int, int]:
-        """(number of expert slots, number of shared slots among them) of layer `layer_idx`."""
+        """(number of Hugging Face experts, routed + shared; number of shared ones among them) of layer `layer_idx`.
+
+        Despite the name these are not Megatron's expert slots (routed + inert): a Hugging Face layer has no inert
+        experts, and its shared experts are experts of their own.
+        """
         if self.num_experts_per_layer is None:
             return self.num_experts, self.num_shared_experts
         n_slots = self.num_experts_per_layer[layer_idx]

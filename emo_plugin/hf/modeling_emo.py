@@ -3,11 +3,12 @@
 The layout and weight names are those of AI2's released EMO checkpoints (OLMoE names, pre-norm blocks, no
 QK-norm). The routing is written to match emo_plugin's Megatron training model numerically in fp32:
 
-- Router logits are computed in fp32. Routed experts are slots [0, R), shared experts the last S slots.
-- Routed gate weights are softmax(logits[:, :R]) at the chosen top-(k - S) experts, NOT renormalised over the
-  chosen ones (`norm_topk_prob=False`, the released setting).
-- Shared experts are always active with weight exactly 1.0. For S = 1 this equals AI2's "softmax over the shared
-  logits alone"; the shared rows of the gate are kept in the checkpoint but do not affect the output.
+- Router logits are computed in fp32. Routed experts are experts (and gate rows) [0, n_routed), shared experts
+  the last `n_shared`.
+- Routed gate weights are softmax(logits[:, :n_routed]) at the chosen top-(k - n_shared) experts, NOT
+  renormalised over the chosen ones (`norm_topk_prob=False`, the released setting).
+- Shared experts are always active with weight exactly 1.0. For `n_shared` = 1 this equals AI2's "softmax over
+  the shared logits alone"; the shared rows of the gate are kept in the checkpoint but do not affect the output.
 - Masking experts (`EmoForCausalLM.set_expert_mask`) and EMO document pools (`emo_inference_pool_size`) set
   logits to -inf BEFORE the softmax, so probabilities renormalise over the remaining experts exactly as they
   do in a physically pruned model.
@@ -65,17 +66,17 @@ class EmoRMSNorm(nn.Module):
         return (self.weight * normed).to(x.dtype)
 
 
-def rotary_cos_sin(position_ids_BT, head_dim, theta, dtype):
-    """cos/sin tables [B, T, head_dim] of standard (rotate-half, non-interleaved) RoPE.
+def rotary_cos_sin(position_ids_BS, head_dim, theta, dtype):
+    """cos/sin tables [B, S, head_dim] of standard (rotate-half, non-interleaved) RoPE.
 
     Computed from the config on every call instead of a cached buffer: it is cheap, and a non-persistent buffer
     would need special re-initialisation when transformers 5.x builds the model on the meta device.
     """
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids_BT.device) / head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids_BS.device) / head_dim
     inv_freq = 1.0 / (theta**exponents)
-    freqs_BTF = position_ids_BT.float()[..., None] * inv_freq
-    angles_BTD = torch.cat((freqs_BTF, freqs_BTF), dim=-1)
-    return angles_BTD.cos().to(dtype), angles_BTD.sin().to(dtype)
+    freqs_BSW = position_ids_BS.float()[..., None] * inv_freq
+    angles_BSD = torch.cat((freqs_BSW, freqs_BSW), dim=-1)
+    return angles_BSD.cos().to(dtype), angles_BSD.sin().to(dtype)
 
 
 def rotate_half(x):
@@ -83,69 +84,70 @@ def rotate_half(x):
     return torch.cat((-second, first), dim=-1)
 
 
-def apply_rotary(x_BHTD, cos_BTD, sin_BTD):
-    cos_B1TD, sin_B1TD = cos_BTD[:, None], sin_BTD[:, None]
-    return x_BHTD * cos_B1TD + rotate_half(x_BHTD) * sin_B1TD
+def apply_rotary(x_BASD, cos_BSD, sin_BSD):
+    cos_B1SD, sin_B1SD = cos_BSD[:, None], sin_BSD[:, None]
+    return x_BASD * cos_B1SD + rotate_half(x_BASD) * sin_B1SD
 
 
-def document_ids_from_eos(input_ids_BT, eos_token_id, eos_grouping="ends"):
-    """Ids of the documents of a packed batch, unique across the whole batch, shape [B, T].
+def document_ids_from_eos(input_ids_BS, eos_token_id, eos_grouping="ends"):
+    """Ids of the documents of a packed batch, unique across the whole batch, shape [B, S].
 
     With `eos_grouping="ends"` a document is a maximal run of tokens within one sequence ending with (and
     including) an eos token, or cut by the sequence end. With "starts" every eos token instead begins the next
     document (AI2's training grouping), so an eos that is the last token of a row is a document of its own.
-    Row b uses ids in [b*T, (b+1)*T), so ids never collide between sequences.
+    Row b uses ids in [b*S, (b+1)*S), so ids never collide between sequences.
     """
-    eos_ids = torch.tensor(eos_token_id, device=input_ids_BT.device).reshape(-1)
-    is_eos_BT = torch.isin(input_ids_BT, eos_ids).long()
+    eos_ids = torch.tensor(eos_token_id, device=input_ids_BS.device).reshape(-1)
+    is_eos_BS = torch.isin(input_ids_BS, eos_ids).long()
     if eos_grouping == "ends":
-        doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT
-    else:  # an eos in the first position begins the row's first document: ids stay below T
-        doc_in_row_BT = is_eos_BT.cumsum(dim=1) - is_eos_BT[:, :1]
-    batch_size, seq_len = input_ids_BT.shape
-    row_offset_B1 = torch.arange(batch_size, device=input_ids_BT.device)[:, None] * seq_len
-    return doc_in_row_BT + row_offset_B1
+        doc_in_row_BS = is_eos_BS.cumsum(dim=1) - is_eos_BS
+    else:  # an eos in the first position begins the row's first document: ids stay below S
+        doc_in_row_BS = is_eos_BS.cumsum(dim=1) - is_eos_BS[:, :1]
+    batch_size, seq_len = input_ids_BS.shape
+    row_offset_B1 = torch.arange(batch_size, device=input_ids_BS.device)[:, None] * seq_len
+    return doc_in_row_BS + row_offset_B1
 
 
 @torch.no_grad()
-def document_pool_mask(logits_NR, document_ids_N, token_valid_N, pool_size):
-    """Bool [N, R]: is the routed expert in the pool of the token's document (EMO evaluation routing)?
+def document_pool_mask(logits_TR, document_ids_T, token_valid_T, pool_size):
+    """Bool [T, R]: is the routed expert in the pool of the token's document (EMO evaluation routing)?
 
     The pool of a document is the `pool_size` experts with the largest sum over its valid tokens of
     softmax(logits); ties go to the lower expert index. The pool is a choice, so no gradient flows through it.
     Pass logits with dropped experts already at -inf, so a masked and a pruned model pick the same pools:
     dropped experts rank last, so even a document without valid tokens (right padding after the last eos),
-    whose scores are all zero, gets kept experts and its tokens stay finite. Document ids must lie in [0, N).
+    whose scores are all zero, gets kept experts and its tokens stay finite. Document ids must lie in [0, T).
     """
-    probs_NR = torch.softmax(logits_NR, dim=-1)
-    if token_valid_N is not None:
-        probs_NR = probs_NR * token_valid_N[:, None]
-    scores_DR = torch.zeros_like(probs_NR).index_add_(0, document_ids_N, probs_NR)
-    scores_DR = scores_DR.masked_fill(~torch.isfinite(logits_NR).any(dim=0), -1.0)
-    ranked_DR = torch.sort(scores_DR, dim=-1, descending=True, stable=True).indices
-    in_pool_DR = torch.zeros_like(scores_DR, dtype=torch.bool).scatter_(1, ranked_DR[:, :pool_size], True)
-    return in_pool_DR[document_ids_N]
+    probs_TR = torch.softmax(logits_TR, dim=-1)
+    if token_valid_T is not None:
+        probs_TR = probs_TR * token_valid_T[:, None]
+    # N: document slots (T of them, one per possible id); R: routed experts only, the gate's shared rows excluded
+    scores_NR = torch.zeros_like(probs_TR).index_add_(0, document_ids_T, probs_TR)
+    scores_NR = scores_NR.masked_fill(~torch.isfinite(logits_TR).any(dim=0), -1.0)
+    ranked_NR = torch.sort(scores_NR, dim=-1, descending=True, stable=True).indices
+    in_pool_NR = torch.zeros_like(scores_NR, dtype=torch.bool).scatter_(1, ranked_NR[:, :pool_size], True)
+    return in_pool_NR[document_ids_T]
 
 
 @dataclass(frozen=True)
 class RoutingEvent:
-    """What one MoE layer did in one forward call; N = batch × sequence tokens, K = routed experts per token.
+    """What one MoE layer did in one forward call; T = batch × sequence tokens, K = routed experts per token.
 
-    `probabilities_NR` is the fp32 router softmax over the layer's kept routed experts BEFORE any document pool:
+    `probabilities_TR` is the fp32 router softmax over the layer's kept routed experts BEFORE any document pool:
     the distribution EMO pools and expert selection are derived from (masked experts have probability 0).
-    `expert_idx_NK` / `gate_weights_NK` are the routed experts the layer actually used and their weights
-    (masks and pools applied). `document_ids_N` is set only with document pools on; `token_valid_N` only with an
+    `expert_idx_TK` / `gate_weights_TK` are the routed experts the layer actually used and their weights
+    (masks and pools applied). `document_ids_T` is set only with document pools on; `token_valid_T` only with an
     attention mask (False = padding).
     """
 
     layer_idx: int
-    hidden_NH: torch.Tensor
-    probabilities_NR: torch.Tensor
-    expert_idx_NK: torch.Tensor
-    gate_weights_NK: torch.Tensor
-    document_ids_N: torch.Tensor | None
-    token_valid_N: torch.Tensor | None
-    output_NH: torch.Tensor
+    hidden_TH: torch.Tensor
+    probabilities_TR: torch.Tensor
+    expert_idx_TK: torch.Tensor
+    gate_weights_TK: torch.Tensor
+    document_ids_T: torch.Tensor | None
+    token_valid_T: torch.Tensor | None
+    output_TH: torch.Tensor
 
 
 class EmoAttention(nn.Module):
@@ -162,18 +164,18 @@ class EmoAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values):
-        batch_size, seq_len, _ = x_BTH.shape
-        q = self.q_proj(x_BTH).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x_BTH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x_BTH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos_BTD, sin_BTD), apply_rotary(k, cos_BTD, sin_BTD)
+    def forward(self, x_BSH, cos_BSD, sin_BSD, allowed_B1QJ, past_key_values):
+        batch_size, seq_len, _ = x_BSH.shape
+        q = self.q_proj(x_BSH).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x_BSH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x_BSH).view(batch_size, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos_BSD, sin_BSD), apply_rotary(k, cos_BSD, sin_BSD)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
         group_size = self.num_heads // self.num_kv_heads
         k, v = k.repeat_interleave(group_size, dim=1), v.repeat_interleave(group_size, dim=1)
-        out_BHTD = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed_B1QK)
-        return self.o_proj(out_BHTD.transpose(1, 2).reshape(batch_size, seq_len, -1))
+        out_BASD = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed_B1QJ)
+        return self.o_proj(out_BASD.transpose(1, 2).reshape(batch_size, seq_len, -1))
 
 
 class EmoExpert(nn.Module):
@@ -190,17 +192,17 @@ class EmoExpert(nn.Module):
 
 
 class EmoSparseMoeBlock(nn.Module):
-    """MoE layer with `n_slots` experts, the last `n_shared` of them shared (always on, weight 1)."""
+    """MoE layer of `n_experts` experts (routed + shared), the last `n_shared` of them shared (always on, weight 1)."""
 
-    def __init__(self, config: EmoConfig, n_slots: int, n_shared: int, layer_idx: int):
+    def __init__(self, config: EmoConfig, n_experts: int, n_shared: int, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.n_routed = n_slots - n_shared
+        self.n_routed = n_experts - n_shared
         self.routed_per_token = config.num_experts_per_tok - n_shared
         self.norm_topk_prob = config.norm_topk_prob
         self.pool_size = config.emo_inference_pool_size
-        self.gate = nn.Linear(config.hidden_size, n_slots, bias=False)
-        self.experts = nn.ModuleList(EmoExpert(config) for _ in range(n_slots))
+        self.gate = nn.Linear(config.hidden_size, n_experts, bias=False)
+        self.experts = nn.ModuleList(EmoExpert(config) for _ in range(n_experts))
         self.kept_routed_experts_R = None
         self.routing_observer = None
 
@@ -215,51 +217,51 @@ class EmoSparseMoeBlock(nn.Module):
                 )
         self.kept_routed_experts_R = kept_R
 
-    def kept_router_logits(self, x_NH):
-        """fp32 router logits [N, n_routed] of the routed experts, masked-out experts at -inf."""
-        logits_NR = F.linear(x_NH.float(), self.gate.weight.float())[:, : self.n_routed]
+    def kept_router_logits(self, x_TH):
+        """fp32 router logits [T, n_routed] of the routed experts, masked-out experts at -inf."""
+        logits_TR = F.linear(x_TH.float(), self.gate.weight.float())[:, : self.n_routed]
         if self.kept_routed_experts_R is not None:
-            logits_NR = logits_NR.masked_fill(~self.kept_routed_experts_R.to(logits_NR.device), float("-inf"))
-        return logits_NR
+            logits_TR = logits_TR.masked_fill(~self.kept_routed_experts_R.to(logits_TR.device), float("-inf"))
+        return logits_TR
 
-    def route(self, x_NH, document_ids_N=None, token_valid_N=None):
-        """Gate weights [N, k - S] (fp32) and indices [N, k - S] of each token's routed experts."""
-        logits_NR = self.kept_router_logits(x_NH)
+    def route(self, x_TH, document_ids_T=None, token_valid_T=None):
+        """Gate weights [T, k - n_shared] (fp32) and indices [T, k - n_shared] of each token's routed experts."""
+        logits_TR = self.kept_router_logits(x_TH)
         if self.pool_size is not None and self.pool_size < self.n_routed:
-            in_pool_NR = document_pool_mask(logits_NR, document_ids_N, token_valid_N, self.pool_size)
-            logits_NR = logits_NR.masked_fill(~in_pool_NR, float("-inf"))
-        probs_NR = torch.softmax(logits_NR, dim=-1)
-        gate_weights_NK, expert_idx_NK = torch.topk(probs_NR, self.routed_per_token, dim=-1)
+            in_pool_TR = document_pool_mask(logits_TR, document_ids_T, token_valid_T, self.pool_size)
+            logits_TR = logits_TR.masked_fill(~in_pool_TR, float("-inf"))
+        probs_TR = torch.softmax(logits_TR, dim=-1)
+        gate_weights_TK, expert_idx_TK = torch.topk(probs_TR, self.routed_per_token, dim=-1)
         if self.norm_topk_prob:
-            gate_weights_NK = gate_weights_NK / gate_weights_NK.sum(dim=-1, keepdim=True)
-        return gate_weights_NK, expert_idx_NK
+            gate_weights_TK = gate_weights_TK / gate_weights_TK.sum(dim=-1, keepdim=True)
+        return gate_weights_TK, expert_idx_TK
 
-    def forward(self, x_BTH, document_ids_BT=None, token_valid_BT=None):
+    def forward(self, x_BSH, document_ids_BS=None, token_valid_BS=None):
         """Σ gate·expert(x) over the chosen routed experts, plus every shared expert.
 
-        Experts are visited in slot order, so a physically pruned layer adds up the same terms in the same
+        Experts are visited in index order, so a physically pruned layer adds up the same terms in the same
         order as the full layer with the dropped experts masked.
         """
-        x_NH = x_BTH.reshape(-1, x_BTH.shape[-1])
-        document_ids_N = None if document_ids_BT is None else document_ids_BT.reshape(-1)
-        token_valid_N = None if token_valid_BT is None else token_valid_BT.reshape(-1)
-        gate_weights_NK, expert_idx_NK = self.route(x_NH, document_ids_N, token_valid_N)
-        out_NH = torch.zeros_like(x_NH)
+        x_TH = x_BSH.reshape(-1, x_BSH.shape[-1])
+        document_ids_T = None if document_ids_BS is None else document_ids_BS.reshape(-1)
+        token_valid_T = None if token_valid_BS is None else token_valid_BS.reshape(-1)
+        gate_weights_TK, expert_idx_TK = self.route(x_TH, document_ids_T, token_valid_T)
+        out_TH = torch.zeros_like(x_TH)
         for expert_idx in range(self.n_routed):
-            token_idx, choice_idx = torch.where(expert_idx_NK == expert_idx)
-            gate_weight = gate_weights_NK[token_idx, choice_idx, None].to(x_NH.dtype)
-            out_NH.index_add_(0, token_idx, self.experts[expert_idx](x_NH[token_idx]) * gate_weight)
+            token_idx, choice_idx = torch.where(expert_idx_TK == expert_idx)
+            gate_weight = gate_weights_TK[token_idx, choice_idx, None].to(x_TH.dtype)
+            out_TH.index_add_(0, token_idx, self.experts[expert_idx](x_TH[token_idx]) * gate_weight)
         for shared_expert in self.experts[self.n_routed :]:
-            out_NH = out_NH + shared_expert(x_NH)
+            out_TH = out_TH + shared_expert(x_TH)
         if self.routing_observer is not None:
-            probabilities_NR = torch.softmax(self.kept_router_logits(x_NH), dim=-1)
+            probabilities_TR = torch.softmax(self.kept_router_logits(x_TH), dim=-1)
             self.routing_observer(
                 RoutingEvent(
-                    self.layer_idx, x_NH, probabilities_NR, expert_idx_NK, gate_weights_NK, document_ids_N,
-                    token_valid_N, out_NH,
+                    self.layer_idx, x_TH, probabilities_TR, expert_idx_TK, gate_weights_TK, document_ids_T,
+                    token_valid_T, out_TH,
                 )
             )
-        return out_NH.view_as(x_BTH)
+        return out_TH.view_as(x_BSH)
 
 
 class EmoDecoderLayer(nn.Module):
@@ -267,16 +269,16 @@ class EmoDecoderLayer(nn.Module):
 
     def __init__(self, config: EmoConfig, layer_idx: int):
         super().__init__()
-        n_slots, n_shared = config.expert_slots(layer_idx)
+        n_experts, n_shared = config.expert_slots(layer_idx)
         self.pre_attention_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = EmoAttention(config, layer_idx)
         self.pre_feedforward_layernorm = EmoRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = EmoSparseMoeBlock(config, n_slots, n_shared, layer_idx)
+        self.mlp = EmoSparseMoeBlock(config, n_experts, n_shared, layer_idx)
 
-    def forward(self, x_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT):
-        attn_in_BTH = self.pre_attention_layernorm(x_BTH)
-        x_BTH = x_BTH + self.self_attn(attn_in_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values)
-        return x_BTH + self.mlp(self.pre_feedforward_layernorm(x_BTH), document_ids_BT, token_valid_BT)
+    def forward(self, x_BSH, cos_BSD, sin_BSD, allowed_B1QJ, past_key_values, document_ids_BS, token_valid_BS):
+        attn_in_BSH = self.pre_attention_layernorm(x_BSH)
+        x_BSH = x_BSH + self.self_attn(attn_in_BSH, cos_BSD, sin_BSD, allowed_B1QJ, past_key_values)
+        return x_BSH + self.mlp(self.pre_feedforward_layernorm(x_BSH), document_ids_BS, token_valid_BS)
 
 
 class EmoPreTrainedModel(PreTrainedModel):
@@ -336,52 +338,52 @@ class EmoModel(EmoPreTrainedModel):
         query_pos_Q = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device)
         if position_ids is None:
             position_ids = query_pos_Q[None].expand(batch_size, -1)
-        allowed_B1QK = self._attention_allowed(query_pos_Q, past_len + seq_len, attention_mask, batch_size)
+        allowed_B1QJ = self._attention_allowed(query_pos_Q, past_len + seq_len, attention_mask, batch_size)
         head_dim = self.config.hidden_size // self.config.num_attention_heads
-        cos_BTD, sin_BTD = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, inputs_embeds.dtype)
+        cos_BSD, sin_BSD = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, inputs_embeds.dtype)
 
-        document_ids_BT = None
+        document_ids_BS = None
         if self.config.emo_inference_pool_size is not None:
             if input_ids is None:
                 raise ValueError("EMO document pools need input_ids to find the eos-delimited documents")
-            document_ids_BT = document_ids_from_eos(
+            document_ids_BS = document_ids_from_eos(
                 input_ids, self.config.eos_token_id, self.config.emo_eos_grouping
             )
-        token_valid_BT = None if attention_mask is None else attention_mask[:, -seq_len:].bool()
+        token_valid_BS = None if attention_mask is None else attention_mask[:, -seq_len:].bool()
 
-        hidden_BTH = inputs_embeds
-        all_hidden_states = (hidden_BTH,) if output_hidden_states else None
+        hidden_BSH = inputs_embeds
+        all_hidden_states = (hidden_BSH,) if output_hidden_states else None
         for layer in self.layers:
-            layer_args = (hidden_BTH, cos_BTD, sin_BTD, allowed_B1QK, past_key_values, document_ids_BT, token_valid_BT)
+            layer_args = (hidden_BSH, cos_BSD, sin_BSD, allowed_B1QJ, past_key_values, document_ids_BS, token_valid_BS)
             if self.gradient_checkpointing and self.training:
-                hidden_BTH = self._gradient_checkpointing_func(layer.__call__, *layer_args)
+                hidden_BSH = self._gradient_checkpointing_func(layer.__call__, *layer_args)
             else:
-                hidden_BTH = layer(*layer_args)
+                hidden_BSH = layer(*layer_args)
             if output_hidden_states:
-                all_hidden_states += (hidden_BTH,)
-        hidden_BTH = self.norm(hidden_BTH)
+                all_hidden_states += (hidden_BSH,)
+        hidden_BSH = self.norm(hidden_BSH)
         if output_hidden_states:
-            all_hidden_states = all_hidden_states[:-1] + (hidden_BTH,)
+            all_hidden_states = all_hidden_states[:-1] + (hidden_BSH,)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_BTH,
+            last_hidden_state=hidden_BSH,
             hidden_states=all_hidden_states,
             **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
     @staticmethod
     def _attention_allowed(query_pos_Q, num_keys, attention_mask, batch_size):
-        """Bool mask [B, 1, Q, K] (True = may attend): causal, padding keys removed.
+        """Bool mask [B, 1, Q, J] (True = may attend): causal, padding keys removed.
 
         Each token may always attend to itself, so rows of padding queries are never empty (SDPA would return
         NaN for them); padding outputs are meaningless either way.
         """
-        key_pos_K = torch.arange(num_keys, device=query_pos_Q.device)
-        allowed_QK = key_pos_K[None, :] <= query_pos_Q[:, None]
+        key_pos_J = torch.arange(num_keys, device=query_pos_Q.device)
+        allowed_QJ = key_pos_J[None, :] <= query_pos_Q[:, None]
         if attention_mask is None:
-            return allowed_QK[None, None].expand(batch_size, 1, -1, -1)
-        key_valid_B11K = attention_mask[:, None, None, :num_keys].bool()
-        is_self_QK = key_pos_K[None, :] == query_pos_Q[:, None]
-        return (allowed_QK & key_valid_B11K) | is_self_QK
+            return allowed_QJ[None, None].expand(batch_size, 1, -1, -1)
+        key_valid_B11J = attention_mask[:, None, None, :num_keys].bool()
+        is_self_QJ = key_pos_J[None, :] == query_pos_Q[:, None]
+        return (allowed_QJ & key_valid_B11J) | is_self_QJ
 
 
 class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
@@ -458,12 +460,12 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
             for block in blocks:
                 block.routing_observer = None
 
-    def routed_expert_output(self, layer_idx: int, expert_idx: int, x_NH: torch.Tensor) -> torch.Tensor:
-        """The unweighted output of one routed expert of a layer on MoE inputs `x_NH` (as in `RoutingEvent`)."""
+    def routed_expert_output(self, layer_idx: int, expert_idx: int, x_TH: torch.Tensor) -> torch.Tensor:
+        """The unweighted output of one routed expert of a layer on MoE inputs `x_TH` (as in `RoutingEvent`)."""
         block = self._moe_block(layer_idx)
         if not 0 <= expert_idx < block.n_routed:
             raise IndexError(f"layer {layer_idx} has routed experts 0..{block.n_routed - 1}, not {expert_idx}")
-        return block.experts[expert_idx](x_NH)
+        return block.experts[expert_idx](x_TH)
 
     @contextlib.contextmanager
     def training_only_kept_experts(self):
@@ -517,18 +519,18 @@ class EmoForCausalLM(EmoPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_BTH = outputs.last_hidden_state
-        logits_BTV = self.lm_head(hidden_BTH[:, -logits_to_keep:] if logits_to_keep else hidden_BTH)
+        hidden_BSH = outputs.last_hidden_state
+        logits_BSV = self.lm_head(hidden_BSH[:, -logits_to_keep:] if logits_to_keep else hidden_BSH)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits_BTV[:, :-1].float().reshape(-1, logits_BTV.shape[-1]),
-                labels[:, 1:].reshape(-1).to(logits_BTV.device),
+                logits_BSV[:, :-1].float().reshape(-1, logits_BSV.shape[-1]),
+                labels[:, 1:].reshape(-1).to(logits_BSV.device),
                 ignore_index=-100,
             )
         return CausalLMOutputWithPast(
             loss=loss,
-            logits=logits_BTV,
+            logits=logits_BSV,
             hidden_states=outputs.hidden_states,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )

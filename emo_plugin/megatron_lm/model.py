@@ -5,7 +5,7 @@ flags by ``gpt_config_from_args``; its ``transformer_layer_spec`` slot takes a f
 virtual pipeline stage. EMO fills the two seams and nothing else: the transformer config is Megatron-LM's own
 translation of the flags into ``EmoTransformerConfig`` (``core_transformer_config_from_args`` with the routing
 recipe of the run's model record), and the spec is Megatron's decoder block spec with EMO's MoE layer and router
-(``moe/spec.py``), TE or local as ``--transformer-impl`` says.
+(``model/spec.py``), TE or local as ``--transformer-impl`` says.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 
 from emo_plugin.megatron_compat import replace_rotary_embedding
 from emo_plugin.model.host_modules import HostRotaryEmbedding
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.model.spec import emo_decoder_block_spec
 from emo_plugin.moe.config import EmoTransformerConfig
 
@@ -17,7 +18,7 @@ def build_emo_gpt_model(
     max_sequence_length: int,
     use_transformer_engine: bool,
     host_execution: bool = False,
-    rotary_base: int = 500_000,
+    rotary_base: int = ModelRecord.rotary_base,  # the record field's default, written only there
     pre_process: bool = True,
     post_process: bool = True,
     vp_stage: int | None = None,
@@ -26,7 +27,8 @@ def build_emo_gpt_model(
     """GPTModel with RoPE and untied embeddings (EMO's released architecture) and EMO MoE layers.
 
     ``host_execution`` builds the CPU variant (local spec, ``HostDotProductAttention``, host RoPE) used by
-    the embedded default and CI; GPU runs leave it off and get Megatron's modules unchanged.
+    the embedded default and CI; GPU runs leave it off and get Megatron's modules unchanged. ``rotary_base``
+    (RoPE θ) defaults to ``ModelRecord.rotary_base``'s default; callers with a record pass the record's value.
     """
     spec = emo_decoder_block_spec(
         config,

@@ -7,10 +7,12 @@ run settings (``lb_scope``, ``seed``) as ``router`` overrides.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import torch
 
+from emo_plugin.model.record import FIELD_TYPES as RECORD_FIELDS
 from emo_plugin.model.record import ModelRecord
 from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
 
@@ -41,19 +43,7 @@ def transformer_config(record: ModelRecord, *, router: Mapping[str, Any] | None 
 
 
 def router_config(record: ModelRecord, **router: Any) -> EmoRouterConfig:
-    """The record's routing recipe as Megatron's EMO router config; ``router``: the run's settings (lb_scope, seed)."""
-    return EmoRouterConfig(
-        pool_min=record.pool_min,
-        pool_max=record.pool_max,
-        pool_eval=record.pool_eval,
-        pool_min_per_layer=record.pool_min_per_layer,
-        pool_max_per_layer=record.pool_max_per_layer,
-        pool_max_ranks=record.pool_max_ranks,
-        pool_rank_groups=record.pool_rank_groups,
-        num_shared_experts=record.num_shared_experts,
-        num_inert_experts=record.num_inert_experts,
-        lb_coeff=record.lb_coeff,
-        z_loss_coeff=record.z_loss_coeff,
-        max_documents_per_sequence=record.max_documents_per_sequence,
-        **router,
-    )
+    """The record's routing recipe as Megatron's EMO router config: every router field the record has, by name;
+    ``router``: the run's settings (lb_scope, seed), which the record does not hold."""
+    recipe = {f.name: getattr(record, f.name) for f in dataclasses.fields(EmoRouterConfig) if f.name in RECORD_FIELDS}
+    return EmoRouterConfig(**recipe, **router)

@@ -17,7 +17,7 @@ from argparse import Namespace
 from typing import Any
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.model.record import ModelRecord
+from emo_plugin.model.record import ModelRecord, fields_of_section
 
 SHAPE_FLAGS = {
     # record field: Megatron-LM flag (the value is the field's)
@@ -31,21 +31,8 @@ SHAPE_FLAGS = {
     "rotary_base": "--rotary-base",
     "norm_epsilon": "--norm-epsilon",
 }
-EMO_FLAGS = {
-    "pool_min": "--emo-pool-min",
-    "pool_max": "--emo-pool-max",
-    "pool_eval": "--emo-pool-eval",
-    "pool_min_per_layer": "--emo-pool-min-per-layer",
-    "pool_max_per_layer": "--emo-pool-max-per-layer",
-    "pool_max_ranks": "--emo-pool-max-ranks",
-    "pool_rank_groups": "--emo-pool-rank-groups",
-    "eos_grouping": "--emo-eos-grouping",
-    "num_shared_experts": "--emo-num-shared-experts",
-    "num_inert_experts": "--emo-num-inert-experts",
-    "lb_coeff": "--emo-lb-coeff",
-    "z_loss_coeff": "--emo-z-loss-coeff",
-    "max_documents_per_sequence": "--emo-max-documents-per-sequence",
-}
+EMO_FLAGS = {f.name: "--emo-" + f.name.replace("_", "-") for f in fields_of_section("emo")}
+"""The ``emo`` section's record fields as emo_plugin's Megatron-LM flags (``--emo-pool-min`` ...)."""
 REQUIRED_SETTINGS = {
     # Megatron-LM args.<dest>: (the value an EMO model needs, the flags that set it; () = Megatron-LM's default)
     "normalization": ("RMSNorm", ("--normalization", "RMSNorm")),

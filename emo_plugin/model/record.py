@@ -29,57 +29,69 @@ RECORD_KEY = "emo_model"
 """Key of the record (``ModelRecord.to_dict()``) in a checkpoint's common state."""
 
 
+def _field(default: Any = dataclasses.MISSING, *, section: str | None, help: str, config_default: str = "the size's"):
+    """A record field; ``section``: the training-config section whose field of the same name overrides it
+    (``model``, ``emo``, ``data``; ``None``: not set by a training config), ``help``: its one description, which
+    ``emo-pretrain --help`` prints too, ``config_default``: where a training run takes it from when not set."""
+    kwargs = {} if default is dataclasses.MISSING else {"default": default}
+    return dataclasses.field(**kwargs, metadata={"section": section, "help": help, "config_default": config_default})
+
+
 @dataclass(frozen=True)
 class ModelRecord:
-    num_layers: int
-    hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    moe_ffn_hidden_size: int
-    """Width of every expert's SwiGLU MLP (routed and shared)."""
-    num_moe_experts: int
-    """Expert slots (the router's rows): the routed experts followed by the inert padding slots."""
-    moe_router_topk: int
-    """Routed experts per token (the shared experts come on top)."""
-    vocab_size: int
-    seq_length: int
-    """Training sequence length, also the maximum position the model is built for."""
-    pool_min: int
-    """Smallest per-document expert pool drawn in training."""
-    pool_max: int
-    """Largest per-document pool drawn in training (≥ the routed experts: unrestricted)."""
-    pool_eval: int
-    """Fixed per-document pool in evaluation."""
-    pool_min_per_layer: tuple[int, ...] | None = None
-    """Per-layer ``pool_min`` (one entry per layer, first layer first); ``None``: ``pool_min`` in every layer."""
-    pool_max_per_layer: tuple[int, ...] | None = None
-    """Per-layer ``pool_max``, e.g. the routed expert count in early layers to leave them unrestricted."""
-    pool_max_ranks: int | None = None
-    """Rank-limited pools (off: ``None``): each document's training pool comes only from the experts of its
-    ``pool_max_ranks`` best expert groups (largest summed router probability), so its tokens reach at most that
-    many expert-parallel ranks (docs/expert_parallel.md)."""
-    pool_rank_groups: int | None = None
-    """The contiguous expert groups ``pool_max_ranks`` counts: the expert-parallel size the limit is meant for
-    (each group is one rank's experts when ``expert_model_parallel_size`` equals it)."""
-    eos_grouping: Literal["ends", "starts"] = "ends"
-    """Which document routes an end-of-document token: the one it ends (emo_plugin's convention) or the one
-    that starts after it (AI2's training router). Attention always keeps it in the document it ends."""
-    num_shared_experts: int = 1
-    num_inert_experts: int = 0
-    """Trailing expert slots that are never selected: they pad the expert slots to a multiple of the
-    expert-parallel size (an imported AI2 checkpoint has 127 routed experts)."""
-    rotary_base: int = 500_000
-    norm_epsilon: float = 1e-6
-    qk_layernorm: bool = False
-    lb_coeff: float = 0.1
-    """Coefficient of the data-parallel-global load-balancing loss."""
-    z_loss_coeff: float = 0.001
-    """Coefficient of the router z-loss on the pool-masked logits."""
-    max_documents_per_sequence: int = 256
-    """Static bound on document segments per sequence (sizes the router's per-document buffers)."""
-    eos_token_id: int | None = 2
-    """End-of-document id; the default is that of emo_plugin's sentencepiece tokenizers (data/tokenizer.py)."""
-    pad_token_id: int | None = 0
+    num_layers: int = _field(section="model", help="transformer layers")
+    hidden_size: int = _field(section="model", help="d_model")
+    num_attention_heads: int = _field(section="model", help="attention heads")
+    num_query_groups: int = _field(section="model", help="KV heads (= heads for MHA)")
+    moe_ffn_hidden_size: int = _field(section="model", help="width of every expert's SwiGLU MLP (routed and shared)")
+    num_moe_experts: int = _field(
+        section="model", help="expert slots (the router's rows): the routed experts, then the inert padding slots; "
+        "shared experts not counted. In a training config: the routed experts, padded by the derived "
+        "emo.num_inert_experts (given explicitly, this counts the slots, inert ones included)")
+    moe_router_topk: int = _field(section="model", help="routed experts per token (k minus the shared experts)")
+    vocab_size: int = _field(section="model", help="vocabulary size",
+                             config_default="the tokenizer's, padded to a multiple of 128 × TP")
+    seq_length: int = _field(section="data", help="tokens per training sequence, also the longest position the "
+                             "model is built for")
+    pool_min: int = _field(section="emo", help="smallest per-document expert pool drawn in training")
+    pool_max: int = _field(section="emo", help="largest per-document pool drawn in training (>= the routed "
+                           "experts: unrestricted)")
+    pool_eval: int = _field(section="emo", help="fixed per-document pool in evaluation")
+    pool_min_per_layer: tuple[int, ...] | None = _field(
+        None, section="emo", help="pool_min of each layer, one entry per layer, first layer first (none: pool_min "
+        "in every layer)")
+    pool_max_per_layer: tuple[int, ...] | None = _field(
+        None, section="emo", help="pool_max of each layer, e.g. the routed experts in early layers to leave them "
+        "unrestricted")
+    pool_max_ranks: int | None = _field(
+        None, section="emo", help="rank-limited pools (none: off): each document's training pool comes only from "
+        "the experts of its pool_max_ranks best expert groups (largest summed router probability), so its tokens "
+        "reach at most that many expert-parallel ranks (docs/expert_parallel.md)")
+    pool_rank_groups: int | None = _field(
+        None, section="emo", help="the contiguous expert groups pool_max_ranks counts: the expert-parallel size the "
+        "limit is meant for (required with pool_max_ranks; part of the model, so resharding keeps it)")
+    eos_grouping: Literal["ends", "starts"] = _field(
+        "ends", section="emo", help="which document routes an end-of-document token: the one it 'ends' "
+        "(emo_plugin's convention) or the one that 'starts' after it (AI2's training router); attention always "
+        "keeps it in the document it ends")
+    num_shared_experts: int = _field(1, section="emo", help="always-active experts (gate 1.0)")
+    num_inert_experts: int = _field(
+        0, section="emo", help="never-selected expert slots after the routed ones, padding the slots to a multiple "
+        "of the expert-parallel size (an imported AI2 checkpoint has 127 routed experts)",
+        config_default="derived, the fewest that make parallel.expert_model_parallel_size divide the slots")
+    rotary_base: int = _field(500_000, section="model", help="RoPE theta")
+    norm_epsilon: float = _field(1e-6, section=None, help="RMSNorm epsilon")
+    qk_layernorm: bool = _field(False, section=None, help="RMSNorm on queries and keys")
+    lb_coeff: float = _field(0.1, section="emo", help="coefficient of the data-parallel-global load-balancing loss")
+    z_loss_coeff: float = _field(0.001, section="emo", help="coefficient of the router z-loss on the pool-masked "
+                                 "logits")
+    max_documents_per_sequence: int = _field(
+        256, section="emo", help="static bound on document segments per sequence (sizes the router's per-document "
+        "buffers)")
+    eos_token_id: int | None = _field(
+        2, section=None, help="end-of-document id; the default is that of emo_plugin's sentencepiece tokenizers "
+        "(data/tokenizer.py); a training run takes it from its tokenizer")
+    pad_token_id: int | None = _field(0, section=None, help="padding id")
 
     @property
     def head_dim(self) -> int:
@@ -114,6 +126,11 @@ class ModelRecord:
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(ModelRecord)
+
+
+def fields_of_section(section: str) -> tuple[dataclasses.Field, ...]:
+    """The record fields a training config's ``section`` overrides, in record order."""
+    return tuple(f for f in dataclasses.fields(ModelRecord) if f.metadata["section"] == section)
 REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(ModelRecord) if f.default is dataclasses.MISSING)
 
 

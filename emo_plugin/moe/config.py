@@ -16,7 +16,6 @@ paper's notation, where k counts the shared experts too).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -286,8 +285,3 @@ class EmoTransformerConfig(TransformerConfig):
         for name, (refused, why) in refusals.items():
             if refused:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not supported with EMO: {why}")
-
-
-def replace_emo(config: EmoTransformerConfig, **emo_changes) -> EmoTransformerConfig:
-    """A copy of ``config`` with some EMO fields changed, re-validated."""
-    return dataclasses.replace(config, emo=dataclasses.replace(config.emo, **emo_changes))

@@ -65,18 +65,19 @@ class ActivationMemory:
     peak_recompute: int
 
 
-def _per_token_layer(size: ModelRecord, layout: Layout, impl: Implementation, elem: int) -> tuple[float, float, float]:
+def _per_token_layer(record: ModelRecord, layout: Layout, impl: Implementation,
+                     elem: int) -> tuple[float, float, float]:
     """Bytes per token of one layer on one rank: (attention + MoE norms kept always, MoE internals, MoE input)."""
-    h, f, tp = size.hidden_size, size.moe_ffn_hidden_size, layout.tp
+    h, f, tp = record.hidden_size, record.moe_ffn_hidden_size, layout.tp
     sp = tp if layout.sequence_parallel else 1
-    head_dim = h // size.num_attention_heads
+    head_dim = h // record.num_attention_heads
     norm = impl.norm_copies * h / sp * (FP32 / elem if impl.fp32_norms else 1)
-    attention = norm + 3 * (size.num_attention_heads + size.num_query_groups) * head_dim / tp
-    attention += impl.score_copies * size.num_attention_heads * size.seq_length / layout.cp / tp
+    attention = norm + 3 * (record.num_attention_heads + record.num_query_groups) * head_dim / tp
+    attention += impl.score_copies * record.num_attention_heads * record.seq_length / layout.cp / tp
     moe_norm = norm
-    routed = size.moe_router_topk * layout.etp / sp * (h + impl.swiglu_copies * f / layout.etp)
-    shared = size.num_shared_experts * (impl.shared_input_copy * h + impl.swiglu_copies * f / tp)
-    router = ROUTER_FP32_ROWS * size.num_moe_experts * FP32 / sp
+    routed = record.moe_router_topk * layout.etp / sp * (h + impl.swiglu_copies * f / layout.etp)
+    shared = record.num_shared_experts * (impl.shared_input_copy * h + impl.swiglu_copies * f / tp)
+    router = ROUTER_FP32_ROWS * record.num_moe_experts * FP32 / sp
     return (attention + moe_norm) * elem, (routed + shared) * elem + router, h / sp * elem
 
 
@@ -88,18 +89,18 @@ def in_flight(layout: Layout, stage: int, num_micro_batches: int, virtual_stages
     return min(chunks, num_micro_batches * virtual_stages) / virtual_stages
 
 
-def activation_memory(size: ModelRecord, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
+def activation_memory(record: ModelRecord, vocab_size: int, layout: Layout, *, stage: int, micro_batch_size: int,
                       num_micro_batches: int, layers: int, impl: Implementation, elem: int,
                       virtual_stages: int = 1, dense_mask: bool = False) -> ActivationMemory:
     """``dense_mask``: the host path's intra-document attention, a [b, 1, s, s] bool mask per micro-batch; the
     trainer collates a step's micro-batches up front, so all of them are held."""
-    tokens = micro_batch_size * size.seq_length // layout.cp
-    mask = micro_batch_size * size.seq_length**2 if dense_mask else 0
-    kept, moe_internal, _ = _per_token_layer(size, layout, impl, elem)
+    tokens = micro_batch_size * record.seq_length // layout.cp
+    mask = micro_batch_size * record.seq_length**2 if dense_mask else 0
+    kept, moe_internal, _ = _per_token_layer(record, layout, impl, elem)
     sp = layout.tp if layout.sequence_parallel else 1
     last = stage == layout.pp - 1
     norm_elem = FP32 if impl.fp32_norms else elem
-    head = (impl.norm_copies * size.hidden_size / sp * norm_elem + vocab_size / layout.tp * FP32) if last else 0.0
+    head = (impl.norm_copies * record.hidden_size / sp * norm_elem + vocab_size / layout.tp * FP32) if last else 0.0
     logits_transient = vocab_size / layout.tp * elem if last else 0.0
     full = tokens * (layers * (kept + moe_internal) + head)
     recompute = tokens * (layers * kept + head)

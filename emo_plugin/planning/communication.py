@@ -38,14 +38,14 @@ def _ring(n: int) -> float:
     return (n - 1) / n if n > 1 else 0.0
 
 
-def deduplicated_copies(size: ModelRecord, ep: int) -> float:
+def deduplicated_copies(record: ModelRecord, ep: int) -> float:
     """Expected off-rank destination ranks per token under a per-rank deduplicating dispatcher."""
     if ep < 2:
         return 0.0
     reach = ep
-    if size.pool_max_ranks is not None:
-        reach = min(ep, size.pool_max_ranks * max(1, ep // size.pool_rank_groups))
-    per_rank, k = size.num_moe_experts // ep, size.moe_router_topk
+    if record.pool_max_ranks is not None:
+        reach = min(ep, record.pool_max_ranks * max(1, ep // record.pool_rank_groups))
+    per_rank, k = record.num_moe_experts // ep, record.moe_router_topk
     missed = math.comb(reach * per_rank - per_rank, k) / math.comb(reach * per_rank, k)
     return reach * (1 - missed) * _ring(ep)
 
@@ -58,27 +58,27 @@ def _gradient_sync(label: str, numel: int, n: int, param_bytes: int, distributed
     return [Collective(f"{label} grad all-reduce", n, int(2 * _ring(n) * numel * grad_bytes))]
 
 
-def communication(size: ModelRecord, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
+def communication(record: ModelRecord, layout: Layout, params: ParameterCount, *, stage: int, layers: int,
                   micro_batch_size: int, num_micro_batches: int, elem: int, distributed_optimizer: bool,
                   param_bytes: int, virtual_stages: int = 1) -> list[Collective]:
     """Per-step traffic of one rank on pipeline stage ``stage``; collectives of size 1 are left out."""
-    h, tp, m = size.hidden_size, layout.tp, num_micro_batches
-    tokens = micro_batch_size * size.seq_length // layout.cp  # per rank before SP
+    h, tp, m = record.hidden_size, layout.tp, num_micro_batches
+    tokens = micro_batch_size * record.seq_length // layout.cp  # per rank before SP
     sp = tp if layout.sequence_parallel else 1
     out = _gradient_sync("DP dense", params.dense, layout.dense_grad_group, param_bytes, distributed_optimizer)
     out += _gradient_sync("expert-DP", params.expert, layout.expert_dp, param_bytes, distributed_optimizer)
-    routed = tokens // sp * size.moe_router_topk * h * elem
+    routed = tokens // sp * record.moe_router_topk * h * elem
     out.append(Collective("EP all-to-all (dispatch+combine, fwd+bwd)", layout.ep,
                           int(4 * _ring(layout.ep) * routed * layers * m)))
     out.append(Collective("  EP, deduplicated per rank (flex/DeepEP)", layout.ep,
-                          int(4 * deduplicated_copies(size, layout.ep) * tokens // sp * h * elem * layers * m)))
+                          int(4 * deduplicated_copies(record, layout.ep) * tokens // sp * h * elem * layers * m)))
     out.append(Collective("ETP all-gather/reduce-scatter", layout.etp,
                           int(4 * _ring(layout.etp) * routed * layout.etp * layers * m)))
     tp_pairs = 4 * layers + (2 if stage == 0 else 0) + (2 if stage == layout.pp - 1 else 0)
     out.append(Collective("TP/SP all-gather+reduce-scatter" if layout.sequence_parallel else "TP all-reduce", tp,
                           int(tp_pairs * _ring(tp) * tokens * h * elem * m)))
-    head_dim = h // size.num_attention_heads
-    kv = 2 * size.num_query_groups * head_dim // tp * tokens * elem
+    head_dim = h // record.num_attention_heads
+    kv = 2 * record.num_query_groups * head_dim // tp * tokens * elem
     out.append(Collective("CP ring K/V exchange (fwd+bwd)", layout.cp, int(3 * (layout.cp - 1) * kv * layers * m)))
     # each of the v model chunks of a rank passes activations on and gradients back, except at the model's ends
     boundaries = 2 * virtual_stages - (stage == 0) - (stage == layout.pp - 1)

@@ -29,41 +29,41 @@ class ParameterCount:
         return self.dense + self.expert
 
 
-def layers_per_stage(size: ModelRecord, layout: Layout) -> int:
-    if size.num_layers % layout.pp:
+def layers_per_stage(record: ModelRecord, layout: Layout) -> int:
+    if record.num_layers % layout.pp:
         raise ConfigError(f"parallel.pipeline_model_parallel_size={layout.pp}: does not divide "
-                          f"num_layers={size.num_layers}")
-    return size.num_layers // layout.pp
+                          f"num_layers={record.num_layers}")
+    return record.num_layers // layout.pp
 
 
-def layer_parameters(size: ModelRecord, layout: Layout) -> ParameterCount:
+def layer_parameters(record: ModelRecord, layout: Layout) -> ParameterCount:
     """One transformer layer's parameters on one rank."""
-    d, tp = size.hidden_size, layout.tp
-    head_dim = d // size.num_attention_heads
-    qkv = (size.num_attention_heads + 2 * size.num_query_groups) * head_dim * d // tp
-    proj = size.num_attention_heads * head_dim * d // tp
-    qk_norms = 2 * head_dim if size.qk_layernorm else 0
+    d, tp = record.hidden_size, layout.tp
+    head_dim = d // record.num_attention_heads
+    qkv = (record.num_attention_heads + 2 * record.num_query_groups) * head_dim * d // tp
+    proj = record.num_attention_heads * head_dim * d // tp
+    qk_norms = 2 * head_dim if record.qk_layernorm else 0
     norms = 2 * d
-    router = size.num_moe_experts * d
-    shared = 3 * d * size.num_shared_experts * size.moe_ffn_hidden_size // tp
-    local_experts = size.num_moe_experts // layout.ep
-    experts = local_experts * 3 * d * size.moe_ffn_hidden_size // layout.etp
+    router = record.num_moe_experts * d
+    shared = 3 * d * record.num_shared_experts * record.moe_ffn_hidden_size // tp
+    local_experts = record.num_moe_experts // layout.ep
+    experts = local_experts * 3 * d * record.moe_ffn_hidden_size // layout.etp
     return ParameterCount(dense=qkv + proj + qk_norms + norms + router + shared, expert=experts)
 
 
-def stage_parameters(size: ModelRecord, vocab_size: int, layout: Layout, stage: int) -> ParameterCount:
+def stage_parameters(record: ModelRecord, vocab_size: int, layout: Layout, stage: int) -> ParameterCount:
     """Parameters of one rank on pipeline stage ``stage`` (0 = first)."""
-    layer = layer_parameters(size, layout)
-    layers = layers_per_stage(size, layout)
+    layer = layer_parameters(record, layout)
+    layers = layers_per_stage(record, layout)
     dense, expert = layers * layer.dense, layers * layer.expert
-    vocab_shard = vocab_size // layout.tp * size.hidden_size
+    vocab_shard = vocab_size // layout.tp * record.hidden_size
     if stage == 0:
         dense += vocab_shard  # input embedding
     if stage == layout.pp - 1:
-        dense += vocab_shard + size.hidden_size  # output layer (untied) + final norm
+        dense += vocab_shard + record.hidden_size  # output layer (untied) + final norm
     return ParameterCount(dense=dense, expert=expert)
 
 
-def model_parameters(size: ModelRecord, vocab_size: int) -> int:
+def model_parameters(record: ModelRecord, vocab_size: int) -> int:
     """All parameters of the model (one rank, no parallelism)."""
-    return stage_parameters(size, vocab_size, Layout(world_size=1), 0).total
+    return stage_parameters(record, vocab_size, Layout(world_size=1), 0).total

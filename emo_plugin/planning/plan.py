@@ -75,13 +75,13 @@ class Plan:
 
 def make_plan(run: ResolvedRun) -> Plan:
     """Memory, communication and FLOPs per rank of ``run``, stage by stage."""
-    cfg, size, layout = run.config, run.record, run.layout
+    cfg, record, layout = run.config, run.record, run.layout
     b = cfg.batch
     num_micro = run.num_micro_batches
     elem = 2 if cfg.precision.dtype == "bf16" else 4
     backend = "megatron" if run.device == "cuda" else "host"
     distributed = cfg.optimizer.use_distributed_optimizer and backend == "megatron"
-    layers = layers_per_stage(size, layout)
+    layers = layers_per_stage(record, layout)
     virtual_stages = cfg.parallel.virtual_pipeline_model_parallel_size or 1
     implementation = HOST
     if backend == "megatron":
@@ -89,18 +89,18 @@ def make_plan(run: ResolvedRun) -> Plan:
     vocab = run.vocab_size
     stages = []
     for stage in range(layout.pp):
-        params = stage_parameters(size, vocab, layout, stage)
+        params = stage_parameters(record, vocab, layout, stage)
         states = model_states(params, layout, backend=backend, param_bytes=elem, distributed_optimizer=distributed)
-        acts = activation_memory(size, vocab, layout, stage=stage, micro_batch_size=b.micro_batch_size,
+        acts = activation_memory(record, vocab, layout, stage=stage, micro_batch_size=b.micro_batch_size,
                                  num_micro_batches=num_micro, layers=layers,
                                  impl=implementation, elem=elem,
                                  virtual_stages=virtual_stages, dense_mask=run.attention == "dense_mask")
-        comms = communication(size, layout, params, stage=stage, layers=layers, micro_batch_size=b.micro_batch_size,
+        comms = communication(record, layout, params, stage=stage, layers=layers, micro_batch_size=b.micro_batch_size,
                               num_micro_batches=num_micro, elem=elem, distributed_optimizer=distributed,
                               param_bytes=elem, virtual_stages=virtual_stages)
         stages.append(StagePlan(stage, layers, params, states, acts, cfg.model.recompute_moe, comms))
     return Plan(
-        record=size,
+        record=record,
         size_name=cfg.model.size,
         vocab_size=vocab,
         vocab_source=run.vocab_source,
@@ -112,7 +112,7 @@ def make_plan(run: ResolvedRun) -> Plan:
         virtual_stages=virtual_stages,
         implementation=implementation.name,
         stages=stages,
-        flops_per_step=flops_per_token(size, vocab, size.seq_length) * b.global_batch_size * size.seq_length,
+        flops_per_step=flops_per_token(record, vocab, record.seq_length) * b.global_batch_size * record.seq_length,
         device_memory=int(cfg.plan.device_memory_gib * GIB),
         reserved=int(cfg.plan.reserved_gib * GIB),
     )

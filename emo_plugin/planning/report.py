@@ -35,13 +35,14 @@ def _stage_block(plan: Plan, s: StagePlan) -> list[str]:
 
 
 def render(plan: Plan, suggestions: list | None = None) -> str:
-    size, layout = plan.record, plan.layout
-    tokens = plan.global_batch_size * size.seq_length
+    record, layout = plan.record, plan.layout
+    tokens = plan.global_batch_size * record.seq_length
     lines = [
-        f"plan for {plan.size_name}: {size.num_layers} layers, d {size.hidden_size}, {size.num_moe_experts} routed "
-        f"expert slots ({size.num_inert_experts} inert), top-{size.moe_router_topk} + {size.num_shared_experts} "
+        f"plan for {plan.size_name}: {record.num_layers} layers, d {record.hidden_size}, "
+        f"{record.num_moe_experts} routed "
+        f"expert slots ({record.num_inert_experts} inert), top-{record.moe_router_topk} + {record.num_shared_experts} "
         f"shared, vocab {plan.vocab_size:,} "
-        f"({plan.vocab_source}), sequence {size.seq_length}",
+        f"({plan.vocab_source}), sequence {record.seq_length}",
         f"layout: {layout.describe()}"
         + (f", {plan.virtual_stages} virtual stages (interleaved 1F1B)" if plan.virtual_stages > 1 else "")
         + f"; device {plan.device}, {plan.implementation} layers",

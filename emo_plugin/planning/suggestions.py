@@ -18,7 +18,8 @@ from emo_plugin.run.resolve import ResolvedRun, resolve
 
 
 def _expert_parallel_options(run: ResolvedRun) -> list[dict]:
-    """Larger EP sizes the world allows, each with the inert padding that makes EP divide the routed slots."""
+    """Larger EP sizes the world allows; an explicit ``emo.num_inert_experts`` changes with them so EP divides
+    the expert slots (derived padding follows by itself)."""
     cfg, world_size = run.config, run.layout.world_size
     par = cfg.parallel
     selectable = run.record.num_selectable_experts
@@ -28,8 +29,8 @@ def _expert_parallel_options(run: ResolvedRun) -> list[dict]:
     while ep <= world_size // per_ep and ep <= selectable:
         if world_size % (ep * per_ep) == 0:
             slots = -(-selectable // ep) * ep
-            change = {"parallel.expert_model_parallel_size": ep}
-            if slots != selectable + cfg.emo.num_inert_experts:
+            change = {"parallel.expert_model_parallel_size": ep}  # derived inert padding follows EP
+            if cfg.emo.num_inert_experts is not None and slots != selectable + cfg.emo.num_inert_experts:
                 change.update({"model.num_moe_experts": slots, "emo.num_inert_experts": slots - selectable})
             options.append(change)
         ep *= 2

@@ -16,67 +16,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.megatron_lm_args import EMO_FLAGS, SHAPE_FLAGS
+from emo_plugin.model.record import ModelRecord, fields_of_section
 from emo_plugin.typed_values import coerce
 
 
-def opt(default: Any, help: str, *, megatron: str | None = None):
-    """A documented field; ``megatron`` names the equivalent Megatron-LM flag (accepted as an alias)."""
+def opt(default: Any, help: str, *, megatron: str | None = None, default_text: str | None = None):
+    """A documented field; ``megatron`` names the equivalent Megatron-LM flag (accepted as an alias),
+    ``default_text`` says in words where an unset (``None``) value comes from."""
     kwargs = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    return field(**kwargs, metadata={"help": help, "megatron": megatron})
+    return field(**kwargs, metadata={"help": help, "megatron": megatron, "default_text": default_text})
 
 
-@dataclass
-class ModelSection:
-    """Architecture: a named size plus single-field overrides."""
-
-    size: str = opt(
-        "tiny", "named size from emo_plugin.model.sizes (tiny, small, emo_1b14b, stdmoe_1b14b)",
-        megatron="--model-size")
-    num_layers: int | None = opt(None, "override the size's transformer layers", megatron="--num-layers")
-    hidden_size: int | None = opt(None, "override d_model", megatron="--hidden-size")
-    num_attention_heads: int | None = opt(None, "override attention heads", megatron="--num-attention-heads")
-    num_query_groups: int | None = opt(None, "override KV heads (= heads for MHA)", megatron="--num-query-groups")
-    num_moe_experts: int | None = opt(
-        None, "override routed experts (shared experts not counted)", megatron="--num-experts")
-    moe_router_topk: int | None = opt(
-        None, "override routed experts per token (k minus shared)", megatron="--moe-router-topk")
-    moe_ffn_hidden_size: int | None = opt(None, "override expert FFN width (SwiGLU)", megatron="--moe-ffn-hidden-size")
-    vocab_size: int | None = opt(None, "vocabulary size; default: the tokenizer's, padded to a multiple of 128")
-    rotary_base: int | None = opt(None, "override RoPE theta", megatron="--rotary-base")
-    init_method_std: float = opt(0.02, "std of the normal weight init", megatron="--init-method-std")
-    recompute_moe: bool = opt(False, "selective recompute of the MoE layers (GPU memory saver)")
-    transformer_impl: str = opt("transformer_engine", "GPU layers: 'transformer_engine' (TE spec; an error if TE is "
-                                "not installed) or 'local' (Megatron's PyTorch spec); CPU always runs local",
-                                megatron="--transformer-impl")
+def _record_overrides(section: str) -> list[tuple[str, Any, Any]]:
+    """The model record's fields of ``section`` as optional overrides of the named size (``None``: the size's
+    value), documented by the record (``emo_plugin/model/record.py``), the one place that describes them."""
+    types = typing.get_type_hints(ModelRecord)
+    aliases = {**SHAPE_FLAGS, **EMO_FLAGS, "num_query_groups": "--num-query-groups"}
+    return [(f.name, types[f.name] | None, opt(None, f.metadata["help"], megatron=aliases.get(f.name),
+                                               default_text=f.metadata["config_default"]))
+            for f in fields_of_section(section)]
 
 
-@dataclass
-class EmoSection:
-    """EMO routing (document pools, load balancing); unset fields come from the model size."""
+ModelSection = dataclasses.make_dataclass("ModelSection", [
+    ("size", str, opt("tiny", "named size from emo_plugin.model.sizes (tiny, small, emo_1b14b, stdmoe_1b14b)",
+                      megatron="--model-size")),
+    *_record_overrides("model"),
+    ("init_method_std", float, opt(0.02, "std of the normal weight init", megatron="--init-method-std")),
+    ("recompute_moe", bool, opt(False, "selective recompute of the MoE layers (GPU memory saver)")),
+    ("transformer_impl", str, opt("transformer_engine", "GPU layers: 'transformer_engine' (TE spec; an error if TE is "
+                                  "not installed) or 'local' (Megatron's PyTorch spec); CPU always runs local",
+                                  megatron="--transformer-impl")),
+], namespace={"__doc__": "Architecture: a named size plus single-field overrides."})
 
-    pool_min: int | None = opt(None, "smallest per-document expert pool in training (default: from the size)")
-    pool_max: int | None = opt(None, "largest per-document pool in training (>= routed experts = unrestricted)")
-    pool_eval: int | None = opt(None, "fixed pool size in evaluation")
-    pool_min_per_layer: list | None = opt(
-        None, "pool_min of each layer, one entry per layer (default: pool_min in every layer)")
-    pool_max_per_layer: list | None = opt(
-        None, "pool_max of each layer, e.g. the routed experts in early layers to leave them unrestricted")
-    pool_max_ranks: int | None = opt(
-        None, "rank-limited pools: draw each document's training pool from the experts of at most this many "
-        "expert-parallel ranks, its best by summed router probability (default: off; docs/expert_parallel.md)")
-    pool_rank_groups: int | None = opt(
-        None, "the expert-parallel size pool_max_ranks counts ranks of: the routed experts split into this many "
-        "contiguous groups (required with pool_max_ranks; part of the model, so resharding keeps it)")
-    eos_grouping: str | None = opt(
-        None, "route an EOD token with the document it 'ends' (default) or the one that 'starts' after it (AI2's "
-        "training router; attention keeps it in the document it ends)")
-    num_shared_experts: int | None = opt(None, "always-active experts (gate 1.0)")
-    num_inert_experts: int = opt(0, "trailing never-selected routed slots (pad routed experts to a multiple of EP)")
-    lb_coeff: float | None = opt(None, "global (DP-reduced) load-balancing loss coefficient")
-    z_loss_coeff: float | None = opt(None, "router z-loss coefficient on pool-masked logits")
-    lb_scope: str = opt(
-        "micro_batch", "load-balancing counts per 'micro_batch' (AI2) or per optimizer step ('global_batch')")
-    max_documents_per_sequence: int | None = opt(None, "static bound on document segments per sequence")
+EmoSection = dataclasses.make_dataclass("EmoSection", [
+    *_record_overrides("emo"),
+    ("lb_scope", str, opt("micro_batch", "load-balancing counts per 'micro_batch' (AI2) or per optimizer step "
+                          "('global_batch')")),
+], namespace={"__doc__": "EMO routing (document pools, load balancing); unset fields come from the model size."})
 
 
 @dataclass

@@ -17,17 +17,18 @@ from emo_plugin.model.record import ModelRecord
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0}
 
 
-def active_params_per_token(size: ModelRecord, vocab_size: int) -> int:
-    d, heads, groups = size.hidden_size, size.num_attention_heads, size.num_query_groups
+def active_params_per_token(record: ModelRecord, vocab_size: int) -> int:
+    d, heads, groups = record.hidden_size, record.num_attention_heads, record.num_query_groups
     head_dim = d // heads
     attention = d * heads * head_dim * 2 + d * groups * head_dim * 2  # q, o and k, v
-    router = d * size.num_moe_experts
-    experts = (size.moe_router_topk + size.num_shared_experts) * 3 * d * size.moe_ffn_hidden_size
-    return size.num_layers * (attention + router + experts) + d * vocab_size
+    router = d * record.num_moe_experts
+    experts = (record.moe_router_topk + record.num_shared_experts) * 3 * d * record.moe_ffn_hidden_size
+    return record.num_layers * (attention + router + experts) + d * vocab_size
 
 
-def flops_per_token(size: ModelRecord, vocab_size: int, seq_length: int) -> float:
-    return 6.0 * active_params_per_token(size, vocab_size) + 12.0 * size.num_layers * size.hidden_size * seq_length
+def flops_per_token(record: ModelRecord, vocab_size: int, seq_length: int) -> float:
+    attention = 12.0 * record.num_layers * record.hidden_size * seq_length
+    return 6.0 * active_params_per_token(record, vocab_size) + attention
 
 
 def peak_tflops(configured: float | None, device: str) -> float | None:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from emo_plugin.data.paths import parse_paths
 from emo_plugin.errors import ConfigError
+from emo_plugin.model.record import ModelRecord
 from emo_plugin.model.sizes import SIZES
-from emo_plugin.run.config import SECTIONS, EmoSection, ScheduleSection, TrainingConfig, parse_split
+from emo_plugin.run.config import SECTIONS, ScheduleSection, TrainingConfig, parse_split
 from emo_plugin.run.transformer import FP8_FORMAT
 
-EMO_FIELDS = {f.name for f in dataclasses.fields(EmoSection)}
+RECORD_FIELDS = {f.name: f for f in dataclasses.fields(ModelRecord)}
 SEED_LIMIT = 2**32  # numpy's RandomState (Megatron's dataset shuffling) takes seeds in [0, 2**32)
 DECAY_STYLES = ("cosine", "linear", "constant", "WSD")  # Megatron's OptimizerParamScheduler names
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
@@ -32,10 +33,8 @@ def _check(ok: bool, key: str, value, expected: str) -> None:
 
 
 def record_field_key(name: str) -> str:
-    """The config key that sets a model record field."""
-    if name == "seq_length":
-        return "data.seq_length"
-    return f"emo.{name}" if name in EMO_FIELDS else f"model.{name}"
+    """The config key that sets a model record field (``model.``, ``emo.`` or ``data.``, as the record says)."""
+    return f"{RECORD_FIELDS[name].metadata['section'] or 'model'}.{name}"
 
 
 def _check_finite_floats(cfg: TrainingConfig) -> None:
@@ -92,7 +91,7 @@ def _check_data(cfg: TrainingConfig, eval_iters: int) -> None:
         _check_writable("data.cache_dir", d.cache_dir)
 
 
-def _check_schedule(cfg: TrainingConfig) -> None:
+def _check_schedule(cfg: TrainingConfig, inputs: bool) -> None:
     """The decay style and its WSD length, and an anneal stage's length, target and starting point."""
     sch = cfg.schedule
     _check(sch.lr_decay_style in DECAY_STYLES, "schedule.lr_decay_style", sch.lr_decay_style,
@@ -116,7 +115,7 @@ def _check_schedule(cfg: TrainingConfig) -> None:
         return
     _check(sch.anneal_iters >= 2, "schedule.anneal_iters", sch.anneal_iters,
            "none or an integer >= 2 (the first anneal step runs at the checkpoint's lr, the last at anneal_min_lr)")
-    _check(bool(cfg.checkpoint.load), "schedule.anneal_iters", sch.anneal_iters,
+    _check(not inputs or bool(cfg.checkpoint.load), "schedule.anneal_iters", sch.anneal_iters,
            "checkpoint.load to name the checkpoint to anneal from")
     _check(sch.anneal_min_lr >= 0, "schedule.anneal_min_lr", sch.anneal_min_lr, "a float >= 0")
     _check(sch.anneal_start_lr is None or sch.anneal_start_lr >= sch.anneal_min_lr, "schedule.anneal_start_lr",
@@ -192,7 +191,7 @@ def validate(cfg: TrainingConfig, device: str, *, inputs: bool = True) -> None:
                f"between 0 and schedule.train_iters={sch.train_iters}")
         _check(sch.lr_decay_iters is None or sch.lr_decay_iters > sch.lr_warmup_iters, "schedule.lr_decay_iters",
                sch.lr_decay_iters, f"none (= train_iters) or more than schedule.lr_warmup_iters={sch.lr_warmup_iters}")
-    _check_schedule(cfg)
+    _check_schedule(cfg, inputs)
     _check(b.micro_batch_size >= 1, "batch.micro_batch_size", b.micro_batch_size, "an integer >= 1")
     _check(b.global_batch_size >= b.micro_batch_size, "batch.global_batch_size", b.global_batch_size,
            f">= batch.micro_batch_size={b.micro_batch_size}")

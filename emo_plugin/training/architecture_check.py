@@ -18,26 +18,17 @@ from megatron.core.dist_checkpointing.mapping import ShardedTensor
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
 from emo_plugin.model.run_config import record_of_run_config
+from emo_plugin.run.validation import record_field_key
 
-# config key -> record field (what determines tensor shapes or which router rows are selectable). Pool sizes are
-# not architecture: an EMO run may continue a standard MoE's checkpoint (EMO-anneal, docs/recipe.md).
-_SHAPE_FIELDS = {
-    "model.num_layers": "num_layers",
-    "model.hidden_size": "hidden_size",
-    "model.num_attention_heads": "num_attention_heads",
-    "model.num_query_groups": "num_query_groups",
-    "model.num_moe_experts": "num_moe_experts",
-    "model.moe_router_topk": "moe_router_topk",
-    "model.moe_ffn_hidden_size": "moe_ffn_hidden_size",
-    "emo.num_shared_experts": "num_shared_experts",
-    "emo.num_inert_experts": "num_inert_experts",
-    "model.vocab_size": "vocab_size",
-}
+# What determines tensor shapes or which router rows are selectable, by record field. Pool sizes are not
+# architecture: an EMO run may continue a standard MoE's checkpoint (EMO-anneal, docs/recipe.md).
+_SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "num_moe_experts",
+                 "moe_router_topk", "moe_ffn_hidden_size", "num_shared_experts", "num_inert_experts", "vocab_size")
 
 
 def architecture(record: ModelRecord) -> dict:
     """The shape-relevant fields of a model record, keyed by their config names."""
-    return {key: getattr(record, name) for key, name in _SHAPE_FIELDS.items()}
+    return {record_field_key(name): getattr(record, name) for name in _SHAPE_FIELDS}
 
 
 def stored_architecture(common: dict) -> dict | None:
@@ -65,7 +56,7 @@ def check_fields(stored: dict | None, current: dict, source: Path) -> None:
     listed = ", ".join(f"{key}: checkpoint {old}, now {new}" for key, (old, new) in differing.items())
     hint = ""
     if differing.keys() & {"model.num_moe_experts", "emo.num_inert_experts"}:
-        hint = (f"; model.num_moe_experts counts the routed experts including the emo.num_inert_experts inert ones, "
+        hint = (f"; with emo.num_inert_experts given, model.num_moe_experts counts the expert slots (routed + inert), "
                 f"so this checkpoint needs --model.num_moe_experts={stored['model.num_moe_experts']} "
                 f"--emo.num_inert_experts={stored['emo.num_inert_experts']}")
     raise ConfigError(

@@ -25,7 +25,7 @@ from emo_plugin.data.dataset import build_emo_gpt_datasets
 from emo_plugin.data.paths import parse_paths
 from emo_plugin.data.tokenizer import EmoTokenizer
 from emo_plugin.errors import DataError
-from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids, routing_segments
+from emo_plugin.moe.routing_ids import EosGrouping, build_routing_ids
 from emo_plugin.run.config import TrainingConfig
 from emo_plugin.run.resolve import ResolvedRun
 from emo_plugin.training.packed_sequences import ThdPacking, pack_micro_batch, packed_seq_params
@@ -134,20 +134,11 @@ def routing_ids_for(
     eos_grouping: EosGrouping = "ends",
 ) -> torch.Tensor:
     """EMO routing ids, one generator per sample so the draw is independent of the parallel layout; the segments
-    follow the model record's ``eos_grouping`` (``moe/routing_ids.py``)."""
-    segments_BS = routing_segments(doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
-                                   eos_grouping=eos_grouping)
-    most = int(segments_BS.max()) if segments_BS.numel() else 0  # one host sync per micro-batch, on the data path
-    if most > max_docs:
-        raise DataError(
-            f"a sequence of this data holds {most} documents, more than emo.max_documents_per_sequence={max_docs}; "
-            f"set --emo.max_documents_per_sequence={most} or more"
-        )
-    rows = []
-    for row, index in zip(segments_BS, indices):
-        generator = torch.Generator().manual_seed((seed * _MIX + index) % (2**63 - 1))
-        rows.append(build_routing_ids(doc_ids_BS=row[None], max_documents_per_sequence=max_docs, generator=generator))
-    return torch.cat(rows)
+    follow the model record's ``eos_grouping``, and the document count is checked once per micro-batch
+    (``moe/routing_ids.py``)."""
+    generators = [torch.Generator().manual_seed((seed * _MIX + index) % (2**63 - 1)) for index in indices]
+    return build_routing_ids(doc_ids_BS=doc_ids_BS, tokens_BS=tokens_BS, eod_token_id=eod_token_id,
+                             eos_grouping=eos_grouping, max_documents_per_sequence=max_docs, generator=generators)
 
 
 def get_micro_batch(

@@ -101,18 +101,18 @@ def packed_layout(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor,
     if ids_BS.device.type != "cpu":
         raise ValueError("pack_micro_batch runs on the host copy of the micro-batch (before it moves to the GPU)")
     b, s = ids_BS.shape
-    starts_N = document_starts(batch["doc_ids"]).reshape(-1)
-    sequence_N = torch.cumsum(starts_N, 0) - 1  # packed-sequence index of every token
-    lengths_K = torch.bincount(sequence_N)
+    starts_T = document_starts(batch["doc_ids"]).reshape(-1)
+    sequence_T = torch.cumsum(starts_T, 0) - 1  # packed-sequence index of every token
+    lengths_N = torch.bincount(sequence_T)
     multiple = packing.document_multiple
-    padded_K = -(-lengths_K // multiple) * multiple
-    cu_padded = torch.cat([lengths_K.new_zeros(1), torch.cumsum(padded_K, 0)])
-    cu_real = torch.cat([lengths_K.new_zeros(1), torch.cumsum(lengths_K, 0)])
+    padded_N = -(-lengths_N // multiple) * multiple
+    cu_padded = torch.cat([lengths_N.new_zeros(1), torch.cumsum(padded_N, 0)])
+    cu_real = torch.cat([lengths_N.new_zeros(1), torch.cumsum(lengths_N, 0)])
     used = int(cu_padded[-1])
     total = _total_length(used, packing, b, s)
     if total > used:  # one filler sequence: its tokens attend among themselves only
         cu_padded = torch.cat([cu_padded, cu_padded.new_full((1,), total)])
-    destination_N = torch.arange(b * s) + (cu_padded[sequence_N] - cu_real[sequence_N])  # after earlier padding
+    destination_T = torch.arange(b * s) + (cu_padded[sequence_T] - cu_real[sequence_T])  # after earlier padding
     packed = {}
     for key, value in batch.items():
         if key in DROPPED_KEYS or value is None:
@@ -122,7 +122,7 @@ def packed_layout(batch: dict, packing: ThdPacking) -> tuple[dict, torch.Tensor,
         if tuple(value.shape[:2]) != (b, s):
             raise ValueError(f"micro-batch field {key!r} has shape {tuple(value.shape)}; expected [{b}, {s}, ...]")
         row = value.new_zeros((total, *value.shape[2:]))
-        row[destination_N] = value.reshape(b * s, *value.shape[2:])
+        row[destination_T] = value.reshape(b * s, *value.shape[2:])
         packed[key] = row
     if "position_ids" in packed:  # position within the (padded) document, as reset_position_ids gives
         packed["position_ids"] = _positions(cu_padded, total).to(packed["position_ids"].dtype)
@@ -148,10 +148,10 @@ def _total_length(used: int, packing: ThdPacking, b: int, s: int) -> int:
 def _renumbered(ids_BS: torch.Tensor, max_documents: int) -> torch.Tensor:
     """Routing ids with segments numbered 1..K across the packed row (salts kept; padding stays 0)."""
     segments_BS, salts_BS = split_routing_ids(ids_BS)
-    starts_N = document_starts(segments_BS).reshape(-1)
-    valid_N = segments_BS.reshape(-1) > 0
-    segments_N = torch.cumsum(starts_N & valid_N, 0)
-    count = int(segments_N[-1]) if segments_N.numel() else 0
+    starts_T = document_starts(segments_BS).reshape(-1)
+    valid_T = segments_BS.reshape(-1) > 0
+    segments_T = torch.cumsum(starts_T & valid_T, 0)
+    count = int(segments_T[-1]) if segments_T.numel() else 0
     if count > max_documents:
         b, s = ids_BS.shape
         raise DataError(
@@ -159,8 +159,8 @@ def _renumbered(ids_BS: torch.Tensor, max_documents: int) -> torch.Tensor:
             f"the micro-batch is one packed sequence for the router, so emo.max_documents_per_sequence="
             f"{max_documents} must be at least {count}: raise it, or lower batch.micro_batch_size"
         )
-    ids_N = (salts_BS.reshape(-1) << SEGMENT_BITS) | segments_N
-    return torch.where(valid_N, ids_N, torch.zeros_like(ids_N)).view(ids_BS.shape)
+    ids_T = (salts_BS.reshape(-1) << SEGMENT_BITS) | segments_T
+    return torch.where(valid_T, ids_T, torch.zeros_like(ids_T)).view(ids_BS.shape)
 
 
 def _positions(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:

@@ -1,22 +1,14 @@
-"""Fixtures of the tests of the analysis commands (emo-evaluate-subsets, emo-exclude-experts): the tiny checkpoint
-of tests/evaluation/analysis, and single-threaded torch (see tests/evaluation/analysis/conftest.py). Not autouse:
-the other command tests here do not need them."""
+"""Fixtures of the tests of the commands that run an EMO Hugging Face checkpoint, registered from the modules that
+define them once for the library tests as well:
 
-import pytest
-import torch
+- tests/evaluation/analysis/tiny_checkpoint.py (emo-analyze-modularity, emo-evaluate-subsets, emo-exclude-experts):
+  the tiny checkpoint with its labelled corpus, and single-threaded torch (not autouse: the other command tests
+  here do not need it);
+- tests/evaluation/selection/tiny_hf_folder.py (emo-select-experts, emo-prune-experts, emo-reinsert-experts): the
+  exported tiny HF folder, the model loaded from it and calibration documents;
+- tests/evaluation/selection/pruned_subset.py (emo-reinsert-experts): a pruned subset of that folder.
+"""
 
-from tests.evaluation.analysis.tiny_checkpoint import write_tiny_checkpoint
-
-
-@pytest.fixture
-def single_threaded_torch():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    """(checkpoint dir, labelled corpus, tokenizer .model) written once for all tests."""
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("analysis"))
+from tests.evaluation.analysis.tiny_checkpoint import single_threaded_torch, tiny_checkpoint  # noqa: F401
+from tests.evaluation.selection.pruned_subset import pruned  # noqa: F401
+from tests.evaluation.selection.tiny_hf_folder import documents_file, hf_folder, model  # noqa: F401

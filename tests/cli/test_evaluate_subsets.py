@@ -1,12 +1,14 @@
-"""emo-evaluate-subsets as a command: it prints the report it writes, turns bad input into a one-line error and
-exit 2, and --save-finetuned writes the evaluated subset (or is refused before any work). The experiment itself is
-tested in tests/evaluation/analysis/test_subset_experiment.py."""
+"""emo-evaluate-subsets as a command: it prints the report it writes, reads --fractions by the rule of
+emo-select-experts --keep, turns bad input into a one-line error and exit 2, and --save-finetuned writes the
+evaluated subset (or is refused before any work). The experiment itself is tested in
+tests/evaluation/analysis/test_subset_experiment.py."""
 
 import json
 
 import pytest
 
 from emo_plugin.cli import evaluate_subsets
+from emo_plugin.evaluation.selection.keep import fraction_argument, keep_argument, kept_slots
 
 pytestmark = pytest.mark.usefixtures("single_threaded_torch")
 
@@ -26,6 +28,13 @@ def test_prints_the_report_it_writes(tiny_checkpoint, tmp_path, capsys):
     assert "| **mean** |" in report and "50%" in report
     assert printed.startswith(report) and printed[len(report):].startswith(f"wrote {out} in ")
     assert json.loads((out / "results.json").read_text())["full_model_reproduced_by_100%"] is True
+
+
+def test_both_tools_read_one_point_zero_as_every_slot():
+    evaluate = evaluate_subsets.build_parser()
+    assert evaluate.parse_args(["--checkpoint", "c", "--corpus", "x", "--out", "o", "--fractions", "1.0", "0.25"]
+                               ).fractions == [1.0, 0.25]
+    assert kept_slots(keep_argument("1.0"), 16) == kept_slots(fraction_argument("1.0"), 16) == 16
 
 
 def test_cli_errors_name_the_file_and_field(tiny_checkpoint, tmp_path, capsys):

@@ -6,7 +6,7 @@ runner of tests/training/conftest.py; the ranks enter ``cuda_shims.cuda_free()``
 
 import torch
 
-from tests.training.conftest import corpus_prefix, seed_run  # noqa: F401  (session fixtures: the tokenised corpus, a run)
+from tests.training.conftest import seed_run  # noqa: F401  (session fixture: a finished tiny run)
 
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
     collect_ignore_glob = ["test_*.py"]  # the harness needs torch.distributed with the gloo backend

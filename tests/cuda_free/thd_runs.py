@@ -11,6 +11,8 @@ into ``GPTModel.forward(packed_seq_params=...)``. The only stand-in is the core 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 
 import torch
 
@@ -44,7 +46,12 @@ def intra_document_run(layout, device: str, overrides: dict, steps: int, full_st
         initialize_model_parallel(cfg)
         get_moe_metrics_tracker().clear()
         torch.manual_seed(cfg.seed)
-        run = resolved(cfg, dist.get_world_size())
+        # thd packing on the local spec, whose attention with_thd_reference_attention replaces below: validation
+        # refuses that pairing for users, so resolve without intra-document attention and set the mode here
+        plain = copy.deepcopy(cfg)
+        plain.data.intra_document_attention = False
+        run = dataclasses.replace(resolved(plain, dist.get_world_size()), config=cfg,
+                                  attention="thd" if device == "cuda" else "dense_mask")
         transformer_config = run.transformer_config
         if device == "cuda":
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend

@@ -381,11 +381,11 @@ def test_observer_reports_router_softmax_and_chosen_experts_without_changing_out
         logits_NR = x_NH.float() @ model.model.layers[event.layer_idx].mlp.gate.weight.float()[:8].T
         if event.layer_idx == 0:
             logits_NR[:, ~kept_R] = float("-inf")
-        torch.testing.assert_close(event.probabilities_NR, torch.softmax(logits_NR, dim=-1), rtol=1e-6, atol=1e-7)
-        assert torch.equal(event.hidden_NH, x_NH) and event.expert_idx_NK.shape == (14, 2)
+        torch.testing.assert_close(event.probabilities_TR, torch.softmax(logits_NR, dim=-1), rtol=1e-6, atol=1e-7)
+        assert torch.equal(event.hidden_TH, x_NH) and event.expert_idx_TK.shape == (14, 2)
         expected_top = torch.softmax(logits_NR, dim=-1).topk(2, dim=-1)
-        assert torch.equal(event.expert_idx_NK.sort(dim=-1).values, expected_top.indices.sort(dim=-1).values)
-    assert kept_R[events[0].expert_idx_NK].all() and (events[0].probabilities_NR[:, ~kept_R] == 0).all()
+        assert torch.equal(event.expert_idx_TK.sort(dim=-1).values, expected_top.indices.sort(dim=-1).values)
+    assert kept_R[events[0].expert_idx_TK].all() and (events[0].probabilities_TR[:, ~kept_R] == 0).all()
     assert torch.equal(model.expert_mask(0), kept_R)
     assert model.expert_mask(1) is None
 

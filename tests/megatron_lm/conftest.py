@@ -2,8 +2,6 @@
 
 import pytest
 
-from tests.training.conftest import corpus_prefix  # noqa: F401  (session fixture: the bundled corpus, tokenised)
-
 
 @pytest.fixture
 def megatron_lm_globals(monkeypatch):

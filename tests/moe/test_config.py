@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from emo_plugin.errors import ConfigError
-from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig, replace_emo
+from emo_plugin.moe.config import EmoRouterConfig, EmoTransformerConfig
 from tests.helpers import tiny_config
 
 
@@ -49,7 +49,9 @@ def test_derived_megatron_fields():
     assert config.moe_z_loss_coeff == 0.002
     assert config.moe_router_pre_softmax
     assert config.moe_router_load_balancing_type == "global_aux_loss" and config.moe_aux_loss_coeff == 0.0
-    assert replace_emo(config, lb_scope="micro_batch").moe_router_load_balancing_type == "none"
+    # A copy with another EMO field is validated and derived again.
+    micro_batch = dataclasses.replace(config, emo=dataclasses.replace(config.emo, lb_scope="micro_batch"))
+    assert micro_batch.moe_router_load_balancing_type == "none"
 
 
 def test_inert_experts_make_expert_parallel_divisible():
@@ -77,3 +79,28 @@ def test_per_layer_pool_ranges_replace_the_single_range_layer_by_layer():
     assert single.pool_range(1) == single.pool_range(2) == single.pool_range(None) == (2, 6)
     with pytest.raises(ValueError, match="per-layer pool ranges need the router's layer number"):
         emo.pool_range(None)
+
+
+@pytest.mark.parametrize("emo,config,message", [
+    (dict(pool_max_ranks=1), {}, "pool_rank_groups"),
+    (dict(pool_rank_groups=2), {}, "pool_max_ranks"),
+    (dict(pool_max_ranks=2, pool_rank_groups=2), {}, "restricts nothing"),
+    (dict(pool_max_ranks=1, pool_rank_groups=3), {}, "does not divide num_moe_experts=8"),
+    (dict(pool_max_ranks=1, pool_rank_groups=4, pool_min=3), {}, "holds 2 selectable experts"),
+    (dict(pool_max_ranks=1, pool_rank_groups=2, pool_min=2, num_inert_experts=2), {"moe_router_topk": 2},
+     None),
+    (dict(pool_max_ranks=1, pool_rank_groups=2, pool_min=3, num_inert_experts=2), {}, "holds 2 selectable"),
+    (dict(pool_max_ranks=1, pool_rank_groups=4, pool_min=2, pool_min_per_layer=(2, 3)), {}, "pool_min_per_layer"),
+])
+def test_rank_limit_validation_refuses_limits_that_cannot_hold_the_pool(emo, config, message):
+    if message is None:
+        assert tiny_config(emo=emo, **config).rank_group_capacities() == [4, 2]
+        return
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(emo=emo, **config)
+
+
+def test_rank_limit_validation_refuses_groups_that_straddle_ranks():
+    with pytest.raises(ConfigError, match="straddles ranks"):
+        tiny_config(emo=dict(pool_max_ranks=1, pool_rank_groups=4, num_inert_experts=4),
+                    num_moe_experts=12, expert_model_parallel_size=3)

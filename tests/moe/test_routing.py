@@ -4,7 +4,13 @@
 import pytest
 import torch
 
-from emo_plugin.moe.routing import document_slots, draw_pool_sizes, with_unrestricted_padding
+from emo_plugin.moe.routing import (
+    RankLimit,
+    document_slots,
+    draw_pool_sizes,
+    pool_masked_logits,
+    with_unrestricted_padding,
+)
 from tests.moe.reference_routing import emo_route, random_segments, reference_route
 
 CASES = [
@@ -159,3 +165,35 @@ def test_shards_that_sum_their_statistics_route_like_the_whole_sequence():
         )
         assert torch.equal(shard.pool_NE, full.pool_NE)
         assert torch.equal(shard.routing_map_TE, full.routing_map_TE.view(seq, batch, 8)[half].reshape(-1, 8))
+
+
+def reference_pool(scores_R: list[float], num_expert_slots: int, limit: RankLimit, size: int) -> set[int]:
+    """One document slot, by hand: the best groups by summed score, then the best routed experts inside them."""
+    group = num_expert_slots // limit.groups
+    sums = [sum(scores_R[e] for e in range(g * group, min((g + 1) * group, len(scores_R))))
+            for g in range(limit.groups)]
+    groups = sorted(range(limit.groups), key=lambda g: (-sums[g], g))[: limit.max_groups]
+    allowed = [e for e in range(len(scores_R)) if e // group in groups]
+    return set(sorted(allowed, key=lambda e: (-scores_R[e], e))[:size])
+
+
+@pytest.mark.parametrize("limit,selectable", [(RankLimit(4, 1), 16), (RankLimit(4, 2), 16), (RankLimit(2, 1), 14)])
+def test_rank_limited_pools_come_from_the_best_groups(limit, selectable):
+    num_expert_slots, batch, max_docs = 16, 2, 3
+    g = torch.Generator().manual_seed(3)
+    logits_TE = torch.randn(40 * batch, num_expert_slots, generator=g, dtype=torch.float64) * 2
+    segments_T = torch.randint(1, max_docs + 1, (logits_TE.shape[0],), generator=g)
+    slots_T = document_slots(segments_T, batch, max_docs)
+    num_doc_slots = batch * (max_docs + 1)
+    pool_size_N = torch.randint(2, 20, (num_doc_slots,), generator=g)
+    _, pool_NE, _ = pool_masked_logits(
+        logits_TE, slots_T, pool_size_N, num_selectable=selectable, rank_limit=limit
+    )
+    probs_TR = torch.softmax(logits_TE[:, :selectable], dim=-1)
+    for n in range(num_doc_slots):
+        scores = probs_TR[slots_T == n].sum(0).tolist()
+        if not scores or slots_T.eq(n).sum() == 0:
+            continue
+        expected = reference_pool(scores, num_expert_slots, limit, int(pool_size_N[n]))
+        assert set(pool_NE[n].nonzero().flatten().tolist()) == expected, n
+    assert not pool_NE[:, selectable:].any()

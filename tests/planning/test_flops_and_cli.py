@@ -17,16 +17,6 @@ from tests.training.conftest import REPO, base_args, read_metrics, run_cli
 RECIPES = ["emo_1b14b", "stdmoe_1b14b", "emo_1b14b_1node", "emo_1b14b_anneal", "emo_anneal_stdmoe_1b14b"]
 
 
-@pytest.fixture(scope="module")
-def corpus_prefix(tmp_path_factory) -> str:
-    from emo_plugin.data.preprocess import preprocess_jsonl
-
-    prefix = tmp_path_factory.mktemp("data") / "corpus_text_document"
-    preprocess_jsonl([REPO / "examples/data/corpus.jsonl"], REPO / "examples/data/tokenizer.model", prefix,
-                     progress=False)
-    return str(prefix)
-
-
 def test_flops_per_step_equal_the_trainers_mfu_numerator(corpus_prefix, tmp_path):
     """A 1-step CPU run reports TFLOP/s per rank and tokens/s; their ratio × tokens per step is its FLOPs per step."""
     args = base_args(corpus_prefix, tmp_path, schedule__train_iters=1, schedule__lr_warmup_iters=0,
@@ -93,7 +83,8 @@ def test_dry_run_needs_a_world_size(capsys, monkeypatch):
 def test_gpu_training_stops_before_any_device_work_when_the_plan_does_not_fit(corpus_prefix, tmp_path):
     """``emo-pretrain`` on the EP 1 flagship, one process: refused by the planner before CUDA or NCCL start."""
     recipe = "emo_1b14b"
-    proc = run_cli(["--config", recipe, "--parallel.expert_model_parallel_size=1",
+    proc = run_cli(["--config", recipe, "--parallel.expert_model_parallel_size=1", "--model.transformer_impl=local",
+                    "--data.intra_document_attention=false",  # without TE here: the local spec
                     f"--data.paths={corpus_prefix}", f"--data.tokenizer_model={REPO / 'examples/data/tokenizer.model'}",
                     f"--checkpoint.save={tmp_path / 'ckpt'}", f"--logging.tensorboard_dir={tmp_path / 'tb'}"],
                    check=False)

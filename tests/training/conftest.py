@@ -1,4 +1,4 @@
-"""Fixtures for trainer tests: the bundled corpus tokenised once per session, and a CLI runner.
+"""Helpers for trainer tests: the tiny CPU config shortened for tests, and a CLI runner.
 
 Training runs happen in subprocesses (``python -m emo_plugin.cli.pretrain`` or ``torchrun``) so each has
 its own process group and Megatron state, exactly as users launch it.
@@ -18,17 +18,6 @@ from emo_plugin.free_port import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-
-
-@pytest.fixture(scope="session")
-def corpus_prefix(tmp_path_factory) -> str:
-    from emo_plugin.data.preprocess import preprocess_jsonl
-
-    prefix = tmp_path_factory.mktemp("data") / "corpus_text_document"
-    preprocess_jsonl(
-        [REPO / "examples/data/corpus.jsonl"], REPO / "examples/data/tokenizer.model", prefix, progress=False
-    )
-    return str(prefix)
 
 
 def base_args(corpus_prefix: str, out: Path, **overrides) -> list[str]:

@@ -2,6 +2,7 @@
 
 from emo_plugin.cli.pretrain import parse_config
 from emo_plugin.training.data import build_datasets
+from tests.helpers import resolved
 
 
 def test_weighted_blend_builds_train_and_valid(corpus_prefix, tmp_path):
@@ -12,7 +13,8 @@ def test_weighted_blend_builds_train_and_valid(corpus_prefix, tmp_path):
             f"--data.cache_dir={tmp_path}",
         ]
     )
-    data = build_datasets(cfg, 128, num_train_samples=64, num_valid_samples=8)
+    cfg.schedule.train_iters, cfg.eval.iters, cfg.eval.interval = 8, 1, 0  # 64 training, 16 validation samples
+    data = build_datasets(resolved(cfg))
     assert len(data.train) >= 64 and len(data.valid) >= 8
     sample = data.train[0]
     assert sample["doc_ids"].shape == (128,) and sample["doc_ids"].min() >= 1

@@ -40,8 +40,9 @@ def test_readme_import_then_train(seed_run, corpus_prefix, tmp_path):
     proc = run_cli(base_args(corpus_prefix, run, checkpoint__load=imported, emo__num_inert_experts=1), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (f"{imported}/iter_0000000: the checkpoint's model has another architecture (model.num_moe_experts: "
-            "checkpoint 9, now 8); set these fields to the checkpoint's values to load it; model.num_moe_experts "
-            "counts the routed experts including the emo.num_inert_experts inert ones, so this checkpoint needs "
+            "checkpoint 9, now 8); set these fields to the checkpoint's values to load it; with "
+            "emo.num_inert_experts given, model.num_moe_experts counts the expert slots (routed + inert), so this "
+            "checkpoint needs "
             "--model.num_moe_experts=9 --emo.num_inert_experts=1") in proc.stderr
     assert not (run / "ckpt").exists()
     seen = next(line for line in proc.stderr.splitlines() if "config error" in line)

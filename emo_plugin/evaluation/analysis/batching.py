@@ -15,8 +15,8 @@ import torch
 @dataclass
 class DocumentBatch:
     document_indices: list[int]
-    input_ids_BT: torch.Tensor
-    attention_mask_BT: torch.Tensor  # 1 = real token, 0 = padding
+    input_ids_BS: torch.Tensor
+    attention_mask_BS: torch.Tensor  # 1 = real token, 0 = padding
 
 
 def document_batches(

@@ -2,10 +2,10 @@
 
 Per layer, each domain's mean router probability of every routed expert over its calibration documents
 (the unpruned model, the ``greedy`` score of docs/method.md §10) ranks the experts; the target domain loses
-its top ``drop`` experts. With ``protect_ratio`` R, an expert is spared when some other domain's mean
-probability of it is at least R times the target's (it serves them too), and the next one in the target's
-ranking is dropped instead. Shared experts are never dropped. If experts are modular by domain, the target's
-held-out loss rises while the other domains' barely move.
+its top ``drop`` experts. With ``protect_ratio``, an expert is spared when some other domain's mean
+probability of it is at least ``protect_ratio`` times the target's (it serves them too), and the next one in
+the target's ranking is dropped instead. Shared experts are never dropped. If experts are modular by domain, the
+target's held-out loss rises while the other domains' barely move.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def mean_router_probabilities(model, documents: list[list[int]], batch_size: int
     """[layer] → [R] mean over all tokens of the documents of the router softmax (the model's current mask)."""
     routing = record_document_routing(model, documents, document_batches(documents, batch_size, pad_id, device))
     tokens = max(int(routing.num_tokens.sum()), 1)
-    return [prob_sum_DR.sum(axis=0) / tokens for prob_sum_DR in routing.prob_sum]
+    return [prob_sum_NR.sum(axis=0) / tokens for prob_sum_NR in routing.prob_sum]
 
 
 def experts_to_drop(

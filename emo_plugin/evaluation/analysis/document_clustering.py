@@ -12,18 +12,18 @@ import numpy as np
 from emo_plugin.errors import AnalysisError
 
 
-def clustering_scores(features_DF: np.ndarray, domain_ids_D: np.ndarray, seed: int = 0) -> dict:
-    """NMI and ARI between the domain labels and k-means clusters of `features_DF` (rows = documents)."""
+def clustering_scores(features_NF: np.ndarray, domain_ids_N: np.ndarray, seed: int = 0) -> dict:
+    """NMI and ARI between the domain labels and k-means clusters of `features_NF` (rows = documents)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    num_domains = len(np.unique(domain_ids_D))
+    num_domains = len(np.unique(domain_ids_N))
     if num_domains < 2:
         raise AnalysisError("clustering needs documents of at least 2 domains")
-    if len(domain_ids_D) <= num_domains:
-        raise AnalysisError(f"clustering needs more documents ({len(domain_ids_D)}) than domains ({num_domains})")
-    clusters = KMeans(n_clusters=num_domains, n_init=10, random_state=seed).fit_predict(features_DF)
+    if len(domain_ids_N) <= num_domains:
+        raise AnalysisError(f"clustering needs more documents ({len(domain_ids_N)}) than domains ({num_domains})")
+    clusters = KMeans(n_clusters=num_domains, n_init=10, random_state=seed).fit_predict(features_NF)
     return {
-        "clustering_nmi": float(normalized_mutual_info_score(domain_ids_D, clusters)),
-        "clustering_ari": float(adjusted_rand_score(domain_ids_D, clusters)),
+        "clustering_nmi": float(normalized_mutual_info_score(domain_ids_N, clusters)),
+        "clustering_ari": float(adjusted_rand_score(domain_ids_N, clusters)),
     }

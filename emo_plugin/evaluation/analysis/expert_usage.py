@@ -22,29 +22,29 @@ def entropy_nats(distributions: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(distributions, distributions).sum(dim=-1)
 
 
-def usage_by_domain(slot_counts_DR: np.ndarray, domain_ids_D: np.ndarray, num_domains: int) -> np.ndarray:
-    """[num_domains, R]: fraction of each domain's routed (token, choice) slots that went to each expert."""
-    totals_KR = np.zeros((num_domains, slot_counts_DR.shape[1]))
-    np.add.at(totals_KR, domain_ids_D, slot_counts_DR)
-    return normalize_rows(totals_KR)
+def usage_by_domain(slot_counts_NR: np.ndarray, domain_ids_N: np.ndarray, num_domains: int) -> np.ndarray:
+    """[M, R] (M = num_domains): fraction of each domain's (token, choice) assignments that went to each expert."""
+    totals_MR = np.zeros((num_domains, slot_counts_NR.shape[1]))
+    np.add.at(totals_MR, domain_ids_N, slot_counts_NR)
+    return normalize_rows(totals_MR)
 
 
-def top_expert_share(usage_KR: np.ndarray, fraction: float) -> np.ndarray:
-    """[K]: share of each row's slots that its ceil(fraction · R) most used experts receive.
+def top_expert_share(usage_MR: np.ndarray, fraction: float) -> np.ndarray:
+    """[M]: share of each row's routing choices that its ceil(fraction · R) most used experts receive.
 
     This is the best case for running a domain on that fraction of the experts: 1.0 means the domain never
     needs the others; `fraction` itself is what uniform routing would give.
     """
-    keep = max(1, math.ceil(fraction * usage_KR.shape[1]))
-    return -np.sort(-usage_KR, axis=1)[:, :keep].sum(axis=1)
+    keep = max(1, math.ceil(fraction * usage_MR.shape[1]))
+    return -np.sort(-usage_MR, axis=1)[:, :keep].sum(axis=1)
 
 
-def distinct_experts_per_document(slot_counts_DR: np.ndarray) -> np.ndarray:
-    """[D]: how many different routed experts each document's tokens used (its effective pool size)."""
-    return (slot_counts_DR > 0).sum(axis=1)
+def distinct_experts_per_document(slot_counts_NR: np.ndarray) -> np.ndarray:
+    """[N]: how many different routed experts each document's tokens used (its effective pool size)."""
+    return (slot_counts_NR > 0).sum(axis=1)
 
 
-def routing_entropies(prob_sum_DR: np.ndarray, token_entropy_sum_D: np.ndarray, num_tokens_D: np.ndarray) -> dict:
+def routing_entropies(prob_sum_NR: np.ndarray, token_entropy_sum_N: np.ndarray, num_tokens_N: np.ndarray) -> dict:
     """Entropies in nats of the router softmax, as emo_plugin's training metrics define them.
 
     token:    mean over tokens of H(p_t)                  (how sharply one token routes)
@@ -52,10 +52,10 @@ def routing_entropies(prob_sum_DR: np.ndarray, token_entropy_sum_D: np.ndarray, 
     corpus:   H(mean over all tokens of p_t)              (high = the corpus as a whole uses all experts)
     Modularity shows as document entropy well below corpus entropy.
     """
-    has_tokens = num_tokens_D > 0
+    has_tokens = num_tokens_N > 0
     return {
-        "token_entropy": float(token_entropy_sum_D.sum() / max(num_tokens_D.sum(), 1)),
-        "document_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_DR[has_tokens]))).mean()),
-        "corpus_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_DR.sum(axis=0))))),
-        "max_entropy": math.log(prob_sum_DR.shape[1]),
+        "token_entropy": float(token_entropy_sum_N.sum() / max(num_tokens_N.sum(), 1)),
+        "document_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_NR[has_tokens]))).mean()),
+        "corpus_entropy": float(entropy_nats(torch.from_numpy(normalize_rows(prob_sum_NR.sum(axis=0))))),
+        "max_entropy": math.log(prob_sum_NR.shape[1]),
     }

@@ -37,13 +37,13 @@ def heldout_loss(model, documents: list[list[int]], batch_size: int, pad_id: int
     model.eval()
     nll_sum, num_predicted = 0.0, 0
     for batch in document_batches(documents, batch_size, pad_id, device):
-        logits_BTV = model(input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT, use_cache=False).logits
-        lengths = batch.attention_mask_BT.sum(1).tolist()
+        logits_BSV = model(input_ids=batch.input_ids_BS, attention_mask=batch.attention_mask_BS, use_cache=False).logits
+        lengths = batch.attention_mask_BS.sum(1).tolist()
         for row, length in enumerate(lengths):
             if length < 2:
                 continue
-            targets = batch.input_ids_BT[row, 1:length]
-            nll_sum += float(F.cross_entropy(logits_BTV[row, : length - 1].float(), targets, reduction="sum").double())
+            targets = batch.input_ids_BS[row, 1:length]
+            nll_sum += float(F.cross_entropy(logits_BSV[row, : length - 1].float(), targets, reduction="sum").double())
             num_predicted += length - 1
     model.train(was_training)
     return LossResult(nll_sum, num_predicted)

@@ -14,7 +14,7 @@ from emo_plugin.evaluation.analysis.text_encoding import TextEncoder, encode_doc
 @dataclass
 class TokenizedCorpus:
     documents: list[list[int]]
-    domain_ids: np.ndarray  # [D] index into domain_names
+    domain_ids: np.ndarray  # [N] index into domain_names
     domain_names: list[str]
 
     def domain_stats(self) -> dict:

@@ -34,25 +34,25 @@ def plot_usage_heatmaps(summary: dict, domain_names: list[str], path: Path) -> N
     for ax in axes.flat[len(layers) :]:
         ax.axis("off")
     for ax, layer in zip(axes.flat, layers):
-        usage_KR = np.array([layer["usage_by_domain"][name] for name in domain_names])
-        image = ax.imshow(usage_KR, aspect="auto", cmap="viridis", interpolation="nearest")
+        usage_MR = np.array([layer["usage_by_domain"][name] for name in domain_names])
+        image = ax.imshow(usage_MR, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_title(f"layer {layer['layer']}", fontsize=9)
         ax.set_yticks(range(len(domain_names)), domain_names, fontsize=7)
         ax.set_xlabel("expert", fontsize=7)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle("fraction of each domain's routed slots per expert")
+    fig.suptitle("fraction of each domain's routing choices per expert")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_pools(
-    distinct_experts_D: np.ndarray, within: np.ndarray, between: np.ndarray, pool_size: int, path: Path
+    distinct_experts_N: np.ndarray, within: np.ndarray, between: np.ndarray, pool_size: int, path: Path
 ) -> None:
-    """`distinct_experts_D` and the Jaccard values are averaged over layers."""
+    """`distinct_experts_N` and the Jaccard values are averaged over layers."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    left.hist(distinct_experts_D, bins=30, color="tab:gray")
+    left.hist(distinct_experts_N, bins=30, color="tab:gray")
     left.set_xlabel("distinct routed experts used by a document (mean over layers)")
     left.set_ylabel("documents")
     bins = np.linspace(0, 1, 41)
@@ -67,18 +67,18 @@ def plot_pools(
     plt.close(fig)
 
 
-def plot_document_pca(features_DF: np.ndarray, domain_ids_D: np.ndarray, domain_names: list[str], path: Path) -> None:
+def plot_document_pca(features_NF: np.ndarray, domain_ids_N: np.ndarray, domain_names: list[str], path: Path) -> None:
     from sklearn.decomposition import PCA
 
     plt = _pyplot()
     points = (
-        PCA(n_components=2, random_state=0).fit_transform(features_DF)
-        if features_DF.shape[0] >= 2
-        else np.zeros((features_DF.shape[0], 2))
+        PCA(n_components=2, random_state=0).fit_transform(features_NF)
+        if features_NF.shape[0] >= 2
+        else np.zeros((features_NF.shape[0], 2))
     )
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for k, name in enumerate(domain_names):
-        chosen = domain_ids_D == k
+        chosen = domain_ids_N == k
         ax.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.7, label=name)
     ax.set_title("documents by expert usage (PCA, all layers)")
     ax.legend(fontsize=7, markerscale=2)

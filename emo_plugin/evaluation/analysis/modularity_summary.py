@@ -34,7 +34,7 @@ SCALAR_KEYS = (
 
 
 def document_usage_vectors(routing: DocumentRouting, layer: int) -> np.ndarray:
-    """[D, R]: each document's fraction of routed slots per expert in `layer`."""
+    """[N, R]: each document's fraction of its routing choices per expert in `layer`."""
     return normalize_rows(routing.slot_counts[layer])
 
 
@@ -43,7 +43,7 @@ def layer_summary(
 ) -> dict:
     """The numbers of one layer; `pool_size` is cut to the layer's routed experts."""
     slot_counts, prob_sum = routing.slot_counts[layer], routing.prob_sum[layer]
-    usage_KR = usage_by_domain(slot_counts, domain_ids, len(domain_names))
+    usage_MR = usage_by_domain(slot_counts, domain_ids, len(domain_names))
     pools = top_p_pools(prob_sum, min(pool_size, prob_sum.shape[1]))
     summary = {"layer": layer, "num_routed_experts": int(slot_counts.shape[1])}
     summary |= routing_entropies(prob_sum, routing.token_entropy_sum[layer], routing.num_tokens)
@@ -52,9 +52,9 @@ def layer_summary(
     summary["distinct_experts_per_document"] = float(distinct_experts_per_document(slot_counts).mean())
     for fraction in TOP_SHARE_FRACTIONS:
         summary[f"top_{fraction:.1%}".replace(".0%", "%") + "_share"] = float(
-            top_expert_share(usage_KR, fraction).mean()
+            top_expert_share(usage_MR, fraction).mean()
         )
-    summary["usage_by_domain"] = {name: usage_KR[k].round(6).tolist() for k, name in enumerate(domain_names)}
+    summary["usage_by_domain"] = {name: usage_MR[k].round(6).tolist() for k, name in enumerate(domain_names)}
     return summary
 
 

@@ -25,10 +25,10 @@ from emo_plugin.hf.modeling_emo import RoutingEvent
 class DocumentRouting:
     """Sums over each document's tokens, one array per layer (layers of a pruned model may differ in size).
 
-    prob_sum[L]:           [D, R_L] Σ_t router softmax p_t
-    slot_counts[L]:        [D, R_L] number of the document's (token, choice) routed slots given to each expert
-    token_entropy_sum[L]:  [D]      Σ_t H(p_t) in nats
-    num_tokens:            [D]      tokens of each document
+    prob_sum[L]:           [N, R_L] Σ_t router softmax p_t
+    slot_counts[L]:        [N, R_L] number of the document's (token, choice) assignments given to each expert
+    token_entropy_sum[L]:  [N]      Σ_t H(p_t) in nats
+    num_tokens:            [N]      tokens of each document
     """
 
     prob_sum: list[np.ndarray]
@@ -56,23 +56,23 @@ def record_document_routing(model, documents: list[list[int]], batches) -> Docum
     current: dict[str, object] = {}
 
     def record(event: RoutingEvent) -> None:
-        accumulator, rows, valid_BT = accumulators[event.layer_idx], current["rows"], current["valid_BT"]
-        probs_BTR = event.probabilities_NR.view(*valid_BT.shape, -1) * valid_BT[..., None]
-        counts_NR = torch.zeros_like(event.probabilities_NR)
-        counts_NR.scatter_add_(1, event.expert_idx_NK, torch.ones_like(event.expert_idx_NK, dtype=counts_NR.dtype))
-        counts_BTR = counts_NR.view(*valid_BT.shape, -1) * valid_BT[..., None]
-        accumulator.prob_sum[rows] += probs_BTR.sum(1).double().cpu().numpy()
-        accumulator.slot_counts[rows] += counts_BTR.sum(1).double().cpu().numpy()
-        accumulator.token_entropy_sum[rows] += entropy_nats(probs_BTR).sum(1).double().cpu().numpy()
+        accumulator, rows, valid_BS = accumulators[event.layer_idx], current["rows"], current["valid_BS"]
+        probs_BSR = event.probabilities_TR.view(*valid_BS.shape, -1) * valid_BS[..., None]
+        counts_TR = torch.zeros_like(event.probabilities_TR)
+        counts_TR.scatter_add_(1, event.expert_idx_TK, torch.ones_like(event.expert_idx_TK, dtype=counts_TR.dtype))
+        counts_BSR = counts_TR.view(*valid_BS.shape, -1) * valid_BS[..., None]
+        accumulator.prob_sum[rows] += probs_BSR.sum(1).double().cpu().numpy()
+        accumulator.slot_counts[rows] += counts_BSR.sum(1).double().cpu().numpy()
+        accumulator.token_entropy_sum[rows] += entropy_nats(probs_BSR).sum(1).double().cpu().numpy()
 
     num_tokens = np.zeros(len(documents), dtype=np.int64)
     with model.observe_routing(record):
         for batch in batches:
             batch: DocumentBatch
-            valid_BT = batch.attention_mask_BT.float()
-            current.update(rows=np.asarray(batch.document_indices), valid_BT=valid_BT)
-            num_tokens[batch.document_indices] = batch.attention_mask_BT.sum(1).cpu().numpy()
-            model.model(input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT, use_cache=False)
+            valid_BS = batch.attention_mask_BS.float()
+            current.update(rows=np.asarray(batch.document_indices), valid_BS=valid_BS)
+            num_tokens[batch.document_indices] = batch.attention_mask_BS.sum(1).cpu().numpy()
+            model.model(input_ids=batch.input_ids_BS, attention_mask=batch.attention_mask_BS, use_cache=False)
     return DocumentRouting(
         prob_sum=[a.prob_sum for a in accumulators],
         slot_counts=[a.slot_counts for a in accumulators],

@@ -77,12 +77,12 @@ def finetune_subset(
         batches = itertools.cycle(list(document_batches(documents, batch_size, pad_id, device)))
         for _ in range(steps):
             batch = next(batches)
-            labels = batch.input_ids_BT.masked_fill(batch.attention_mask_BT == 0, -100)
+            labels = batch.input_ids_BS.masked_fill(batch.attention_mask_BS == 0, -100)
             if answer_starts is not None:
                 for row, index in enumerate(batch.document_indices):
                     labels[row, : answer_starts[index]] = -100
             loss = model(
-                input_ids=batch.input_ids_BT, attention_mask=batch.attention_mask_BT, labels=labels, use_cache=False
+                input_ids=batch.input_ids_BS, attention_mask=batch.attention_mask_BS, labels=labels, use_cache=False
             ).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

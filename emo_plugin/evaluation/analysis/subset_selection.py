@@ -1,7 +1,7 @@
 """Which routed experts a domain keeps: the bridge from the subset evaluation to `emo_plugin.evaluation.selection`,
 which owns the selection (methods, layer-wise scoring, keep rule, masks).
 
-The evaluation speaks in fractions of ALL expert slots, shared included (AI2's "16 of 128"), which is how
+The evaluation speaks in fractions of ALL Hugging Face experts, shared included (AI2's "16 of 128"), which is how
 `select_experts` reads a `keep` <= 1: 1.0 keeps every expert, so the masked model IS the full model. A per-layer
 budget (a list, one keep value per layer) is passed through as it is. Shared experts are always kept. The
 model's expert mask is cleared afterwards: the caller decides what to mask.

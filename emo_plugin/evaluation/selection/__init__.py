@@ -7,7 +7,8 @@
   ``random`` (seeded baseline).
 * ``keep``, ``layer_budget`` — how many slots a layer keeps: one value for all layers, or one per layer.
 * ``select`` — layer-by-layer choice, each layer scored with the earlier layers already pruned.
-* ``prune`` — a physically smaller HF checkpoint holding only the kept experts.
+* ``prune`` — a physically smaller HF checkpoint holding only the kept experts; ``read_selection`` reads a saved
+  selection (kept expert ids per layer).
 * ``reinsert`` — a fine-tuned subset put back into the full checkpoint at the experts' original slots.
 """
 

@@ -1,12 +1,13 @@
-"""How many expert slots a subset keeps: one spelling rule for select_experts --keep and evaluate_subsets --fractions.
+"""How many Hugging Face experts (routed + shared) a subset keeps: one spelling rule for select_experts --keep and
+evaluate_subsets --fractions.
 
-* A number <= 1 (or a percentage) is a FRACTION of all expert slots, shared included: ``0.25`` = ``25%``;
-  ``1``, ``1.0`` and ``100%`` all mean every slot.
-* A number > 1 is a COUNT of slots and must be whole: ``32`` = 32 slots (AI2's "32 of 128").
+* A number <= 1 (or a percentage) is a FRACTION of all Hugging Face experts, shared included: ``0.25`` = ``25%``;
+  ``1``, ``1.0`` and ``100%`` all mean every expert.
+* A number > 1 is a COUNT of experts (routed + shared) and must be whole: ``32`` = 32 experts (AI2's "32 of 128").
 * Anything else is refused with a message: ``1.5`` (neither), ``0`` or negative, a count above the layer's
-  slots (once silently clamped), a count for ``--fractions``.
+  experts (once silently clamped), a count for ``--fractions``.
 
-Why this rule: the two tools used to read ``1.0`` differently (one slot vs every slot). One slot can never be a
+Why this rule: the two tools used to read ``1.0`` differently (one expert vs every expert). One expert can never be a
 valid selection (a token needs its top-k routed experts), so reading 1 as 100% loses nothing.
 """
 
@@ -34,7 +35,8 @@ def parse_keep(text: str | float) -> float:
 
 
 def kept_slots(keep: float, slots: int, flag: str = "--keep") -> int:
-    """Slots of a layer with ``slots`` expert slots that ``keep`` (see ``parse_keep``) keeps; errors name ``flag``."""
+    """Experts of a layer with ``slots`` Hugging Face experts (routed + shared) that ``keep`` (see ``parse_keep``)
+    keeps; errors name ``flag``."""
     try:
         keep = parse_keep(keep)
     except ValueError as error:

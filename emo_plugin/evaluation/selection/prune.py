@@ -85,7 +85,7 @@ def write_pruned_checkpoint(
             raise ConversionError(
                 f"layer {i}: {len(kept)} kept experts < {config.num_experts_per_tok - n_shared} per token"
             )
-        slots = kept + list(range(n_routed, n_slots))  # shared slots last
+        slots = kept + list(range(n_routed, n_slots))  # shared experts last
         plan.append(slots)
         slots_per_layer.append(len(slots))
         shared_per_layer.append(n_shared)

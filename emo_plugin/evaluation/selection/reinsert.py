@@ -2,7 +2,7 @@
 
 Fine-tuning a subset trains its kept routed experts, their router rows, the shared experts and every weight
 outside the experts (``EmoForCausalLM.training_only_kept_experts``). Re-insertion writes the full model with
-all of those at the kept experts' ORIGINAL slots; the dropped experts and their router rows keep the full
+all of those at the kept experts' ORIGINAL indices; the dropped experts and their router rows keep the full
 model's weights, so the result has the full model's shape and record and can route to every expert again.
 
 The subset is either a pruned folder (``emo-prune-experts``, ``emo-evaluate-subsets --save-finetuned``), whose
@@ -75,8 +75,8 @@ def subset_slots(full_config, subset_config, selection: dict[int, list[int]]) ->
             raise ConversionError(
                 f"layer {i}: the subset has {subset_n_shared} shared experts, the full model {n_shared}"
             )
-        held = kept + list(range(n_routed, n_slots))  # in a pruned folder's slot order: shared slots last
-        if subset_n_slots == n_slots:  # a masked full-size model: the original slots
+        held = kept + list(range(n_routed, n_slots))  # in a pruned folder's expert order: shared experts last
+        if subset_n_slots == n_slots:  # a masked full-size model: the original expert indices
             maps.append({slot: slot for slot in held})
         elif subset_n_slots == len(held):  # a pruned model: renumbered 0..len(held)-1
             maps.append({slot: position for position, slot in enumerate(held)})

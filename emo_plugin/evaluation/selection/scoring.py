@@ -36,8 +36,8 @@ class MeanProbability:
 
     @torch.no_grad()
     def observe(self, event: RoutingEvent) -> None:
-        self.tokens += event.hidden_NH.shape[0]
-        self.total += event.probabilities_NR.sum(0).double().cpu()
+        self.tokens += event.hidden_TH.shape[0]
+        self.total += event.probabilities_TR.sum(0).double().cpu()
 
     def scores(self) -> torch.Tensor:
         return self.total / max(self.tokens, 1)
@@ -52,13 +52,13 @@ class OutputAware(MeanProbability):
 
     @torch.no_grad()
     def observe(self, event: RoutingEvent) -> None:
-        x_NH, experts_NK = event.hidden_NH, event.expert_idx_NK
-        self.tokens += x_NH.shape[0]
-        change_N = 1 - F.cosine_similarity(x_NH.float(), x_NH.float() + event.output_NH.float(), dim=-1)
-        for expert in experts_NK.unique().tolist():
-            token_idx, choice_idx = torch.where(experts_NK == expert)
-            norms = self.model.routed_expert_output(self.layer_idx, expert, x_NH[token_idx]).float().norm(dim=-1)
-            contribution = (event.gate_weights_NK[token_idx, choice_idx] * norms * change_N[token_idx]).sum()
+        x_TH, experts_TK = event.hidden_TH, event.expert_idx_TK
+        self.tokens += x_TH.shape[0]
+        change_T = 1 - F.cosine_similarity(x_TH.float(), x_TH.float() + event.output_TH.float(), dim=-1)
+        for expert in experts_TK.unique().tolist():
+            token_idx, choice_idx = torch.where(experts_TK == expert)
+            norms = self.model.routed_expert_output(self.layer_idx, expert, x_TH[token_idx]).float().norm(dim=-1)
+            contribution = (event.gate_weights_TK[token_idx, choice_idx] * norms * change_T[token_idx]).sum()
             self.total[expert] += contribution.double().cpu()
 
 

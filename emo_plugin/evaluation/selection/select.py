@@ -27,8 +27,8 @@ class _LayerScored(Exception):
 
 
 def routed_to_keep(keep: float, model, layer_idx: int, flag: str = "--keep") -> int:
-    """Kept routed experts of a layer from ``keep``: a fraction (<= 1) or a whole count (> 1), both of ALL expert
-    slots (shared included, as AI2 counts "16 of 128"; rule in ``keep.py``); shared experts are among the kept."""
+    """Kept routed experts of a layer from ``keep``: a fraction (<= 1) or a whole count (> 1), both of ALL Hugging Face
+    experts (shared included, as AI2 counts "16 of 128"; rule in ``keep.py``); shared experts are among the kept."""
     slots, shared = model.config.expert_slots(layer_idx)
     routed_per_token = model.num_routed_experts_per_token(layer_idx)
     kept = kept_slots(keep, slots, flag)

@@ -1,23 +1,11 @@
-"""Fixtures of the analysis tests: one tiny checkpoint per session, and single-threaded torch.
-
-One thread: the models are tiny, and on a shared CPU torch's thread pool is 10-100x slower than one thread.
-"""
+"""Fixtures of the analysis tests: one tiny checkpoint per session, and single-threaded torch for every test
+(both defined in tiny_checkpoint.py, shared with the tests of the commands in tests/cli)."""
 
 import pytest
-import torch
 
-from tests.evaluation.analysis.tiny_checkpoint import write_tiny_checkpoint
+from tests.evaluation.analysis.tiny_checkpoint import single_threaded_torch, tiny_checkpoint  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
-def single_threaded_torch():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    """(checkpoint dir, labelled corpus, tokenizer .model) written once for all tests."""
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("analysis"))
+def every_test_single_threaded(single_threaded_torch):  # noqa: F811
+    """single_threaded_torch for every test here."""

@@ -11,7 +11,7 @@ import pytest
 from emo_plugin.cli import evaluate_subsets
 from emo_plugin.errors import AnalysisError
 from emo_plugin.evaluation.analysis.subset_experiment import mean_over_domains, run_subset_experiment, subset_labels
-from tests.evaluation.analysis.test_analysis_clis import finite_numbers
+from tests.evaluation.analysis.test_modularity_analysis import finite_numbers
 from tests.evaluation.analysis.tiny_checkpoint import DOMAIN_WORDS
 
 

@@ -2,6 +2,10 @@
 
 The tokenizer is the bundled `examples/data/tokenizer.model` when it exists, otherwise one trained on the test
 corpus (a few seconds), so the tests never depend on a download.
+
+The fixtures ``tiny_checkpoint`` and ``single_threaded_torch`` are defined here once and registered by the
+conftest.py of the tests that use them: tests/evaluation/analysis (the analyses) and tests/cli (their commands).
+One thread: the models are tiny, and on a shared CPU torch's thread pool is 10-100x slower than one thread.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from emo_plugin.hf import EmoConfig, EmoForCausalLM
@@ -82,3 +87,17 @@ def write_tiny_checkpoint(tmp_dir: Path) -> tuple[Path, Path, Path]:
     checkpoint = tmp_dir / "checkpoint"
     tiny_emo_model(vocab_size).save_pretrained(checkpoint)
     return checkpoint, corpus, tokenizer
+
+
+@pytest.fixture
+def single_threaded_torch():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """(checkpoint dir, labelled corpus, tokenizer .model) written once for all tests."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("analysis"))

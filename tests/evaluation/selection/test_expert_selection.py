@@ -61,17 +61,3 @@ def test_pruned_checkpoint_equals_masked_full_model(model, documents, hf_folder,
         torch.testing.assert_close(pruned(tokens).logits, model(tokens).logits, rtol=1e-5, atol=1e-5)
     out = pruned.generate(tokens[:1, :4], max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
     assert out.shape == (1, 8)
-
-
-def test_select_experts_tool_writes_selection_and_pruned_model(hf_folder, documents_file, tmp_path, capsys):
-    from emo_plugin.cli import select_experts as tool
-
-    args = ["--model", str(hf_folder), "--documents", str(documents_file), "--keep", "4", "--max-tokens", "32",
-            "--selection-json", str(tmp_path / "sel.json"), "--output", str(tmp_path / "pruned")]
-    assert tool.main(args) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["after"]["bytes"] < summary["before"]["bytes"]
-    record = json.loads((tmp_path / "sel.json").read_text())
-    assert record["method"] == "greedy" and set(record["layers"]) == {"0", "1"}
-    assert (tmp_path / "pruned" / "tokenizer.json").is_file()
-    assert tool.main(args) == 2  # output exists now: refused without --force

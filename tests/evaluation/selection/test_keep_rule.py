@@ -1,16 +1,14 @@
-"""One rule for --keep (select_experts) and --fractions (evaluate_subsets): <= 1 is a fraction, > 1 a whole count."""
+"""One rule for --keep (select_experts) and --fractions (evaluate_subsets): <= 1 is a fraction, > 1 a whole count.
+(The commands' parsers: tests/cli/test_select_experts.py and tests/cli/test_evaluate_subsets.py.)"""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 
 from emo_plugin.errors import ConversionError
 from emo_plugin.evaluation.selection.keep import fraction_argument, keep_argument, kept_slots
-from tests.data.helpers import cli_module
 from tests.reliability import record
 
 
@@ -20,30 +18,6 @@ from tests.reliability import record
 ])
 def test_spellings(text, slots, expected):
     assert kept_slots(keep_argument(text), slots) == expected
-
-
-def test_both_tools_read_one_point_zero_as_every_slot():
-    evaluate = cli_module("evaluate_subsets").build_parser()
-    assert evaluate.parse_args(["--checkpoint", "c", "--corpus", "x", "--out", "o", "--fractions", "1.0", "0.25"]
-                               ).fractions == [1.0, 0.25]
-    assert kept_slots(keep_argument("1.0"), 16) == kept_slots(fraction_argument("1.0"), 16) == 16
-
-
-@pytest.mark.parametrize("argv, expected, case", [
-    (["--keep", "1.5"], "'1.5' is neither a fraction <= 1 nor a whole count of slots; write e.g. 1 or 2 slots",
-     "select_experts --keep 1.5"),
-    (["--keep", "0"], "'0': expected a fraction in (0, 1]", "select_experts --keep 0"),
-    (["--keep", "150%"], "'150%': expected a fraction in (0, 1]", "select_experts --keep 150%"),
-])
-def test_select_experts_refuses_ambiguous_keep(argv, expected, case, capsys, tmp_path):
-    with pytest.raises(SystemExit) as info:
-        cli_module("select_experts").main(["--model", str(tmp_path), "--documents", "d.jsonl",
-                                          "--selection-json", str(tmp_path / "s.json"), *argv])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and expected in err and "Traceback" not in err
-    # argparse names the program after sys.argv[0] (pytest here); the user sees the tool's name
-    seen = err.strip().splitlines()[-1].replace(f"{Path(sys.argv[0]).name}:", "select_experts.py:", 1)
-    record(case, seen=seen, kept="nothing written", area="selection")
 
 
 def test_count_above_the_slots_is_refused_not_clamped():

@@ -85,22 +85,6 @@ def test_per_layer_pruned_checkpoint_equals_masked_model(model, documents, hf_fo
         torch.testing.assert_close(pruned(tokens).logits, model(tokens).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_select_experts_tool_takes_a_per_layer_budget(hf_folder, documents_file, tmp_path, capsys):
-    from emo_plugin.cli import select_experts as tool
-
-    base = ["--model", str(hf_folder), "--documents", str(documents_file), "--max-tokens", "32",
-            "--selection-json", str(tmp_path / "sel.json")]
-    assert tool.main(base + ["--keep-per-layer", "100%,4", "--output", str(tmp_path / "pruned")]) == 0
-    capsys.readouterr()
-    record = json.loads((tmp_path / "sel.json").read_text())
-    assert record["keep"] == [1.0, 4] and [len(record["layers"][k]) for k in ("0", "1")] == [8, 3]
-    assert json.loads((tmp_path / "pruned" / "config.json").read_text())["num_experts_per_layer"] == [9, 4]
-    assert tool.main(base + ["--keep-per-layer", "4x3"]) == 2
-    assert "--keep-per-layer has 3 entries, expected one per layer (2 layers)" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # --keep and --keep-per-layer exclude each other
-        tool.main(base + ["--keep", "4", "--keep-per-layer", "4,4"])
-
-
 def test_budget_fits_each_layer_of_a_model_with_per_layer_expert_counts(documents):
     """A pruned model whose layers differ (7 and 3 slots): each entry is checked against its own layer."""
     from tests.evaluation.analysis.tiny_checkpoint import tiny_emo_model

@@ -1,9 +1,8 @@
-"""Calibration from k-shot task prompts: formatting, tokenisation with the answer marked, and the CLI."""
+"""Calibration from k-shot task prompts: formatting and tokenisation with the answer marked (the command:
+tests/cli/test_select_experts.py)."""
 
-import json
 
 import pytest
-import torch
 
 from emo_plugin.errors import DataError
 from emo_plugin.evaluation.selection.task_prompts import (
@@ -59,32 +58,3 @@ def test_tokens_mark_the_answer_and_long_prompts_lose_their_oldest_tokens():
     assert cut.ids == [101, 102, 88, 89, 1] and cut.answer_start == 2
     with pytest.raises(DataError, match="a task answer is 3 tokens with eos"):
         tokenize_prompts(encode, [prompt], eos_token_id=1, max_tokens=3)
-
-
-def test_select_experts_tool_selects_from_task_prompts(hf_folder, tmp_path, capsys):
-    from transformers import AutoTokenizer
-
-    from emo_plugin.cli import select_experts as tool
-    from emo_plugin.evaluation.selection import select_experts
-    from emo_plugin.hf import EmoForCausalLM
-
-    task = tmp_path / "task.jsonl"
-    task.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    typed = TEMPLATE.replace("\n", "\\n")  # as typed in a shell: backslash n
-    args = ["--model", str(hf_folder), "--task-prompts", str(task), "--template", typed, "--num-shots", "2",
-            "--num-examples", "all", "--keep", "4", "--selection-json", str(tmp_path / "sel.json")]
-    assert tool.main(args) == 0
-    record = json.loads((tmp_path / "sel.json").read_text())
-    assert record["num_documents"] == 3 and record["num_shots"] == 2
-
-    tokenizer = AutoTokenizer.from_pretrained(str(hf_folder))
-    model = EmoForCausalLM.from_pretrained(str(hf_folder), dtype=torch.float32).eval()
-    eos = model.config.eos_token_id
-    shots = "Q: q0?\nA: a0.\n\nQ: q1?\nA: a1.\n\n"
-    docs = [torch.tensor([tokenizer.encode(shots + f"Q: q{i}?\nA: ", add_special_tokens=False)
-                          + tokenizer.encode(f"a{i}.", add_special_tokens=False) + [eos]]) for i in (2, 3, 4)]
-    expected = select_experts(model, docs, method="greedy", keep=4)
-    assert record["layers"] == {str(k): v for k, v in expected.items()}
-
-    assert tool.main(args[:-2] + ["--selection-json", str(tmp_path / "s2.json"), "--template", "{question}"]) == 2
-    assert "must contain {answer} exactly once" in capsys.readouterr().err

@@ -1,39 +1,15 @@
-"""A Megatron GPTModel with EMO MoE layers on the host: spec wiring, forward/backward, routing ids per layer."""
-
-import functools
-import importlib.util
+"""A Megatron GPTModel with EMO MoE layers on the host (``emo_plugin/model/build.py``): forward/backward, routing
+ids per layer, evaluation pools."""
 
 import pytest
 import torch
 
 from emo_plugin.model.build import build_emo_gpt_model
-from emo_plugin.model.spec import emo_decoder_block_spec
-from emo_plugin.moe.layer import EmoMoELayer
-from emo_plugin.moe.router import EmoRouter
 from emo_plugin.moe.routing_ids import build_routing_ids
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("megatron_single_rank")
 VOCAB, SEQ, BATCH = 64, 20, 2
-
-
-HAVE_TE = importlib.util.find_spec("transformer_engine") is not None
-
-
-@pytest.mark.parametrize(
-    "use_te",
-    [False, pytest.param(True, marks=pytest.mark.skipif(not HAVE_TE, reason="TE spec needs Transformer Engine (GPU)"))],
-)
-@pytest.mark.parametrize("grouped_gemm", [False, True])
-def test_spec_puts_emo_router_in_every_moe_layer(use_te, grouped_gemm):
-    config = tiny_config(num_layers=4, moe_layer_freq=[1, 0, 1, 1], moe_grouped_gemm=grouped_gemm)
-    block = emo_decoder_block_spec(config, use_transformer_engine=use_te)
-    mlps = [spec.submodules.mlp for spec in block.layer_specs]
-    moe = [m for m in mlps if isinstance(m, functools.partial) and m.func is EmoMoELayer]
-    assert len(moe) == 3
-    for mlp in moe:
-        assert mlp.keywords["submodules"].router is EmoRouter
-        assert mlp.keywords["submodules"].shared_experts is not None
 
 
 def test_gpt_model_forward_backward_and_routing_ids_reach_every_router():
@@ -79,17 +55,3 @@ def test_eval_mode_routes_with_the_fixed_eval_pool_and_is_deterministic():
         without_ids = model(tokens, positions, None)  # no EOD in these tokens: one document per sequence
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     torch.testing.assert_close(without_ids, first, rtol=0, atol=0)
-
-
-def test_moe_layer_refuses_routing_ids_of_another_length():
-    """Without sequence parallelism the ids must cover exactly the layer's positions; twice as many is an error,
-    not a silently taken first half."""
-    from tests.parallel.harness import build_emo_moe_layer
-
-    torch.manual_seed(2)
-    layer = build_emo_moe_layer(tiny_config())
-    ids = build_routing_ids(
-        tokens_BS=torch.ones(BATCH, 16, dtype=torch.long), eod_token_id=0, max_documents_per_sequence=16
-    )
-    with pytest.raises(ValueError, match="routing ids cover 16 positions per sequence but this MoE layer sees 8"):
-        layer(torch.randn(8, BATCH, 32), padding_mask=ids)

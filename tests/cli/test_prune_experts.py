@@ -1,4 +1,5 @@
-"""tools/prune_experts.py: a saved selection JSON → pruned folder equal to the masked full model."""
+"""emo-prune-experts (run as tools/prune_experts.py): a saved selection JSON → pruned folder equal to the masked
+full model; a bad selection is refused naming the file."""
 
 import json
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def prune(*args):
