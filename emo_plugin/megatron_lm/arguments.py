@@ -22,9 +22,11 @@ CHOICES = {"eos_grouping": ("ends", "starts"), "lb_scope": ("micro_batch", "glob
 
 
 def _scalar_type(annotation) -> type:
-    """``int | None`` → int, ``list | None`` → int (pool lists), ``str`` → str."""
+    """``int | None`` → int, ``tuple[int, ...] | None`` → int (per-layer pools), a ``Literal`` → str."""
     types = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
-    return int if types[0] is list else types[0]
+    if typing.get_origin(types[0]) is tuple:
+        return int
+    return str if typing.get_origin(types[0]) is typing.Literal else types[0]
 
 
 def add_emo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def add_emo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     hints = typing.get_type_hints(EmoSection)
     for field in dataclasses.fields(EmoSection):
         flag = EMO_FLAGS.get(field.name, "--emo-" + field.name.replace("_", "-"))
-        is_list = typing.get_origin(hints[field.name]) is list or list in typing.get_args(hints[field.name])
+        is_list = any(typing.get_origin(t) is tuple for t in typing.get_args(hints[field.name]))
         group.add_argument(
             flag, dest=dest(flag), type=_scalar_type(hints[field.name]), nargs="+" if is_list else None,
             choices=CHOICES.get(field.name), default=field.default, help=field.metadata["help"])

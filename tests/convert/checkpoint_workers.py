@@ -6,13 +6,8 @@ from __future__ import annotations
 import torch
 
 from emo_plugin.model.record import RECORD_KEY, ModelRecord
+from tests.helpers import TINY  # noqa: F401  (the converters' tests import it from here too)
 
-# The tiny shape of tests/helpers.py: 8 routed + 1 shared experts of width 16, GQA 4 heads / 2 groups.
-TINY = ModelRecord(
-    num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2, moe_ffn_hidden_size=16,
-    num_moe_experts=8, moe_router_topk=2, num_shared_experts=1, vocab_size=64, seq_length=64,
-    pool_min=2, pool_max=8, pool_eval=4, max_documents_per_sequence=16, eos_token_id=2, pad_token_id=0,
-)
 SEED = 7
 
 

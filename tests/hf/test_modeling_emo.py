@@ -13,19 +13,16 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from emo_plugin.hf import EmoConfig, EmoForCausalLM
 from emo_plugin.hf.modeling_emo import document_ids_from_eos
+from tests.helpers import tiny_hf_fields
 
 EOS, PAD = 1, 0
 HF_DIR = pathlib.Path(__file__).resolve().parents[2] / "emo_plugin" / "hf"
 
 
 def tiny_config(**overrides):
-    """2 layers, 9 expert slots (the last one shared), 3 experts per token including the shared one."""
-    fields = dict(
-        vocab_size=64, hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_experts=9, num_experts_per_tok=3, num_shared_experts=1,
-        max_position_embeddings=64, rope_theta=10000.0, eos_token_id=EOS, pad_token_id=PAD,
-    )
-    return EmoConfig(**{**fields, **overrides})
+    """The tiny shape (``tests/helpers.py``): 2 layers, 9 Hugging Face experts (the last one shared), 3 per token
+    including the shared one."""
+    return EmoConfig(**tiny_hf_fields(**{"rope_theta": 10000.0, "eos_token_id": EOS, "pad_token_id": PAD, **overrides}))
 
 
 def tiny_model(config=None, seed=0):

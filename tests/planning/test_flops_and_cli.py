@@ -11,7 +11,7 @@ from emo_plugin.cli.pretrain import main, parse_config
 from emo_plugin.errors import ConfigError
 from emo_plugin.planning.fit_check import check_fits
 from emo_plugin.planning.plan import GIB, make_plan
-from tests.helpers import resolved
+from tests.helpers import planning_run
 from tests.training.conftest import REPO, base_args, read_metrics, run_cli
 
 RECIPES = ["emo_1b14b", "stdmoe_1b14b", "emo_1b14b_1node", "emo_1b14b_anneal", "emo_anneal_stdmoe_1b14b"]
@@ -27,7 +27,7 @@ def test_flops_per_step_equal_the_trainers_mfu_numerator(corpus_prefix, tmp_path
     cfg = parse_config(args)
     tokens_per_step = cfg.batch.global_batch_size * cfg.data.seq_length
     reported = record["throughput"] * 1e12 / record["throughput/tokens-per-sec"] * tokens_per_step
-    assert make_plan(resolved(cfg, 1)).flops_per_step == pytest.approx(reported, rel=1e-9)
+    assert make_plan(planning_run(cfg, 1)).flops_per_step == pytest.approx(reported, rel=1e-9)
 
 
 def _dry_run(capsys, *extra: str) -> tuple[int, str]:
@@ -41,7 +41,7 @@ def test_shipped_recipes_fit_and_their_headers_state_the_plan(capsys, recipe):
     code, out = _dry_run(capsys, "--config", str(path))
     assert code == 0 and "verdict: fits" in out
     cfg = parse_config(["--config", str(path)])
-    plan = make_plan(resolved(cfg, cfg.plan.world_size))
+    plan = make_plan(planning_run(cfg, cfg.plan.world_size))
     header = re.search(r"= ([\d.]+) GiB of (\d+) usable: fits", path.read_text())
     assert header, f"{path}: the header must state the planner's total"
     assert float(header.group(1)) == round(plan.worst.total / GIB, 1)
@@ -65,12 +65,12 @@ def test_training_refuses_a_layout_that_does_not_fit_unless_told():
     cfg = parse_config(["--config", "emo_1b14b",
                         "--parallel.expert_model_parallel_size=1"])
     with pytest.raises(ConfigError, match=r"needs an estimated [\d.]+ GiB per GPU .*plan.skip_fit_check"):
-        check_fits(resolved(cfg, 64))
+        check_fits(planning_run(cfg, 64))
     cfg.plan.skip_fit_check = True
-    check_fits(resolved(cfg, 64))
+    check_fits(planning_run(cfg, 64))
     cfg.plan.skip_fit_check = False
     cfg.parallel.expert_model_parallel_size = 8
-    check_fits(resolved(cfg, 64))
+    check_fits(planning_run(cfg, 64))
 
 
 def test_dry_run_needs_a_world_size(capsys, monkeypatch):

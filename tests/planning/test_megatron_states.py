@@ -16,7 +16,7 @@ import pytest
 
 from emo_plugin.planning.plan import make_plan
 from tests.cuda_free.backend_runs import VOCAB, build_config, train_run
-from tests.helpers import resolved
+from tests.helpers import planning_run
 from tests.parallel.harness import Layout, run_ranks
 from tests.planning.workers import megatron_activation_bytes, megatron_state_bytes
 
@@ -39,7 +39,7 @@ def test_megatron_backend_states(layout, overrides):
     measured = run_ranks(train_run, 2, layout, device="cuda", overrides=overrides, steps=0,
                          probe=megatron_state_bytes)
     cfg = build_config("cuda", {**overrides, "model.vocab_size": VOCAB})
-    states = make_plan(resolved(cfg, 2)).stages[0].states
+    states = make_plan(planning_run(cfg, 2)).stages[0].states
     for rank in measured:
         got = rank["probe"]
         assert got["parameters"] == pytest.approx(states.parameters, rel=REL)
@@ -62,6 +62,6 @@ def test_megatron_local_layers_activations(layout, world_size, overrides):
     measured = run_ranks(train_run, world_size, layout, device="cuda", overrides=overrides, steps=0,
                          probe=megatron_activation_bytes, probe_kwargs={"micro_batch_size": 2})
     cfg = build_config("cuda", {**overrides, "model.vocab_size": VOCAB, "batch.micro_batch_size": 2})
-    planned = make_plan(resolved(cfg, world_size)).stages[0].activations.per_micro_batch
+    planned = make_plan(planning_run(cfg, world_size)).stages[0].activations.per_micro_batch
     for rank in measured:
         assert planned == pytest.approx(rank["probe"], rel=ACTIVATION_REL)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from emo_plugin.planning.plan import make_plan
-from tests.helpers import resolved
+from tests.helpers import planning_run
 from tests.parallel.harness import Layout, run_ranks
 from tests.planning.workers import measured_host_memory, run_config
 
@@ -28,7 +28,7 @@ def test_host_memory_estimate(micro_batch_size, seq_length):
                                         "batch.micro_batch_size": micro_batch_size,
                                         "batch.global_batch_size": micro_batch_size, "parallel.device": "cpu",
                                         "data.intra_document_attention": False})  # the probe's batch has no mask
-    stage = make_plan(resolved(cfg, 1)).stages[0]
+    stage = make_plan(planning_run(cfg, 1)).stages[0]
     assert stage.states.parameters == measured["parameters"]
     assert stage.states.gradients == measured["gradients"]
     assert stage.states.optimizer == measured["optimizer"]

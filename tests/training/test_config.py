@@ -40,7 +40,7 @@ def test_yaml_then_dotted_then_megatron_flags():
         (["--tensor-model-parallel-size", "2"], "parallel.tensor_model_parallel_size=2: expected 1 on CPU"),
         (["--precision.dtype=bf16"], "precision.dtype='bf16': expected 'fp32' on CPU"),
         (["--emo.pool_min=1"], "emo.pool_min=1 must be ≥ moe_router_topk=2"),
-        (["--emo.eos_grouping=before"], "emo.eos_grouping='before': expected 'ends'"),
+        (["--emo.eos_grouping=before"], "emo.eos_grouping='before': expected one of ends, starts"),
         (["--emo.pool_max_per_layer=8,8,8"], "emo.pool_max_per_layer=[8, 8, 8]: expected one entry per layer, 2"),
         (["--emo.pool_min_per_layer=8,1"], "emo.pool_min_per_layer: layer 1 has pool_min 1, below moe_router_topk=2"),
         (["--emo.pool_max_per_layer=8,2000000"], "emo.pool_max_per_layer=(8, 2000000): expected at most"),

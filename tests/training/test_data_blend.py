@@ -13,7 +13,8 @@ def test_weighted_blend_builds_train_and_valid(corpus_prefix, tmp_path):
             f"--data.cache_dir={tmp_path}",
         ]
     )
-    cfg.schedule.train_iters, cfg.eval.iters, cfg.eval.interval = 8, 1, 0  # 64 training, 16 validation samples
+    cfg.schedule.train_iters, cfg.schedule.lr_warmup_iters, cfg.eval.iters, cfg.eval.interval = 8, 1, 1, 0
+    # 64 training samples, 16 validation samples (two rounds of one batch)
     data = build_datasets(resolved(cfg))
     assert len(data.train) >= 64 and len(data.valid) >= 8
     sample = data.train[0]

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from emo_plugin.hf import EmoConfig, EmoForCausalLM
+from tests.helpers import tiny_hf_fields
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLED_TOKENIZER = ROOT / "examples" / "data" / "tokenizer.model"
@@ -48,23 +49,9 @@ def tokenizer_model(tmp_dir: Path, corpus: Path) -> Path:
 
 
 def tiny_emo_config(vocab_size: int, **overrides) -> EmoConfig:
-    """2 layers, 9 expert slots (last one shared), 3 experts per token including the shared one."""
-    fields = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_experts=9,
-        num_experts_per_tok=3,
-        num_shared_experts=1,
-        max_position_embeddings=128,
-        rope_theta=10000.0,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return EmoConfig(**{**fields, **overrides})
+    """The tiny shape (``tests/helpers.py``) with this corpus's vocabulary and 128 positions."""
+    return EmoConfig(**tiny_hf_fields(**{"vocab_size": vocab_size, "max_position_embeddings": 128,
+                                         "rope_theta": 10000.0, "eos_token_id": 2, "pad_token_id": 0, **overrides}))
 
 
 def tiny_emo_model(vocab_size: int, seed: int = 0, **overrides) -> EmoForCausalLM:
