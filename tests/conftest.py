@@ -42,3 +42,16 @@ def fresh_moe_metrics():
 
     get_moe_metrics_tracker().metrics.clear()
     yield
+
+
+@pytest.fixture
+def megatron_lm_globals(monkeypatch):
+    """Megatron-LM's argument parsing in the test process (tests/megatron_lm, emo-pretrain-megatron's CLI tests):
+    one rank, as Megatron-LM's validate_args reads it from the launch environment; its globals unset afterwards."""
+    from megatron.training.global_vars import unset_global_variables
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_MAX_CONNECTIONS", "1")
+    yield
+    unset_global_variables()
