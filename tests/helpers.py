@@ -78,15 +78,10 @@ def run_record(cfg):
 
 
 def checked(cfg, world_size: int | None = None):
-    """What ``emo-pretrain --check-config`` does: resolve ``cfg`` (on ``world_size`` ranks, else the smallest
-    world its layout runs on) and check that it fits; returns the resolved run."""
-    from emo_plugin.planning.fit_check import check_fits
-    from emo_plugin.run.layout import smallest_world_size
-    from emo_plugin.run.resolve import resolve
+    """What ``emo-pretrain --check-config`` does (``planning/fit_check.check_config``)."""
+    from emo_plugin.planning.fit_check import check_config
 
-    run = resolve(cfg, world_size or smallest_world_size(cfg))
-    check_fits(run)
-    return run
+    return check_config(cfg, world_size)
 
 
 def planning_run(cfg, world_size: int = 1):

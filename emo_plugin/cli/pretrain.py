@@ -130,11 +130,9 @@ def _start(argv: list[str]) -> int:
 
         return dry_run(cfg)
     if "--check-config" in argv:
-        from emo_plugin.planning.fit_check import check_fits
-        from emo_plugin.run.layout import configured_world_size, smallest_world_size
-        from emo_plugin.run.resolve import resolve
+        from emo_plugin.planning.fit_check import check_config
 
-        check_fits(resolve(cfg, configured_world_size(cfg) or smallest_world_size(cfg)))
+        check_config(cfg)
         print("emo-pretrain: config OK", file=sys.stderr)
         return 0
     from emo_plugin.checkpoint import CheckpointError

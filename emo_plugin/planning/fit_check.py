@@ -16,7 +16,9 @@ import os
 from emo_plugin.errors import ConfigError
 from emo_plugin.model.sizes import SIZES
 from emo_plugin.planning.plan import GIB, Plan, make_plan
-from emo_plugin.run.resolve import ResolvedRun
+from emo_plugin.run.config import TrainingConfig
+from emo_plugin.run.layout import configured_world_size, smallest_world_size
+from emo_plugin.run.resolve import ResolvedRun, resolve
 
 INDEX_BYTES_PER_SAMPLE = 32  # Megatron's document, sample and shuffle indices
 
@@ -34,6 +36,14 @@ def check_fits(run: ResolvedRun, host_memory: int | None = None) -> None:
         _check_host(run, make_plan(run), budget)
     elif not run.config.plan.skip_fit_check:
         _check_device(run, make_plan(run))
+
+
+def check_config(cfg: TrainingConfig, world_size: int | None = None) -> ResolvedRun:
+    """``emo-pretrain --check-config``: ``cfg`` resolved on ``world_size`` ranks (else ``plan.world_size`` or the
+    launcher's, else the smallest world its layout runs on) and checked to fit; returns the resolved run."""
+    run = resolve(cfg, world_size or configured_world_size(cfg) or smallest_world_size(cfg))
+    check_fits(run)
+    return run
 
 
 def _gib(n: float) -> str:

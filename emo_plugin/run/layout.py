@@ -27,9 +27,19 @@ class Layout:
     sequence_parallel: bool = False
 
     @property
+    def dense_model_parallel(self) -> int:
+        """Ranks one copy of the dense parameters spans: TP × PP × CP."""
+        return self.tp * self.pp * self.cp
+
+    @property
+    def expert_model_parallel(self) -> int:
+        """Ranks one copy of the expert parameters spans: ETP × EP × PP."""
+        return self.etp * self.ep * self.pp
+
+    @property
     def dp(self) -> int:
         """Data-parallel size of dense parameters (without CP)."""
-        return self.world_size // (self.tp * self.pp * self.cp)
+        return self.world_size // self.dense_model_parallel
 
     @property
     def dense_grad_group(self) -> int:
@@ -39,7 +49,7 @@ class Layout:
     @property
     def expert_dp(self) -> int:
         """Ranks that hold the same expert shard and reduce its gradient."""
-        return self.world_size // (self.etp * self.ep * self.pp)
+        return self.world_size // self.expert_model_parallel
 
     def describe(self) -> str:
         sp = "+SP" if self.sequence_parallel else ""
@@ -49,8 +59,22 @@ class Layout:
     @classmethod
     def from_config(cls, cfg: TrainingConfig, world_size: int) -> "Layout":
         """The layout of ``cfg`` on ``world_size`` ranks, or ``ConfigError`` naming what does not divide."""
+        layout = cls._of(cfg, world_size)
+        if world_size < 1:
+            raise ConfigError(f"plan.world_size={world_size}: expected an integer >= 1")
+        dense = layout.dense_model_parallel
+        if world_size % dense:
+            raise ConfigError(f"parallel: tp*pp*cp={dense} does not divide the world size {world_size}")
+        experts = layout.expert_model_parallel
+        if world_size % experts:
+            raise ConfigError(f"parallel.expert_model_parallel_size={layout.ep}: ep*etp*pp={experts} does not divide "
+                              f"the world size {world_size}")
+        return layout
+
+    @classmethod
+    def _of(cls, cfg: TrainingConfig, world_size: int) -> "Layout":
         par = cfg.parallel
-        layout = cls(
+        return cls(
             world_size=world_size,
             tp=par.tensor_model_parallel_size,
             pp=par.pipeline_model_parallel_size,
@@ -59,16 +83,6 @@ class Layout:
             etp=par.expert_tensor_parallel_size or 1,
             sequence_parallel=par.sequence_parallel,
         )
-        if world_size < 1:
-            raise ConfigError(f"plan.world_size={world_size}: expected an integer >= 1")
-        dense = layout.tp * layout.pp * layout.cp
-        if world_size % dense:
-            raise ConfigError(f"parallel: tp*pp*cp={dense} does not divide the world size {world_size}")
-        experts = layout.etp * layout.ep * layout.pp
-        if world_size % experts:
-            raise ConfigError(f"parallel.expert_model_parallel_size={layout.ep}: ep*etp*pp={experts} does not divide "
-                              f"the world size {world_size}")
-        return layout
 
 
 def configured_world_size(cfg: TrainingConfig) -> int | None:
@@ -84,7 +98,5 @@ def configured_world_size(cfg: TrainingConfig) -> int | None:
 
 def smallest_world_size(cfg: TrainingConfig) -> int:
     """The fewest ranks ``cfg``'s layout runs on: both decompositions (dense and expert) must divide it."""
-    par = cfg.parallel
-    dense = par.tensor_model_parallel_size * par.pipeline_model_parallel_size * par.context_parallel_size
-    experts = (par.expert_tensor_parallel_size or 1) * par.expert_model_parallel_size * par.pipeline_model_parallel_size
-    return math.lcm(dense, experts)
+    layout = Layout._of(cfg, 1)
+    return math.lcm(layout.dense_model_parallel, layout.expert_model_parallel)

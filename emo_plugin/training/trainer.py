@@ -52,9 +52,6 @@ class Trainer:
         """``run``: the resolved run (``emo_plugin/run/resolve.py``), checked to fit (``planning/fit_check.py``)."""
         cfg = run.config
         self.run, self.cfg, self.device = run, cfg, run.device
-        self.record, self.seq_length, self.vocab_size = run.record, run.seq_length, run.vocab_size
-        self.transformer_config, self.num_micro = run.transformer_config, run.num_micro_batches
-        self.dp_size = run.data_parallel_size
         initialize(cfg, self.device)
         _check_host_expert_parallel(cfg, self.device)
         initialize_model_parallel(cfg)
@@ -70,13 +67,13 @@ class Trainer:
         else:
             from emo_plugin.training.megatron_backend import MegatronBackend as Backend
         self.backend = Backend(run, anneal=self.anneal)
-        self.reporter = Reporter(cfg, device=self.device, num_layers=self.record.num_layers)
+        self.reporter = Reporter(cfg, device=self.device, num_layers=self.run.record.num_layers)
         self.iteration = 0
         self.consumed_samples = 0
         self.last_saved = None
         self.skipped = 0
         self.learning_rate = None  # of the last step taken; recorded in checkpoints for a later anneal
-        self.flops_per_token = flops_per_token(self.record, self.vocab_size, self.seq_length)
+        self.flops_per_token = flops_per_token(self.run.record, self.run.vocab_size, self.run.seq_length)
         self.peak = peak_tflops(cfg.logging.peak_tflops, self.device)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -88,15 +85,15 @@ class Trainer:
         return [
             get_micro_batch(
                 dataset,
-                sample_indices(consumed, m, b.micro_batch_size, self.dp_rank, self.dp_size),
+                sample_indices(consumed, m, b.micro_batch_size, self.dp_rank, self.run.data_parallel_size),
                 seed=self.cfg.seed,
-                max_docs=self.transformer_config.emo.max_documents_per_sequence,
+                max_docs=self.run.transformer_config.emo.max_documents_per_sequence,
                 device=torch_device,
                 packing=self.packing,
-                eod_token_id=self.record.eos_token_id,
-                eos_grouping=self.record.eos_grouping,
+                eod_token_id=self.run.record.eos_token_id,
+                eos_grouping=self.run.record.eos_grouping,
             )
-            for m in range(self.num_micro)
+            for m in range(self.run.num_micro_batches)
         ]
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -111,8 +108,8 @@ class Trainer:
             "consumed_samples": self.consumed_samples,
             "world_size": dist.get_world_size(),
             "config": to_dict(self.cfg),
-            RECORD_KEY: self.record.to_dict(),
-            "vocab_size": self.vocab_size,
+            RECORD_KEY: self.run.record.to_dict(),
+            "vocab_size": self.run.vocab_size,
             "skipped_steps": self.skipped,
             anneal.LEARNING_RATE_KEY: self.learning_rate,
             **(self.anneal.to_common() if self.anneal else {}),
@@ -130,7 +127,7 @@ class Trainer:
             self.reporter.message(f" no checkpoint loaded: {start.reason}")
             return
         folder = start.folder
-        current = architecture_check.architecture(self.record)
+        current = architecture_check.architecture(self.run.record)
         architecture_check.check_fields(architecture_check.stored_architecture(start.common), current, folder)
         model_state = self.backend.model_sharded_state_dict()
         architecture_check.check_tensor_shapes(model_state, folder)
@@ -165,8 +162,8 @@ class Trainer:
             return
         with evaluation_pool(self.backend.model, None):
             plain = self._eval_loss()
-        emo = self.transformer_config.emo
-        pooled = plain if emo.pool_eval >= self.transformer_config.num_selectable_experts else self._eval_loss()
+        emo = self.run.transformer_config.emo
+        pooled = plain if emo.pool_eval >= self.run.transformer_config.num_selectable_experts else self._eval_loss()
         self.reporter.validation(self.iteration, plain, pooled, emo.pool_eval)
 
     def _eval_loss(self) -> float:
@@ -235,7 +232,7 @@ class Trainer:
                 self.skipped += 0 if result["finite"] else 1
                 self.learning_rate = result["learning-rate"]
                 elapsed = time.time() - start
-                tokens_per_sec = cfg.batch.global_batch_size * self.seq_length / elapsed
+                tokens_per_sec = cfg.batch.global_batch_size * self.run.seq_length / elapsed
                 tflops = self.flops_per_token * tokens_per_sec / dist.get_world_size() / 1e12
                 self.reporter.step(
                     self.iteration,
@@ -251,7 +248,7 @@ class Trainer:
                         "skipped": 0.0 if result["finite"] else 1.0,
                     },
                     self.consumed_samples,
-                    self.num_micro,
+                    self.run.num_micro_batches,
                 )
                 if cfg.eval.interval and self.iteration % cfg.eval.interval == 0:
                     self._validate()

@@ -3,11 +3,11 @@ one-line error and exit 2. The experiment itself is tested in
 tests/evaluation/analysis/test_exclusion_experiment.py."""
 
 import json
-import math
 
 import pytest
 
 from emo_plugin.cli import exclude_experts
+from tests.evaluation.analysis.test_exclusion_experiment import check_results_of_dropping_three
 
 pytestmark = pytest.mark.usefixtures("single_threaded_torch")
 
@@ -19,12 +19,7 @@ def test_exclude_experts_reports_every_domain_before_and_after(tiny_checkpoint, 
             "--max-eval-tokens-per-domain", "300"]
     assert exclude_experts.main(argv) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["domain"] == "code" and set(results["domains"]) == {"code", "cooking", "law"}
-    assert all(len(ids) == 3 and ids == sorted(set(ids)) for ids in results["dropped_experts"].values())
-    for entry in results["domains"].values():
-        assert math.isfinite(entry["excluded_loss"])
-        assert entry["loss_rise"] == pytest.approx(entry["excluded_loss"] - entry["full_loss"])
-        assert entry["excluded_loss"] != entry["full_loss"]
+    check_results_of_dropping_three(results)
     printed = capsys.readouterr().out
     assert "| code (target) |" in printed and printed == (tmp_path / "out" / "results.md").read_text()
     argv[argv.index("--drop-per-layer") + 1] = "7"

@@ -22,17 +22,23 @@ def experiment_args(tiny_checkpoint, out, drop):
     )
 
 
-def test_drops_the_targets_experts_and_measures_every_domain(tiny_checkpoint, tmp_path, capsys):
-    out = tmp_path / "out"
-    results = run_exclusion_experiment(experiment_args(tiny_checkpoint, out, 3))
-    assert capsys.readouterr().out == ""  # printing is the command's
-    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+def check_results_of_dropping_three(results: dict) -> None:
+    """What an exclusion experiment on the tiny checkpoint with target 'code' and 3 experts dropped per layer
+    must give (also checked on the output of the emo-exclude-experts command, tests/cli)."""
     assert results["domain"] == "code" and set(results["domains"]) == {"code", "cooking", "law"}
     assert all(len(ids) == 3 and ids == sorted(set(ids)) for ids in results["dropped_experts"].values())
     for entry in results["domains"].values():
         assert math.isfinite(entry["excluded_loss"])
         assert entry["loss_rise"] == pytest.approx(entry["excluded_loss"] - entry["full_loss"])
         assert entry["excluded_loss"] != entry["full_loss"]
+
+
+def test_drops_the_targets_experts_and_measures_every_domain(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    results = run_exclusion_experiment(experiment_args(tiny_checkpoint, out, 3))
+    assert capsys.readouterr().out == ""  # printing is the command's
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    check_results_of_dropping_three(results)
     report = (out / "results.md").read_text()
     assert report == markdown_report(results) and "| code (target) |" in report
 
